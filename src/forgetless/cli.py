@@ -46,6 +46,9 @@ RUN_OPTIONS = [  # (flag, keyword arguments): shared by `run` and `compare`
     ("--angles", dict(type=None, help="rotated: one angle per task, e.g. 0,45,90")),
     ("--val-fraction", dict(type=float, help="hold out this part of each task's training data")),
     ("--eval-every", dict(type=int, help="evaluate every N steps (curves)")),
+    ("--precision", dict(choices=["float32", "bf16"],
+                         help="bf16: train with CPU autocast to bfloat16 (fast on CPUs with AVX512-BF16/AMX); "
+                              "default float32")),
     ("--data-dir", dict(help="where the dataset files are, or NAME=DIR,NAME=DIR "
                              "(else $FORGETLESS_DATA, the cache, system copies)")),
 ]
@@ -94,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(a: argparse.Namespace) -> RunConfig:
     given = {name: getattr(a, name) for name in ("benchmark", "scenario", "tasks", "strategy", "model", "epochs",
                                                  "iterations", "batch_size", "optimizer", "lr", "momentum", "seed",
-                                                 "classes", "angles", "val_fraction", "eval_every")}
+                                                 "classes", "angles", "val_fraction", "eval_every",
+                                                 "precision")}
     cfg = RunConfig(**{k: v for k, v in given.items() if v is not None})
     cfg.params = parse_params(a.param)
     cfg.reset_optimizer, cfg.first_unpermuted = a.reset_optimizer, a.first_unpermuted

@@ -12,6 +12,9 @@ from .models import DEFAULT_MODEL
 OPTIMIZERS = ("sgd", "adam")
 
 
+PRECISIONS = ("float32", "bf16")
+
+
 @dataclass
 class RunConfig:
     benchmark: str = "permuted-digits"
@@ -36,6 +39,7 @@ class RunConfig:
     eval_split: str = "test"  # "val": evaluate on the held-out validation data; the test split is never read
     data_dir: str | dict[str, str] | None = None  # a directory, or {dataset: directory}
     download: bool = True
+    precision: str = "float32"  # "bf16": CPU autocast to bfloat16 for the training forward pass
 
     def resolved(self) -> "RunConfig":
         """A copy with defaults that depend on other options filled in, and values checked."""
@@ -55,6 +59,8 @@ class RunConfig:
             raise UsageError(f"eval_split must be 'test' or 'val', got {c.eval_split!r}")
         if c.eval_split == "val" and not c.val_fraction > 0:
             raise UsageError("evaluating on validation data needs --val-fraction > 0")
+        if c.precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}")
         if not c.lr > 0:
             raise UsageError(f"--lr must be positive, got {c.lr}")
         return c
@@ -78,7 +84,12 @@ class RunConfig:
         parts += [c.model.replace(":", "").replace(",", "-"),
                   f"i{c.iterations}" if c.iterations else f"e{c.epochs}",
                   f"b{c.batch_size}", f"{c.optimizer}{c.lr:g}", f"s{c.seed}"]
-        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        d = self.to_dict()
+        if d["precision"] == "float32":  # (runs stamped before the option existed keep their names)
+            del d["precision"]
+        else:
+            parts.append(d["precision"])
+        digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
         return "_".join(str(p) for p in parts) + "_" + digest
 
 

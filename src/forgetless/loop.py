@@ -98,16 +98,18 @@ def train_task(ctx: Context, strategy: Strategy, task: Task, *, epochs: int = 1,
     ctx.step = 0
     total_steps = iterations or epochs * math.ceil(len(Y) / ctx.batch_size)
     bar = progress_bar(total_steps, f"task {task.id + 1}", progress)
+    bf16 = ctx.precision == "bf16"
     for epoch, idx in iterate_batches(len(Y), ctx.batch_size, ctx.generator, epochs, iterations):
         ctx.epoch = epoch
         x, y, t = strategy.adapt_batch(ctx, X[idx], Y[idx], task_ids[idx])
-        out = model(x)
-        loss = strategy.task_loss(ctx, x, y, t, out)
-        if loss is None:
-            loss = F.cross_entropy(bench.mask_logits(out, t, upto), y)
-        ctx.loss = loss
-        pen = strategy.penalty(ctx, x, y, out)
-        total = loss if pen is None else loss + pen
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+            loss = strategy.task_loss(ctx, x, y, t, out)
+            if loss is None:
+                loss = F.cross_entropy(bench.mask_logits(out, t, upto), y)
+            ctx.loss = loss
+            pen = strategy.penalty(ctx, x, y, out)
+            total = loss if pen is None else loss + pen
         opt.zero_grad(set_to_none=True)
         total.backward()
         strategy.after_backward(ctx)
@@ -284,7 +286,7 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
     check_model(model, benchmark.input_shape, benchmark.n_outputs)
     params = [p for p in model.parameters() if p.requires_grad]
     ctx = Context(model=model, optimizer=make_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum),
-                  benchmark=benchmark, batch_size=cfg.batch_size,
+                  benchmark=benchmark, batch_size=cfg.batch_size, precision=cfg.precision,
                   generator=torch.Generator().manual_seed(cfg.seed))
     hp = strategy.hparams()  # every hyperparameter with its default filled in
     cfg.params = {k: v for part in hp.values() for k, v in part.items()} if isinstance(strategy, Compose) else hp

@@ -443,8 +443,13 @@ class PathIntegral:
         self.started = True
 
     @torch.no_grad()
-    def capture(self, grads) -> None:
-        torch._foreach_copy_(self.grad, list(grads))
+    def capture(self, grads, copy: bool = True) -> None:
+        """The task-loss gradient of this step: copied, or (``copy=False``) the tensors themselves,
+        which the caller promises not to modify before ``step``."""
+        if copy:
+            torch._foreach_copy_(self.grad, list(grads))
+        else:
+            self.grad = list(grads)
 
     @torch.no_grad()
     def step(self, params) -> None:

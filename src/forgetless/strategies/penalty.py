@@ -145,8 +145,13 @@ class QuadraticPenalty:
             torch._foreach_mul_(d, 2.0 * lam)
         return d
 
-    def add_grad_(self, params: Tensors, lam: float) -> None:
-        """Add ``2 lam Omega (theta - theta*)`` to every ``p.grad`` in place (creating zero grads)."""
+    def add_grad_(self, params: Tensors, lam: float, inplace: bool = True) -> None:
+        """Add ``2 lam Omega (theta - theta*)`` to every ``p.grad`` (creating zero grads).
+
+        ``inplace=False`` gives each parameter a new grad tensor instead of writing into the old
+        one (same cost), so a strategy may keep the old tensors (the task-loss gradient) without
+        copying them: SI and RWalk do.
+        """
         if self.omega is None or lam == 0:
             return
         params = list(params)
@@ -156,7 +161,12 @@ class QuadraticPenalty:
         A, m = self._views(params)
         with torch.no_grad():
             d = torch._foreach_sub([p.detach() for p in params], m)
-            torch._foreach_addcmul_([p.grad for p in params], d, A, value=2.0 * lam)
+            grads = [p.grad for p in params]
+            if inplace:
+                torch._foreach_addcmul_(grads, d, A, value=2.0 * lam)
+            else:
+                for p, g in zip(params, torch._foreach_addcmul(grads, d, A, value=2.0 * lam)):
+                    p.grad = g
 
     # ---- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
