@@ -14,6 +14,7 @@ CASES = [
     ("unknown strategy parameter", ["run", "--strategy", "ewc", "--param", "lamda=10"], "did you mean 'lam'"),
     ("parameter without a value", ["run", "--strategy", "ewc", "--param", "lam"], "KEY=VALUE"),
     ("parameter of the wrong type", ["run", "--strategy", "ewc", "--param", "lam=big"], "must be a number"),
+    ("an unknown precision", ["run", "--precision", "fp16"], "invalid choice"),
     ("negative lambda", ["run", "--strategy", "ewc", "--param", "lam=-1"], "lam"),
     ("zero memory for a replay method", ["run", "--strategy", "er", "--param", "memory=0"], "memory"),
     ("more tasks than classes", ["run", "--benchmark", "split-digits", "--tasks", "11"], "cannot be split into 11 tasks"),

@@ -174,3 +174,35 @@ def test_tensorboard_events_can_be_read_back(tmp_path):
     ev.Reload()
     assert [e.step for e in ev.Scalars("loss")] == list(range(1, 11))
     assert len(ev.Scalars("accuracy/task_1")) == 2
+
+
+def test_bf16_autocast_trains_in_bfloat16_and_learns(monkeypatch):
+    """--precision bf16: the forward pass runs in bfloat16 (seen by a hook), accuracy stays close to float32."""
+    seen = []
+    real = nn.Linear.forward
+
+    def spy(self, x):
+        out = real(self, x)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(nn.Linear, "forward", spy)
+    bf = run(small(precision="bf16", epochs=2))
+    train_dtypes = set(seen)
+    seen.clear()
+    fp = run(small(epochs=2))
+    assert torch.bfloat16 in train_dtypes and set(seen) == {torch.float32}
+    assert bf.config["precision"] == "bf16"
+    diag_bf = [bf.accuracy_matrix[i][i] for i in range(3)]
+    diag_fp = [fp.accuracy_matrix[i][i] for i in range(3)]
+    assert min(diag_bf) > 0.6 and abs(sum(diag_bf) - sum(diag_fp)) / 3 < 0.03, (diag_bf, diag_fp)
+
+
+def test_precision_is_checked_and_float32_keeps_old_run_names():
+    with pytest.raises(fl.UsageError, match="precision"):
+        small(precision="fp8").resolved()
+    a, b = small(), small(precision="bf16")
+    assert "bf16" in b.stamp() and a.stamp() != b.stamp()
+    d = a.to_dict()
+    del d["precision"]  # a config saved before the option existed gets the same name
+    assert RunConfig.from_dict(d).stamp() == a.stamp()
