@@ -68,6 +68,8 @@ class QuadraticPenalty:
         self.const = torch.zeros((), dtype=torch.float64)  # c
         self.terms: list[tuple[torch.Tensor, torch.Tensor]] = []  # (omega_k, anchor_k) when keep_terms
         self._cache: tuple | None = None
+        self._scratch: list[torch.Tensor] | None = None  # add_grad_'s buffers (not state)
+        self._given: list[torch.Tensor] | None = None
 
     # ---- building -------------------------------------------------------------------------
     @property
@@ -159,14 +161,30 @@ class QuadraticPenalty:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         A, m = self._views(params)
+        c = 2.0 * lam
         with torch.no_grad():
-            d = torch._foreach_sub([p.detach() for p in params], m)
-            grads = [p.grad for p in params]
+            d = self._scratch_for(params)
+            for p, di, mi in zip(params, d, m):  # theta - theta* into reused buffers: no allocation
+                torch.sub(p.detach(), mi, out=di)
             if inplace:
-                torch._foreach_addcmul_(grads, d, A, value=2.0 * lam)
-            else:
-                for p, g in zip(params, torch._foreach_addcmul(grads, d, A, value=2.0 * lam)):
-                    p.grad = g
+                torch._foreach_addcmul_([p.grad for p in params], d, A, value=c)
+            else:  # g + c A d, written over d (element-wise, so the aliasing is safe); d becomes p.grad
+                for p, di, ai in zip(params, d, A):
+                    torch.addcmul(p.grad, di, ai, value=c, out=di)
+                    p.grad = di
+                self._scratch = None  # now owned by p.grad; the next call takes it back if it is free
+
+    def _scratch_for(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Parameter-shaped buffers reused from step to step (a fresh tensor per step costs page faults).
+        Buffers given away as p.grad are taken back once p.grad has been reset to None."""
+        s = self._scratch
+        if s is None and self._given is not None:
+            if all(p.grad is None or p.grad.data_ptr() != g.data_ptr() for p, g in zip(params, self._given)):
+                s = self._given
+        if s is None or len(s) != len(params) or any(a.shape != p.shape for a, p in zip(s, params)):
+            s = [torch.empty_like(p) for p in params]
+        self._scratch, self._given = s, s
+        return s
 
     # ---- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
