@@ -147,3 +147,12 @@ def test_killed_grid_resumes_skips_finished_runs_and_gives_the_same_summary(tmp_
     assert len(list(out.glob("*/result.json"))) == 18
     assert _summary(out) == _summary(tmp_path / "whole")
     assert len(_summary(out)) == 6 and all(row["n"] == 3 for row in _summary(out))
+
+
+def test_threads_per_run_can_be_set(tmp_path):
+    from forgetless.experiment import Grid, compare, finished
+
+    grid = Grid(base=dict(benchmark="permuted-digits", tasks=2, epochs=1, model="mlp:32"))
+    compare(grid, tmp_path, workers=1, threads=1)
+    (run,) = [d for d in tmp_path.iterdir() if d.is_dir()]
+    assert finished(run)["timing"]["threads"] == 1

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="a TOML or YAML file of run options (lists are grid axes)")
     c.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
     c.add_argument("--workers", type=int, default=1, help="runs at once (default 1)")
+    c.add_argument("--threads", type=int, default=None,
+                   help="torch threads per run (default: the cores divided among the workers)")
     c.add_argument("--executor", choices=["local", "ray"], default="local")
     c.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     c.add_argument("--select-on", choices=["validation"], default=None,
@@ -199,11 +201,13 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
     if a.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {a.workers}")
+    if a.threads is not None and a.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {a.threads}")
     say = (lambda m: None) if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     rows = compare(_grid(a), a.out, workers=a.workers, executor=a.executor, address=a.address,
                    select_on=a.select_on, metric=a.metric, val_fraction=a.selection_val_fraction,
-                   with_joint=a.with_joint, say=say)
+                   with_joint=a.with_joint, say=say, threads=a.threads)
     print(format_summary(rows))
     print(f"time: {time.perf_counter() - t0:.1f} s; summary: {Path(a.out) / 'summary.csv'}")
     return 0

@@ -162,15 +162,18 @@ def run_one(cfg_dict: dict, out_dir: str, threads: int | None = None) -> dict:
 
 
 def execute(jobs: list[tuple[RunConfig, Path]], workers: int = 1, executor: str = "local",
-            address: str | None = None, say: Callable[[str], None] = lambda m: None) -> list[dict]:
-    """Run every (config, dir) job; finished ones are skipped. Returns their statuses."""
+            address: str | None = None, say: Callable[[str], None] = lambda m: None,
+            threads: int | None = None) -> list[dict]:
+    """Run every (config, dir) job; finished ones are skipped. Returns their statuses.
+
+    Each run gets ``threads`` torch threads (default: the cores divided among the workers)."""
     todo = [(c, d) for c, d in jobs if finished(d) is None]
     say(f"{len(jobs)} runs, {len(jobs) - len(todo)} already finished, {len(todo)} to run "
         f"({executor}, {workers} worker{'s' if workers > 1 else ''})")
     if not todo:
         return [{"dir": str(d), "status": "skipped"} for _, d in jobs]
     cores = os.cpu_count() or 1
-    threads = max(1, cores // max(1, workers))
+    threads = threads or max(1, cores // max(1, workers))
     if executor == "ray":
         return _execute_ray(todo, workers, threads, address, say)
     if executor != "local":
@@ -335,7 +338,7 @@ def format_summary(rows: list[dict]) -> str:
 def compare(grid: Grid, out: str | Path, *, workers: int = 1, executor: str = "local",
             address: str | None = None, select_on: str | None = None, metric: str = "average_accuracy",
             val_fraction: float = 0.1, with_joint: bool = False,
-            say: Callable[[str], None] = lambda m: None) -> list[dict]:
+            say: Callable[[str], None] = lambda m: None, threads: int | None = None) -> list[dict]:
     """Run the grid (after selecting hyperparameters on validation data if asked) and summarize."""
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -348,11 +351,11 @@ def compare(grid: Grid, out: str | Path, *, workers: int = 1, executor: str = "l
         if select_on != "validation":
             raise UsageError(f"--select-on {select_on!r}: only 'validation' is supported")
         vary = ("params",) + tuple(k for k in grid.axes if k in TUNABLE)
-        configs = _select(configs, out, metric, val_fraction, workers, executor, address, say, vary)
+        configs = _select(configs, out, metric, val_fraction, workers, executor, address, say, vary, threads)
     if with_joint or "intransigence" == metric:
         configs += _joint_references(configs)
     jobs = [(c, run_dir(out, c)) for c in configs]
-    statuses = execute(jobs, workers, executor, address, say)
+    statuses = execute(jobs, workers, executor, address, say, threads)
     failed = [s for s in statuses if s["status"] == "failed"]
     for s in failed:
         say(f"  failed: {Path(s['dir']).name}: {s['error']}")
@@ -375,7 +378,7 @@ def _joint_references(configs: list[RunConfig]) -> list[RunConfig]:
     return list(refs.values())
 
 
-def _select(configs, out, metric, val_fraction, workers, executor, address, say, vary=("params",)):
+def _select(configs, out, metric, val_fraction, workers, executor, address, say, vary=("params",), threads=None):
     """Pick each family's values of the ``vary`` options on validation data (first seed); every seed
     then runs with them. A family: the configs that differ only in ``vary`` and the seed."""
     if metric not in METRICS:
@@ -394,7 +397,8 @@ def _select(configs, out, metric, val_fraction, workers, executor, address, say,
                                                                      "eval_split": "val"}))
                   for ch in choices.values()]
         plans.append((fam, seed, trials))
-    execute([(t, run_dir(sel_dir, t)) for _, _, trials in plans for _, t in trials], workers, executor, address, say)
+    execute([(t, run_dir(sel_dir, t)) for _, _, trials in plans for _, t in trials], workers, executor, address, say,
+            threads)
     chosen_configs, record = [], []
     lower_better = metric in ("forgetting", "intransigence")
     for fam, seed, trials in plans:
