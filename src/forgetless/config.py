@@ -39,7 +39,7 @@ class RunConfig:
     eval_split: str = "test"  # "val": evaluate on the held-out validation data; the test split is never read
     data_dir: str | dict[str, str] | None = None  # a directory, or {dataset: directory}
     download: bool = True
-    precision: str = "float32"  # "bf16": CPU autocast to bfloat16 for the training forward pass
+    precision: str = "float32"  # "bf16": CPU autocast to bfloat16 for the forward passes (training and evaluation)
 
     def resolved(self) -> "RunConfig":
         """A copy with defaults that depend on other options filled in, and values checked."""

@@ -209,7 +209,8 @@ def evaluate(ctx: Context, strategy: Strategy, trained_upto: int, split: str = "
         bias = ctx.benchmark.eval_bias(trained_upto, task.id)
         correct = 0
         for i in range(0, len(data), EVAL_BATCH):
-            scores = strategy.predict(ctx, data.x[i:i + EVAL_BATCH]) + bias
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=ctx.precision == "bf16"):
+                scores = strategy.predict(ctx, data.x[i:i + EVAL_BATCH]) + bias
             correct += int((scores.argmax(1) == data.y[i:i + EVAL_BATCH]).sum())
         accs.append(correct / max(len(data), 1))
     model.train(was_training)

@@ -45,7 +45,7 @@ class Context:
     seen_upto: int = -1  # the highest task index whose data has been trained on (class-IL masks)
     loss: torch.Tensor | None = None  # the task loss of the current batch (before penalties)
     batch_size: int = 128
-    precision: str = "float32"  # "bf16": the loop's forward pass and losses run under CPU autocast
+    precision: str = "float32"  # "bf16": the loop's forward pass, losses and evaluation run under CPU autocast
     generator: torch.Generator = field(default_factory=torch.Generator)
     extra: dict[str, Any] = field(default_factory=dict)  # per-run scratch space for strategies
 
