@@ -1,6 +1,6 @@
 """Where a strategy's training step spends its time: torch.profiler over one epoch of task 2.
 
-Permuted Fashion-MNIST (domain-IL), MLP 784-1024-512-256-10, batch 128, Adam 1e-3, one thread,
+Permuted Fashion-MNIST (domain-IL), MLP 784-1024-512-256-10, batch 128, Adam 1e-3 (or ``--optimizer sgd``), one thread,
 the first ``--samples`` images of each task; task 1 is trained unprofiled (so that penalties and
 memories are active), then one epoch of task 2 runs under ``torch.profiler``. Prints the operators
 by self CPU time, and the share of the step spent in matrix products (addmm/mm) against
@@ -29,6 +29,8 @@ def main():
     ap.add_argument("--strategies", default="naive,si,rwalk")
     ap.add_argument("--samples", type=int, default=10000)
     ap.add_argument("--rows", type=int, default=12)
+    ap.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    ap.add_argument("--lr", type=float, default=1e-3)
     a = ap.parse_args()
     torch.set_num_threads(1)
     import dataclasses
@@ -39,7 +41,7 @@ def main():
     for name in a.strategies.split(","):
         torch.manual_seed(0)
         model = build_model("mlp:1024,512,256", bench.input_shape, bench.n_outputs)
-        ctx = Context(model=model, optimizer=make_optimizer("adam", model.parameters(), 1e-3), benchmark=bench,
+        ctx = Context(model=model, optimizer=make_optimizer(a.optimizer, model.parameters(), a.lr), benchmark=bench,
                       batch_size=128, generator=torch.Generator().manual_seed(0))
         strategy = make_strategy(name, {}, bench.scenario)
         for task in bench.tasks:
