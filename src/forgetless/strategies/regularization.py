@@ -97,7 +97,7 @@ class Regularizer(Strategy):
             buffer_owner.capture(grads, copy=False)
             return
         buffer_owner.capture(grads)
-        if self.quad.active:
+        if not self.closed_form and self.quad.active:
             torch._foreach_sub_(buffer_owner.grad, self.quad.grad(params, self.lam))
 
     # ---- state ------------------------------------------------------------------------------
