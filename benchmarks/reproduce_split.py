@@ -27,6 +27,15 @@ CLASS_ONLY = ["icarl", "bic"]
 ORDER = ["gem", "dgr", "dgr+distill", "er+ewc", "agem", "er", "icarl", "bic", "rwalk", "lwf", "si", "joint"]
 
 
+def protocol(dataset: str, data_dir: str | None, iterations: int) -> dict:
+    """The run options shared by every method (also used by select_split.py)."""
+    base = dict(benchmark=f"split-{dataset}", model="mlp:400,400", optimizer="adam", lr=1e-3, batch_size=128,
+                iterations=iterations)
+    if data_dir:
+        base["data_dir"] = data_dir
+    return base
+
+
 def strategy_and_params(method: str) -> tuple[str, dict]:
     if method == "dgr+distill":
         return "dgr", {"distill": True}
@@ -63,10 +72,7 @@ def main():
     a = ap.parse_args()
     out = Path(a.out)
     seeds = [int(s) for s in a.seeds.split(",")]
-    base = dict(benchmark=f"split-{a.dataset}", model="mlp:400,400", optimizer="adam", lr=1e-3, batch_size=128,
-                iterations=a.iterations)
-    if a.data_dir:
-        base["data_dir"] = a.data_dir
+    base = protocol(a.dataset, a.data_dir, a.iterations)
     t0 = time.perf_counter()
     todo = configs(a.methods.split(","), a.scenarios.split(","), base)
     # one grid over every (method, scenario, seed): the workers stay busy across methods

@@ -18,6 +18,7 @@ from pathlib import Path
 from forgetless import STRATEGIES
 from forgetless.config import RunConfig
 from forgetless.experiment import execute, finished, run_dir, summarize
+from reproduce_split import protocol  # the same protocol (benchmarks/ is on sys.path when run as a script)
 
 METHODS = ["l2", "ewc", "online-ewc", "si", "mas", "rwalk", "scp"]
 
@@ -38,10 +39,7 @@ def main():
     seeds = [int(s) for s in a.seeds.split(",")]
     factors = [float(f) for f in a.factors.split(",")]
     methods, scenarios = a.methods.split(","), a.scenarios.split(",")
-    base = dict(benchmark=f"split-{a.dataset}", model="mlp:400,400", optimizer="adam", lr=1e-3, batch_size=128,
-                iterations=a.iterations)
-    if a.data_dir:
-        base["data_dir"] = a.data_dir
+    base = protocol(a.dataset, a.data_dir, a.iterations)
     t0 = time.perf_counter()
     # 1. validation runs (first seed) for every method x scenario x lam, in one pool
     trials = {}
