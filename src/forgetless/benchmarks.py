@@ -94,6 +94,15 @@ class Benchmark:
             return self._bias[max(trained_upto, task_id)]
         return self._bias[task_id]
 
+    def first(self, k: int) -> "Benchmark":
+        """The same benchmark reduced to its first ``k`` tasks (same outputs, same masks for them)."""
+        if not 1 <= k <= len(self.tasks):
+            raise UsageError(f"first_tasks must be between 1 and {len(self.tasks)} (the benchmark's tasks), got {k}")
+        if k == len(self.tasks):
+            return self
+        return Benchmark(name=self.name, scenario=self.scenario, tasks=self.tasks[:k], n_outputs=self.n_outputs,
+                         input_shape=self.input_shape, info=dict(self.info, first_tasks=k))
+
     def describe(self) -> str:
         sizes = ", ".join(f"{len(t.train)}/{len(t.test) if t.test is not None else '-'}" for t in self.tasks)
         return (f"{self.name} ({self.scenario}-incremental): {len(self.tasks)} tasks, "

@@ -40,6 +40,7 @@ class RunConfig:
     data_dir: str | dict[str, str] | None = None  # a directory, or {dataset: directory}
     download: bool = True
     precision: str = "float32"  # "bf16": CPU autocast to bfloat16 for the forward passes (training and evaluation)
+    first_tasks: int | None = None  # train and evaluate only the first K tasks (the benchmark is built whole)
 
     def resolved(self) -> "RunConfig":
         """A copy with defaults that depend on other options filled in, and values checked."""
@@ -51,7 +52,7 @@ class RunConfig:
         if c.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown optimizer {c.optimizer!r}{closest(c.optimizer, OPTIMIZERS)}; "
                              f"choose one of: {', '.join(OPTIMIZERS)}")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("iterations", 1), ("eval_every", 0)):
+        for name, low in (("epochs", 1), ("batch_size", 1), ("iterations", 1), ("eval_every", 0), ("first_tasks", 1)):
             value = getattr(c, name)
             if value is not None and (not isinstance(value, int) or value < low):
                 raise UsageError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
@@ -89,6 +90,10 @@ class RunConfig:
             del d["precision"]
         else:
             parts.append(d["precision"])
+        if d["first_tasks"] is None:  # (likewise)
+            del d["first_tasks"]
+        else:
+            parts.append(f"first{d['first_tasks']}")
         digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
         return "_".join(str(p) for p in parts) + "_" + digest
 

@@ -96,6 +96,8 @@ def train_task(ctx: Context, strategy: Strategy, task: Task, *, epochs: int = 1,
     model.train()
     loss_sum, steps, samples = 0.0, 0, 0
     ctx.step = 0
+    if iterations is not None:  # data of later tasks (joint) brings their steps along: same compute
+        iterations *= upto - task.id + 1
     total_steps = iterations or epochs * math.ceil(len(Y) / ctx.batch_size)
     bar = progress_bar(total_steps, f"task {task.id + 1}", progress)
     bf16 = ctx.precision == "bf16"
@@ -275,6 +277,8 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
                           first_unpermuted=cfg.first_unpermuted, angles=cfg.angles, download=cfg.download,
                           with_test=cfg.eval_split == "test")
     cfg.scenario, cfg.tasks = benchmark.scenario, len(benchmark.tasks)
+    if cfg.first_tasks is not None:
+        benchmark = benchmark.first(cfg.first_tasks)
     if strategy is None:
         strategy = make_strategy(cfg.strategy, cfg.params, benchmark.scenario)
     elif benchmark.scenario not in strategy.scenarios:
