@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 import forgetless as fl
-from forgetless.loop import make_optimizer, train_task
+from forgetless.loop import train_task
+from forgetless.run import make_optimizer
 from forgetless.models import build_model
 from forgetless.strategies import Context, Strategy
 

@@ -19,7 +19,7 @@ import torch
 import forgetless as fl
 from forgetless.cli import _grid, build_parser
 from forgetless.experiment import compare, run_dir
-from forgetless.loop import lock_dir
+from forgetless.run import lock_dir
 from test_kill_resume import (COMPARE, GRID, GRID_RUNS, check_run_dirs, child_env, record, reference_grid,
                               summary_without_times)
 

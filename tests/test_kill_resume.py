@@ -177,7 +177,7 @@ def test_a_kill_right_after_resuming_keeps_the_earlier_log_rows(tmp_path):
     checkpoint, never an empty log (found by the test above: the log was truncated, then rewritten
     through a 64 KB buffer that only the end of the next task flushed). A torn last row (a kill in
     the middle of a buffer flush) is dropped rather than kept as a bogus step."""
-    from forgetless.loop import RunLog
+    from forgetless.run import RunLog
 
     rows = [f"{step},0,0,0.5\n" for step in range(1, 11)]
     for name, head in (("log.csv", "step,task,epoch,loss\n"), ("accuracy.csv", "step,after_task,task,accuracy\n")):

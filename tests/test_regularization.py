@@ -272,7 +272,7 @@ def test_mas_hebbian_needs_linear_layers(digits):
 def _run(strategy, bench, scenario, seed=0, epochs=1, model="mlp:32"):
     from forgetless.benchmarks import build
     from forgetless.config import RunConfig
-    from forgetless.loop import run
+    from forgetless.run import run
 
     classes = "0,1,2|3,4,5|6,7,8,9" if bench.startswith("split") else None
     b = build(bench, scenario=scenario, tasks=3, seed=seed, classes=classes)
@@ -308,7 +308,7 @@ def test_resume_after_a_task_gives_the_same_run(tmp_path, name):
     resuming with a fresh strategy must give the uninterrupted run's accuracy matrix."""
     from forgetless.benchmarks import build
     from forgetless.config import RunConfig
-    from forgetless.loop import run
+    from forgetless.run import run
 
     cls = REGULARIZATION[name]
 

@@ -51,6 +51,10 @@ class Task:
     classes: list[int]
     val: TensorData | None = None
 
+    def ids(self, n: int | None = None) -> torch.Tensor:
+        """The task index of each of ``n`` samples (default: every training sample), as a LongTensor."""
+        return torch.full((len(self.train) if n is None else n,), self.id, dtype=torch.long)
+
 
 @dataclass
 class Benchmark:
@@ -73,8 +77,17 @@ class Benchmark:
             masks = seen
         else:
             masks = torch.ones(T, n, dtype=torch.bool)
-        self._masks = masks
+        self._masks, self._seen = masks, seen
         self._bias = torch.zeros(T, n).masked_fill_(~masks, float("-inf"))
+        self._own_bias = torch.zeros(T, n).masked_fill_(~own, float("-inf"))
+
+    def classes_before(self, task_id: int) -> list[int]:
+        """The output indices of the tasks before ``task_id`` (sorted)."""
+        return [] if task_id <= 0 else self._seen[task_id - 1].nonzero().flatten().tolist()
+
+    def classes_upto(self, task_id: int) -> list[int]:
+        """The output indices of tasks 0..``task_id`` (sorted)."""
+        return self._seen[task_id].nonzero().flatten().tolist()
 
     def active_outputs(self, task_id: int) -> torch.Tensor:
         """Output indices that compete when task ``task_id`` trains on its own data."""
@@ -88,8 +101,11 @@ class Benchmark:
             return logits + self._bias[upto]
         return logits
 
-    def eval_bias(self, trained_upto: int, task_id: int) -> torch.Tensor:
-        """Additive mask [n_outputs] for testing task ``task_id`` after training tasks 0..trained_upto."""
+    def eval_bias(self, trained_upto: int, task_id: int, task_aware: bool = False) -> torch.Tensor:
+        """Additive mask [n_outputs] for testing task ``task_id`` after training tasks 0..trained_upto.
+        ``task_aware``: only the task's own classes compete (task-IL's evaluation, in any scenario)."""
+        if task_aware:
+            return self._own_bias[task_id]
         if self.scenario == "class":
             return self._bias[max(trained_upto, task_id)]
         return self._bias[task_id]

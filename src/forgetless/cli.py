@@ -134,7 +134,7 @@ def format_metrics(m: dict) -> str:
 def cmd_run(a: argparse.Namespace) -> int:
     import torch
 
-    from .loop import run
+    from .run import run
 
     if a.threads is not None:
         if a.threads < 1:

@@ -140,14 +140,14 @@ def run_one(cfg_dict: dict, out_dir: str, threads: int | None = None) -> dict:
     """Run one config into ``out_dir`` (resuming), in this process; returns a short status."""
     import torch
 
-    from .loop import run
+    from .run import run
 
     if threads:
         torch.set_num_threads(threads)
     path = Path(out_dir)
     if finished(path) is not None:
         return {"dir": out_dir, "status": "skipped"}
-    from .loop import RunLocked
+    from .run import RunLocked
 
     try:
         run(RunConfig.from_dict(cfg_dict), out=path, resume=True)
@@ -206,7 +206,7 @@ def _wait_for_busy(statuses: list[dict], todo: list[tuple[RunConfig, Path]], thr
         return statuses
     import time
 
-    from .loop import RunLocked, lock_dir
+    from .run import RunLocked, lock_dir
 
     configs = {Path(d).resolve(): c for c, d in todo}
     deadline = time.monotonic() + BUSY_WAIT

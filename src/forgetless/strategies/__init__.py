@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UsageError, closest
-from .base import ALL_SCENARIOS, Compose, Context, Strategy
+from .base import ALL_SCENARIOS, Batch, Compose, Context, Param, Strategy
 from .baselines import Cumulative, Joint, Naive
 from .registry_regularization import REGULARIZATION
 from .registry_replay import REPLAY
@@ -13,23 +13,48 @@ STRATEGIES: dict[str, type[Strategy]] = {"naive": Naive, "joint": Joint, "cumula
                                          **REGULARIZATION, **REPLAY}
 
 
+def split_params(names: list[str], params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Give each part of ``a+b`` its parameters: ``a.key`` goes to part a; an unprefixed ``key`` goes
+    to the one part that declares it (an error when several do, or none)."""
+    out: list[dict[str, Any]] = [{} for _ in names]
+    spec = "+".join(names)
+    for key, value in params.items():
+        part, dot, name = key.rpartition(".")
+        if dot:
+            if part not in names:
+                raise UsageError(f"parameter {key!r}: {part!r} is not a part of strategy {spec!r}")
+            targets = [names.index(part)]
+        else:
+            targets = [i for i, n in enumerate(names) if name in STRATEGIES[n].params]
+            if len(targets) > 1:
+                owners = [names[i] for i in targets]
+                raise UsageError(f"parameter {name!r} belongs to {' and '.join(owners)}: write "
+                                 f"{' or '.join(f'{o}.{name}' for o in owners)}")
+        for i in targets:
+            if name not in STRATEGIES[names[i]].params:
+                declared = {k for n in names for k in STRATEGIES[n].params}
+                known = ", ".join(sorted(STRATEGIES[names[i]].params)) or "none"
+                raise UsageError(f"unknown parameter {name!r} for strategy {names[i]!r}"
+                                 f"{closest(name, declared)}; its parameters: {known}")
+            out[i][name] = value
+        if not targets:
+            declared = sorted({k for n in names for k in STRATEGIES[n].params})
+            raise UsageError(f"unknown parameter {name!r} for strategy {spec!r}{closest(name, declared)}; "
+                             f"its parameters: {', '.join(declared) or 'none'}")
+    return out
+
+
 def make_strategy(spec: str, params: dict[str, Any] | None = None, scenario: str | None = None) -> Strategy:
-    """'ewc' or 'er+ewc' with parameters; each parameter goes to every part that declares it."""
-    params = dict(params or {})
+    """'ewc' or 'er+ewc' with parameters (``lam`` or, for composed strategies, ``ewc.lam``)."""
     names = [n.strip() for n in spec.split("+") if n.strip()]
     if not names:
         raise UsageError("--strategy is empty; see `forgetless list`")
     for name in names:
         if name not in STRATEGIES:
             raise UsageError(f"unknown strategy {name!r}{closest(name, STRATEGIES)}; see `forgetless list`")
-    classes = [STRATEGIES[n] for n in names]
-    declared = {k for cls in classes for k in cls.params}
-    for key in params:
-        if key not in declared:
-            known = ", ".join(sorted(declared)) or "none"
-            raise UsageError(f"unknown parameter {key!r} for strategy {spec!r}{closest(key, declared)}; "
-                             f"its parameters: {known}")
-    parts = [cls(**{k: _coerce(cls, k, v) for k, v in params.items() if k in cls.params}) for cls in classes]
+    if len(set(names)) != len(names):
+        raise UsageError(f"{spec}: a strategy appears twice; compose different strategies")
+    parts = [STRATEGIES[n](**p) for n, p in zip(names, split_params(names, dict(params or {})))]
     strategy = parts[0] if len(parts) == 1 else Compose(parts)
     if scenario is not None and scenario not in strategy.scenarios:
         raise UsageError(f"strategy {spec!r} does not support the {scenario}-incremental scenario; "
@@ -37,21 +62,5 @@ def make_strategy(spec: str, params: dict[str, Any] | None = None, scenario: str
     return strategy
 
 
-def _coerce(cls: type[Strategy], key: str, value: Any) -> Any:
-    """Check a parameter's type against its default: ints are accepted for floats."""
-    default = cls.params[key]
-    if default is None or value is None or isinstance(default, str) and isinstance(value, str):
-        return value
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-    elif isinstance(default, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if isinstance(default, float):
-            return float(value)
-        if float(value).is_integer():
-            return int(value)
-    kind = {bool: "true or false", int: "an integer", float: "a number", str: "a name"}.get(type(default), type(default).__name__)
-    raise UsageError(f"parameter {key!r} of {cls.name!r} must be {kind}, got {value!r}")
-
-
-__all__ = ["ALL_SCENARIOS", "Compose", "Context", "Strategy", "STRATEGIES", "make_strategy"]
+__all__ = ["ALL_SCENARIOS", "Batch", "Compose", "Context", "Param", "Strategy", "STRATEGIES", "make_strategy",
+           "split_params"]

@@ -23,12 +23,16 @@ class Joint(Strategy):
     """Joint (multi-task) training: one model trained on every task's data at once.
 
     It trains at the first task on the union of all tasks and keeps that model afterwards, so every
-    row of its accuracy matrix is the same: the usual upper bound, and the reference for
-    intransigence.
+    row of its accuracy matrix is the same: the usual upper bound. With ``iterations`` N per task it
+    trains T·N steps (the compute of the T-task runs it bounds; epochs already do this). With
+    ``first_tasks=k`` it trains on tasks 1..k only: the reference a*_k of intransigence.
     """
 
     name = "joint"
     help = "all tasks' data at once (the upper bound; needs every task in advance)"
+
+    def trains_upto(self, ctx, task):
+        return len(ctx.benchmark.tasks) - 1
 
     def train_data(self, ctx, task):
         return union(ctx.benchmark.tasks) if task.id == 0 else None

@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
-from ..memory import ExemplarSet, check_memory, herding
-from .distill import WithOldModel, check_temperature, distillation_loss
-from .icarl import classes_before, classes_upto, extract, features, with_exemplars
+from ..memory import ExemplarSet, herding
+from .base import Param
+from .distill import WithOldModel, distillation_loss
+from .icarl import extract, features, with_exemplars
+from .replay import MEMORY
 
 BETA_L2 = 0.1  # weight of beta^2 / 2 in stage 2, as in the authors' code
 
@@ -50,17 +52,14 @@ class BiC(WithOldModel):
     """
 
     name = "bic"
-    params = {"memory": 1000, "temperature": 2.0, "val_fraction": 0.1}
+    family = "replay"
+    params = {"memory": MEMORY, "temperature": Param(2.0, ">0", "distillation temperature T"),
+              "val_fraction": Param(0.1, "(0, 1)", "share of each class's exemplars kept for the bias stage")}
     scenarios = ("class",)
     help = "BiC: exemplars + distillation, then a 2-parameter bias correction of the new classes' logits (class-IL)"
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        check_memory(self.memory, "bic")
-        check_temperature(self.temperature, "bic")
-        v = self.val_fraction
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
-            raise UsageError(f"bic: val_fraction must be a number in (0, 1), got {v!r}")
         self.exemplars = ExemplarSet()  # training exemplars, herding order
         self.val = ExemplarSet()  # validation exemplars (held out of training)
         self.bias_: torch.Tensor | None = None  # [tasks, 2]: (alpha_j, beta_j), (1, 0) until learnt
@@ -89,7 +88,7 @@ class BiC(WithOldModel):
     # ---- hooks ------------------------------------------------------------------------------
     def quotas(self, benchmark, task_id: int) -> tuple[int, int]:
         """(training exemplars, validation exemplars) per class once task ``task_id``'s classes are in."""
-        n_seen = len(classes_upto(benchmark, task_id))
+        n_seen = len(benchmark.classes_upto(task_id))
         m = self.memory // n_seen
         n_val = math.ceil(self.val_fraction * m)
         if m - n_val < 1 or n_val < 1:
@@ -116,19 +115,27 @@ class BiC(WithOldModel):
         self._keep = torch.cat(keep).sort().values
 
     def train_data(self, ctx, task):
-        return with_exemplars(task, self._keep, self.exemplars, classes_before(ctx.benchmark, task.id))
+        return with_exemplars(task, self._keep, self.exemplars, ctx.benchmark.classes_before(task.id))
 
-    def task_loss(self, ctx, x, y, t, logits):
+    def distill_weight(self, benchmark, task_id: int) -> float:
+        """lambda = n / (n + m): n old classes, m new ones (the paper's Eq. 3)."""
+        return len(benchmark.classes_before(task_id)) / len(benchmark.classes_upto(task_id))
+
+    def task_loss(self, ctx, batch, out, loss):
+        """lambda * L_d + (1 - lambda) * L_c. L_c is the loop's masked cross-entropy ``loss`` while
+        no learnt bias layer changes the logits; otherwise the same CE (``ctx.mask``) of the
+        corrected logits."""
         bench = ctx.benchmark
-        z = self.correct(bench, logits)
-        ce = F.cross_entropy(bench.mask_logits(z, t, ctx.task_id), y)
-        old_classes = classes_before(bench, ctx.task_id)
+        fitted = ctx.task_id >= 2  # bias layers are learnt after tasks 2, 3, ...: none changes task 1 or 2's logits
+        z = self.correct(bench, out) if fitted else out
+        ce = F.cross_entropy(ctx.mask(z, batch.t), batch.y) if fitted else loss
+        old_classes = bench.classes_before(ctx.task_id)
         old = self.old_model(ctx)
         if not old_classes or old is None:
             return ce
-        lam = len(old_classes) / len(classes_upto(bench, ctx.task_id))
+        lam = self.distill_weight(bench, ctx.task_id)
         with torch.no_grad():
-            target = self.correct(bench, old(x))
+            target = self.correct(bench, old(batch.x))
         T = self.temperature
         kd = distillation_loss(z[:, old_classes], target[:, old_classes], T) / (T * T)
         return lam * kd + (1 - lam) * ce
@@ -148,7 +155,7 @@ class BiC(WithOldModel):
     def fit_bias(self, ctx, task) -> None:
         """Stage 2: learn (alpha_k, beta_k) of ``task`` on the balanced validation exemplars."""
         bench = ctx.benchmark
-        vx, vy, _ = self.val.tensors(classes_upto(bench, task.id))
+        vx, vy, _ = self.val.tensors(bench.classes_upto(task.id))
         _, logits = extract(ctx.model, vx)
         logits = logits.detach().double()
         fixed = self.bias_.double()

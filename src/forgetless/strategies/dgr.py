@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UsageError
-from .base import ALL_SCENARIOS
-from .distill import WithOldModel, check_temperature, distillation_loss, frozen_copy
+from .base import ALL_SCENARIOS, Param
+from .distill import WithOldModel, distillation_loss, frozen_copy
 
 HIDDEN = 256
 
@@ -63,7 +62,7 @@ class DGR(WithOldModel):
 
         L = (1/k) * CE(current batch) + (1 - 1/k) * L_replay                (van de Ven's weighting)
 
-    (the loop's CE is reweighted through ``penalty``, which returns (1/k - 1) CE + (1 - 1/k) L_replay).
+    (``task_loss`` reweights the loss it is given, the loop's masked CE or what an earlier part made of it).
     L_replay: hard labels (argmax of the previous model, CE) or, with distill, the previous model's
     soft outputs at ``temperature`` (``distillation_loss``, T^2 scaled). Outputs: task-IL, every old
     task's head in turn (averaged over the old tasks); class-IL, the student over every class seen so
@@ -78,21 +77,17 @@ class DGR(WithOldModel):
     """
 
     name = "dgr"
-    params = {"distill": False, "temperature": 2.0, "latent": 32, "gen_lr": 0.001, "gen_iters": 0}
+    family = "replay"
+    params = {"distill": Param(False, help="soft targets (the previous model's outputs at temperature T)"),
+              "temperature": Param(2.0, ">0", "distillation temperature T", needs="distill"),
+              "latent": Param(32, ">=1", "latent dimensions of the VAE"),
+              "gen_lr": Param(0.001, ">0", "learning rate of the generator's Adam"),
+              "gen_iters": Param(0, ">=0", "generator iterations per task (0: as many as the solver's)")}
     scenarios = ALL_SCENARIOS
     help = "deep generative replay: a VAE replays past inputs, labelled by the previous model (distill=true: soft)"
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        check_temperature(self.temperature, "dgr")
-        if not isinstance(self.distill, bool):
-            raise UsageError(f"dgr: distill must be true or false, got {self.distill!r}")
-        for key, low in (("latent", 1), ("gen_iters", 0)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise UsageError(f"dgr: {key} must be an integer >= {low}, got {value!r}")
-        if isinstance(self.gen_lr, bool) or not isinstance(self.gen_lr, (int, float)) or not self.gen_lr > 0:
-            raise UsageError(f"dgr: gen_lr must be a number > 0, got {self.gen_lr!r}")
         self.vae: VAE | None = None
         self.vae_opt: torch.optim.Optimizer | None = None
         self._steps = 0
@@ -126,9 +121,7 @@ class DGR(WithOldModel):
         if benchmark.scenario == "task":
             return [(torch.tensor(t.classes), torch.tensor(t.classes)) for t in tasks[:task_id]]
         if benchmark.scenario == "class":
-            seen = sorted({c for t in tasks[: task_id + 1] for c in t.classes})
-            old = sorted({c for t in tasks[:task_id] for c in t.classes})
-            return [(torch.tensor(seen), torch.tensor(old))]
+            return [(torch.tensor(benchmark.classes_upto(task_id)), torch.tensor(benchmark.classes_before(task_id)))]
         every = torch.arange(benchmark.n_outputs)
         return [(every, every)]
 
@@ -161,15 +154,15 @@ class DGR(WithOldModel):
             self.snapshot(ctx)
         self._steps = 0
 
-    def penalty(self, ctx, x, y, logits):
+    def task_loss(self, ctx, batch, out, loss):
+        """(1/k) * the loss it is given + (1 - 1/k) * the loss on a generated batch."""
         if ctx.task_id == 0 or self.vae is None or self.old_model(ctx) is None:
-            return None
+            return loss
         k = ctx.task_id + 1
-        xr = self.vae.sample(len(x), ctx.generator)
-        replay = (1 - 1 / k) * self.replay_loss(ctx, xr)
-        return replay if ctx.loss is None else replay + (1 / k - 1) * ctx.loss
+        xr = self.vae.sample(len(batch.x), ctx.generator)
+        return loss / k + (1 - 1 / k) * self.replay_loss(ctx, xr)
 
-    def after_step(self, ctx):
+    def after_step(self, ctx, batch):
         self._steps += 1
 
     def after_task(self, ctx, task):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
-from .base import ALL_SCENARIOS, Context, Strategy
+from .base import ALL_SCENARIOS, Context, Param, Strategy
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 2.0) -> torch.Tensor:
@@ -49,11 +49,10 @@ def old_output_groups(benchmark, task_id: int) -> list[torch.Tensor]:
     """
     if task_id == 0:
         return []
-    tasks = benchmark.tasks[:task_id]
     if benchmark.scenario == "task":
-        return [torch.tensor(t.classes) for t in tasks]
+        return [torch.tensor(t.classes) for t in benchmark.tasks[:task_id]]
     if benchmark.scenario == "class":
-        return [torch.tensor(sorted({c for t in tasks for c in t.classes}))]
+        return [torch.tensor(benchmark.classes_before(task_id))]
     return [torch.arange(benchmark.n_outputs)]
 
 
@@ -80,51 +79,68 @@ class WithOldModel(Strategy):
         self._old = None  # rebuilt from old_model_ when first needed
 
 
-def check_temperature(value: Any, who: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise UsageError(f"{who}: temperature must be a number > 0, got {value!r}")
-
-
 class LwF(WithOldModel):
     """Learning without Forgetting (Li & Hoiem 2017, "Learning without Forgetting", TPAMI).
 
     Before every task from the second on, the model is copied and frozen (theta_o). While training
     task k, the current inputs x are also fed to the old model, and the new model's outputs on the
     old tasks are distilled towards the old model's (``distillation_loss`` at temperature T, with
-    its T^2 factor; the paper's modified cross-entropy with T = 2):
+    its T^2 factor; the paper's modified cross-entropy with T = 2). The paper's objective
+    (Algorithm 1, eq. 2-3) is ``lambda_o * L_old + L_new``, L_old being the sum over the old tasks:
 
-        loss = CE(task k) + lam * mean_g KD_T(student_g(x), old_g(x))
+        loss = CE(task k) + lam * sum_g KD_T(student_g(x), old_g(x))              (balance=false)
 
-    where g runs over the groups of old outputs: task-IL, each old task's head (averaged over the
-    old tasks); class-IL, the classes seen before task k (one softmax over them); domain-IL, all
-    outputs. The paper's warm-up (training the new head alone first) is not done.
-    Params: lam (weight of the distillation term, the paper's lambda_o = 1), temperature (T = 2).
+    where g runs over the groups of old outputs: task-IL, each old task's head (so with lam = the
+    paper's lambda_o = 1 every old task weighs as much as the new one); class-IL, the classes seen
+    before task k (one softmax over them: one term); domain-IL, all outputs (one term).
+
+    ``balance=true`` is van de Ven, van de Ven & Tolias's weighting (2020, "Three types of incremental
+    learning"; their code's ``rnt = 1/k``), which is what their published LwF numbers come from:
+
+        loss = (1/k) CE(task k) + (1 - 1/k) * lam * mean_g KD_T(student_g(x), old_g(x))
+
+    so relative to the new task the distillation weighs (k - 1) * lam: it grows with the number of
+    old tasks (in class-IL as well, where the paper's form keeps it at lam). The paper's warm-up
+    (training the new head alone first) is not done.
     """
 
     name = "lwf"
-    params = {"lam": 1.0, "temperature": 2.0}
+    family = "distillation"
+    params = {"lam": Param(1.0, ">=0", "weight of the distillation term (the paper's lambda_o)"),
+              "temperature": Param(2.0, ">0", "distillation temperature T"),
+              "balance": Param(False, help="weight CE by 1/k and distillation by 1 - 1/k (van de Ven et al.)")}
     scenarios = ALL_SCENARIOS
     help = "learning without forgetting: distil the previous model's outputs on the new inputs"
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or self.lam < 0:
-            raise UsageError(f"lwf: lam must be a number >= 0, got {self.lam!r}")
-        check_temperature(self.temperature, "lwf")
 
     def before_task(self, ctx, task):
         if task.id > 0:
             self.snapshot(ctx)
 
-    def penalty(self, ctx, x, y, logits):
+    def distillation(self, ctx, batch, out) -> torch.Tensor | None:
+        """The list of KD terms, one per group of old outputs (None before the second task)."""
         old = self.old_model(ctx)
         groups = old_output_groups(ctx.benchmark, ctx.task_id)
-        if old is None or not groups or self.lam == 0:
+        if old is None or not groups:
             return None
         with torch.no_grad():
-            target = old(x)
-        loss = sum(distillation_loss(logits[:, g], target[:, g], self.temperature) for g in groups) / len(groups)
-        return self.lam * loss
+            target = old(batch.x)
+        terms = torch.stack([distillation_loss(out[:, g], target[:, g], self.temperature) for g in groups])
+        return terms.mean() if self.balance else terms.sum()
+
+    def task_loss(self, ctx, batch, out, loss):
+        if not self.balance:
+            return loss
+        kd = self.distillation(ctx, batch, out)
+        if kd is None:
+            return loss
+        k = ctx.task_id + 1
+        return loss / k + (1 - 1 / k) * self.lam * kd
+
+    def penalty(self, ctx, batch, out):
+        if self.balance or self.lam == 0:
+            return None
+        kd = self.distillation(ctx, batch, out)
+        return None if kd is None else self.lam * kd
 
 
 __all__ = ["LwF", "WithOldModel", "distillation_loss", "frozen_copy", "old_output_groups"]

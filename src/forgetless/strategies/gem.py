@@ -7,9 +7,8 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..memory import check_memory
-from .base import ALL_SCENARIOS, Strategy
-from .replay import flat_grad, memory_loss_grad, set_flat_grad
+from .base import ALL_SCENARIOS, Param, Strategy
+from .replay import MEMORY, flat_grad, memory_loss_grad, set_flat_grad
 
 EPS = 1e-3  # added to the diagonal of G G^T, as in the paper's code
 
@@ -112,15 +111,13 @@ class GEM(Strategy):
     """
 
     name = "gem"
-    params = {"memory": 1000, "margin": 0.5}
+    family = "replay"
+    params = {"memory": MEMORY, "margin": Param(0.5, ">=0", "memory strength: lower bound of the dual variables")}
     scenarios = ALL_SCENARIOS
     help = "GEM: keep every past task's memory loss from increasing (exact QP projection)"
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        check_memory(self.memory, "gem")
-        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or self.margin < 0:
-            raise UsageError(f"gem: margin must be a number >= 0, got {self.margin!r}")
         self.mem_x_: dict[int, torch.Tensor] = {}
         self.mem_y_: dict[int, torch.Tensor] = {}
 
@@ -138,12 +135,16 @@ class GEM(Strategy):
             return
         params = ctx.params()
         g = flat_grad(params)
-        G = torch.stack([memory_loss_grad(ctx, self.mem_x_[k], self.mem_y_[k],
-                                          torch.full((len(self.mem_y_[k]),), k, dtype=torch.long))
-                         for k in past])
+        G = self.constraints(ctx, past)
         new = gem_project(g, G, self.margin)
         if new is not g:
             set_flat_grad(params, new)
+
+    def constraints(self, ctx, past: list[int]) -> torch.Tensor:
+        """G: one row per past task k, the flat gradient of the loss on k's memory, masked as the
+        loop masks task k's samples (task-IL: task k's head; class-IL: every class seen so far)."""
+        return torch.stack([memory_loss_grad(ctx, self.mem_x_[k], self.mem_y_[k],
+                                             ctx.benchmark.tasks[k].ids(len(self.mem_y_[k]))) for k in past])
 
     def after_task(self, ctx, task):
         m = self.per_task(ctx)

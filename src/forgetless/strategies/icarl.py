@@ -9,8 +9,10 @@ from torch import nn
 
 from ..data.base import TensorData
 from ..errors import UsageError
-from ..memory import ExemplarSet, check_memory, herding
+from ..memory import ExemplarSet, herding
+from .base import Param
 from .distill import WithOldModel
+from .replay import MEMORY
 
 FEATURE_BATCH = 1024
 
@@ -52,18 +54,10 @@ def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return extract(model, x)[0]
 
 
-def classes_before(benchmark, task_id: int) -> list[int]:
-    return sorted({c for t in benchmark.tasks[:task_id] for c in t.classes})
-
-
-def classes_upto(benchmark, task_id: int) -> list[int]:
-    return sorted({c for t in benchmark.tasks[: task_id + 1] for c in t.classes})
-
-
 def with_exemplars(task, keep: torch.Tensor | None, exemplars: ExemplarSet, old_classes: list[int]):
     """(TensorData, task indices): the task's training data (rows ``keep``) plus the old classes' exemplars."""
     data = task.train if keep is None else task.train.subset(keep)
-    t = torch.full((len(data),), task.id, dtype=torch.long)
+    t = task.ids(len(data))
     stored = exemplars.tensors(old_classes)
     if stored is None:
         return data, t
@@ -99,13 +93,13 @@ class ICaRL(WithOldModel):
     """
 
     name = "icarl"
-    params = {"memory": 1000}
+    family = "replay"
+    params = {"memory": MEMORY}
     scenarios = ("class",)
     help = "iCaRL: herding exemplars, sigmoid distillation, nearest-mean-of-exemplars classifier (class-IL)"
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        check_memory(self.memory, "icarl")
         self.exemplars = ExemplarSet()
         self._means_key = None
         self._means: torch.Tensor | None = None
@@ -116,21 +110,23 @@ class ICaRL(WithOldModel):
             self.snapshot(ctx)
 
     def train_data(self, ctx, task):
-        return with_exemplars(task, None, self.exemplars, classes_before(ctx.benchmark, task.id))
+        return with_exemplars(task, None, self.exemplars, ctx.benchmark.classes_before(task.id))
 
-    def task_loss(self, ctx, x, y, t, logits):
-        seen = ctx.benchmark.active_outputs(ctx.task_id)
-        target = F.one_hot(y, ctx.benchmark.n_outputs).to(logits.dtype)
-        old_classes = classes_before(ctx.benchmark, ctx.task_id)
+    def task_loss(self, ctx, batch, out, loss):
+        """Replaces the cross-entropy it is given by iCaRL's sigmoid loss with distillation."""
+        bench = ctx.benchmark
+        seen = bench.classes_upto(ctx.seen_upto)
+        target = F.one_hot(batch.y, bench.n_outputs).to(out.dtype)
+        old_classes = bench.classes_before(ctx.task_id)
         old = self.old_model(ctx)
         if old_classes and old is not None:
             with torch.no_grad():
-                target[:, old_classes] = torch.sigmoid(old(x)[:, old_classes])
-        bce = F.binary_cross_entropy_with_logits(logits[:, seen], target[:, seen], reduction="none")
+                target[:, old_classes] = torch.sigmoid(old(batch.x)[:, old_classes]).to(out.dtype)
+        bce = F.binary_cross_entropy_with_logits(out[:, seen], target[:, seen], reduction="none")
         return bce.sum(1).mean()
 
     def after_task(self, ctx, task):
-        seen = classes_upto(ctx.benchmark, task.id)
+        seen = ctx.benchmark.classes_upto(task.id)
         m = self.memory // len(seen)
         if m < 1:
             raise UsageError(f"icarl: memory={self.memory} is smaller than the {len(seen)} classes seen; "

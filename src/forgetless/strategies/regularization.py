@@ -40,6 +40,7 @@ class Regularizer(Strategy):
     """A quadratic penalty anchored at the end of every task; subclasses define ``consolidate``."""
 
     name = "regularizer"
+    family = "regularization"
     params: dict[str, Any] = {"lam": 1.0, "closed_form": True}
     scenarios = ALL_SCENARIOS
     keep_terms = False  # keep every task's (Omega, anchor) separately (separate-penalty EWC)
@@ -52,7 +53,7 @@ class Regularizer(Strategy):
         self.tasks_seen_ = 0
 
     # ---- hooks ------------------------------------------------------------------------------
-    def penalty(self, ctx, x, y, logits):
+    def penalty(self, ctx, batch, out):
         if self.closed_form or not self.quad.active:
             return None
         return self.quad.value(ctx.params(), self.lam)
@@ -203,7 +204,7 @@ class SI(Regularizer):
         self._task_grads(ctx, self.path)
         super().after_backward(ctx)
 
-    def after_step(self, ctx):
+    def after_step(self, ctx, batch):
         self.path.step(ctx.params())
 
     def consolidate(self, ctx, task):
@@ -276,7 +277,7 @@ class RWalk(Regularizer):
         self._task_grads(ctx, self.walk)
         super().after_backward(ctx)
 
-    def after_step(self, ctx):
+    def after_step(self, ctx, batch):
         self.walk.step(ctx.params())
 
     def load_state_dict(self, state):

@@ -5,9 +5,10 @@ from typing import Any
 
 import torch
 
-from ..errors import UsageError
-from ..memory import POLICIES, ReplayBuffer, check_memory
-from .base import ALL_SCENARIOS, Context, Strategy
+from ..memory import POLICIES, ReplayBuffer
+from .base import ALL_SCENARIOS, Batch, Context, Param, Strategy
+
+MEMORY = Param(1000, ">=1", "examples kept in memory in total")
 
 
 def flat_grad(params: list[torch.nn.Parameter]) -> torch.Tensor:
@@ -39,17 +40,13 @@ def memory_loss_grad(ctx: Context, x, y, t) -> torch.Tensor:
 class _Buffered(Strategy):
     """Shared parameters and state of the methods that keep a ``ReplayBuffer``."""
 
-    params: dict[str, Any] = {"memory": 1000, "sampling": "reservoir", "replay_batch_size": 0}
+    family = "replay"
+    params = {"memory": MEMORY,
+              "sampling": Param("reservoir", POLICIES, "how the memory is filled"),
+              "replay_batch_size": Param(0, ">=0", "memory examples per step (0: the batch size)")}
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        check_memory(self.memory, self.name)
-        if self.sampling not in POLICIES:
-            raise UsageError(f"{self.name}: sampling must be one of {', '.join(POLICIES)}, got {self.sampling!r}")
-        if isinstance(self.replay_batch_size, bool) or not isinstance(self.replay_batch_size, int) \
-                or self.replay_batch_size < 0:
-            raise UsageError(f"{self.name}: replay_batch_size must be an integer >= 0 (0: the batch size), "
-                             f"got {self.replay_batch_size!r}")
         self.buffer_ = ReplayBuffer(self.memory, self.sampling)
 
     def replay_size(self, ctx: Context) -> int:
@@ -77,9 +74,9 @@ class ER(_Buffered):
 
     Memory update:
       * ``sampling=reservoir`` (the paper's): streaming, during training. After its replay batch is
-        drawn, every incoming example of the first epoch over the task's data is offered to the
-        reservoir (algorithm R: uniform over the stream; later epochs repeat the same examples and
-        are not offered again). The memory therefore holds current-task examples too.
+        drawn, every incoming batch is offered to the reservoir (algorithm R: uniform over the
+        stream; with several epochs an example is offered once per epoch, as in Mammoth's ER). The
+        memory therefore holds current-task examples too.
       * ``sampling=balanced``: at the end of each task, the task's training examples are offered in
         a random order to a class-balanced memory (equal slots per class seen); while training a
         task, the memory holds only earlier tasks.
@@ -89,22 +86,21 @@ class ER(_Buffered):
     scenarios = ALL_SCENARIOS
     help = "experience replay: mix a batch from a small memory (reservoir or class-balanced) into every step"
 
-    def adapt_batch(self, ctx, x, y, t):
-        n_new = len(y)
+    def adapt_batch(self, ctx, batch):
+        x, y, t = batch
         if len(self.buffer_) > 0:
             mx, my, mt = self.buffer_.sample(self.replay_size(ctx), ctx.generator)
-            xx, yy, tt = torch.cat([x, mx]), torch.cat([y, my]), torch.cat([t, mt])
+            mixed = Batch(torch.cat([x, mx]), torch.cat([y, my]), torch.cat([t, mt]))
         else:
-            xx, yy, tt = x, y, t
-        if self.sampling == "reservoir" and ctx.epoch == 0:
-            self.buffer_.add(x[:n_new], y, t, ctx.generator)
-        return xx, yy, tt
+            mixed = batch
+        if self.sampling == "reservoir":
+            self.buffer_.add(x, y, t, ctx.generator)
+        return mixed
 
     def after_task(self, ctx, task):
         if self.sampling == "balanced":
             order = torch.randperm(len(task.train), generator=ctx.generator)
-            t = torch.full((len(order),), task.id, dtype=torch.long)
-            self.buffer_.add(task.train.x[order], task.train.y[order], t, ctx.generator)
+            self.buffer_.add(task.train.x[order], task.train.y[order], task.ids(), ctx.generator)
 
 
 def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
@@ -154,8 +150,7 @@ class AGEM(_Buffered):
 
     def after_task(self, ctx, task):
         order = torch.randperm(len(task.train), generator=ctx.generator)
-        t = torch.full((len(order),), task.id, dtype=torch.long)
-        self.buffer_.add(task.train.x[order], task.train.y[order], t, ctx.generator)
+        self.buffer_.add(task.train.x[order], task.train.y[order], task.ids(), ctx.generator)
 
 
 __all__ = ["AGEM", "ER", "agem_project", "flat_grad", "memory_loss_grad", "set_flat_grad"]

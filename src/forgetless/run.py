@@ -1,0 +1,333 @@
+"""A run: build everything from a config, resume, train every task, write the results.
+
+``run(config)`` -> ``Result``. With ``out``, a checkpoint is written after every task and
+result.json at the end, under an exclusive lock of the directory; ``resume`` continues from the
+checkpoint (the result is identical to an uninterrupted run). A directory holding a run of another
+configuration is never replaced silently: that needs ``overwrite``.
+"""
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import metrics as M
+from .benchmarks import Benchmark, Task, build
+from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from .config import RunConfig
+from .data.cache import atomic_write_text
+from .errors import UsageError
+from .loop import TrainingDiverged, evaluate, train_task
+from .models import build_model, check_model
+from .results import Result, save_result
+from .strategies import Context, Strategy, make_strategy
+
+RUN_FILES = ("result.json", CHECKPOINT, "log.csv", "accuracy.csv", "tensorboard")
+
+
+class RunLocked(UsageError):
+    """Another process is writing to the same output directory."""
+
+
+def lock_dir(out: Path):
+    """An exclusive lock on ``out`` (released when the file closes or the process dies)."""
+    import fcntl
+
+    f = open(out / ".lock", "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise RunLocked(f"another forgetless process is writing to {out}; wait for it or choose another --out") from None
+    return f
+
+
+def make_optimizer(name: str, params, lr: float, momentum: float = 0.0) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, foreach=True)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+    raise UsageError(f"unknown optimizer {name!r}; choose sgd or adam")
+
+
+class RunLog:
+    """Per-step loss to OUT/log.csv and accuracies to OUT/accuracy.csv (always), and both to
+    TensorBoard event files in OUT/tensorboard when the ``tensorboard`` package is installed."""
+
+    def __init__(self, out: Path, resume_step: int = 0, tensorboard: bool = True):
+        self.files = {}
+        for name, head in (("log.csv", "step,task,epoch,loss\n"), ("accuracy.csv", "step,after_task,task,accuracy\n")):
+            path = out / name
+            rows = path.read_text().splitlines(keepends=True)[1:] if resume_step and path.exists() else []
+            kept = [r for r in rows if r.endswith("\n") and r.split(",")[0].isdigit()  # (a kill can tear the last)
+                    and int(r.split(",")[0]) <= resume_step]
+            atomic_write_text(path, head + "".join(kept))  # a kill from now on must not lose these rows
+            self.files[name] = open(path, "a", buffering=1 << 16)
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=resume_step or None)
+            except ImportError:
+                pass
+
+    def step(self, step: int, task: int, epoch: int, loss: float) -> None:
+        self.files["log.csv"].write(f"{step},{task},{epoch},{loss:.6g}\n")
+        if self.tb is not None:
+            self.tb.add_scalar("loss", loss, step)
+
+    def accuracy(self, step: int, after_task: int, accs: list[float]) -> None:
+        self.files["accuracy.csv"].write("".join(f"{step},{after_task},{j},{a:.6f}\n" for j, a in enumerate(accs)))
+        if self.tb is not None:
+            for j, a in enumerate(accs):
+                self.tb.add_scalar(f"accuracy/task_{j + 1}", a, step)
+
+    def flush(self) -> None:
+        for f in self.files.values():
+            f.flush()
+        if self.tb is not None:
+            self.tb.flush()
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+@dataclass
+class RunState:
+    """What a run has produced so far (saved in every checkpoint)."""
+
+    R: list[list[float]] = field(default_factory=list)  # the accuracy matrix, one row per finished task
+    R_task_aware: list[list[float]] = field(default_factory=list)  # class-IL: each task's classes alone
+    initial: list[float] | None = None  # accuracy of the untrained model
+    curves: list[dict[str, Any]] = field(default_factory=list)
+    per_task: list[dict[str, Any]] = field(default_factory=list)
+    done: int = 0  # tasks finished
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunState":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def versions() -> dict[str, str]:
+    from . import __version__
+
+    return {"forgetless": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+CLASS_IL_NOTE = ("note: in class-IL, {name} (no replay) is expected to stay near naive: nothing stops the "
+                 "new classes' outputs from taking over (van de Ven et al. 2020). result.json also records "
+                 "the task-aware accuracy matrix; add replay (e.g. er+{name}) to keep the old classes.")
+
+
+def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None,
+        strategy: Strategy | None = None, benchmark: Benchmark | None = None,
+        out: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+        progress: Callable[[str], None] | None = None, show_progress: bool = False) -> Result:
+    """Train on every task of the benchmark in turn and fill the accuracy matrix.
+
+    ``model``, ``strategy`` and ``benchmark`` may be given as objects; otherwise they are built
+    from ``config`` (the recorded config says what was given: ``custom:ClassName`` for a model or
+    strategy class of the user's). With ``out``, a checkpoint is written there after every task and
+    result.json at the end; ``resume`` continues from the checkpoint of the same config;
+    ``overwrite`` replaces a run of another configuration found in ``out`` (otherwise an error).
+    ``progress`` receives one-line messages; ``show_progress`` draws progress bars on a terminal.
+    Same config, seed and thread count -> identical results.
+    """
+    t0 = time.perf_counter()
+    cfg = (config or RunConfig()).resolved()
+    say = progress or (lambda msg: None)
+    if benchmark is None:
+        benchmark = build(cfg.benchmark, scenario=cfg.scenario, tasks=cfg.tasks, seed=cfg.seed,
+                          data_dir=cfg.data_dir, classes=cfg.classes, val_fraction=cfg.val_fraction,
+                          first_unpermuted=cfg.first_unpermuted, angles=cfg.angles, download=cfg.download,
+                          with_test=cfg.eval_split == "test")
+    cfg.scenario, cfg.tasks = benchmark.scenario, len(benchmark.tasks)
+    if cfg.first_tasks is not None:
+        benchmark = benchmark.first(cfg.first_tasks)
+    if strategy is None:
+        strategy = make_strategy(cfg.strategy, cfg.params, benchmark.scenario)
+    elif benchmark.scenario not in strategy.scenarios:
+        raise UsageError(f"strategy {strategy.spec()!r} does not support the {benchmark.scenario}-incremental scenario")
+    cfg.strategy, cfg.params = strategy.spec(), strategy.hparams()  # every value, defaults filled in
+    torch.manual_seed(cfg.seed)
+    if model is None:
+        model = build_model(cfg.model, benchmark.input_shape, benchmark.n_outputs)
+    else:
+        cfg.model = f"custom:{type(model).__name__}"
+    check_model(model, benchmark.input_shape, benchmark.n_outputs)
+    params = [p for p in model.parameters() if p.requires_grad]
+    ctx = Context(model=model, optimizer=make_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum),
+                  benchmark=benchmark, batch_size=cfg.batch_size, precision=cfg.precision,
+                  generator=torch.Generator().manual_seed(cfg.seed))
+    out = Path(out) if out is not None else None
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} is a file, not a directory; choose another path")
+        out.mkdir(parents=True, exist_ok=True)
+    if benchmark.scenario == "class" and getattr(strategy, "family", "") in ("regularization", "distillation"):
+        say(CLASS_IL_NOTE.format(name=cfg.strategy))
+    t_setup = time.perf_counter() - t0
+
+    lock = lock_dir(out) if out is not None else None
+    try:
+        if out is not None:
+            _claim(out, cfg, resume, overwrite)
+        return _train_all(cfg, ctx, strategy, out, resume, say, show_progress, t0, t_setup)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every setting that differs (params one by one)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and key == "params":
+            out += _differences(a, b, "params.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def _same_config(stored: dict[str, Any], cfg: RunConfig) -> list[str]:
+    """The differences between a stored config and ``cfg``; options added since the stored run was
+    made count as equal when ``cfg`` has their default."""
+    defaults = RunConfig().to_dict()
+    now = cfg.to_dict()
+    stored = {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
+    return _differences(stored, now)
+
+
+def _claim(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse to write over a run of another configuration in ``out`` (unless ``overwrite``)."""
+    import json
+
+    stored = None
+    try:
+        stored = json.loads((out / "result.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        ck = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).exists() else None
+        stored = ck["config"] if ck is not None else None
+    if stored is None:
+        return
+    diff = _same_config(stored, cfg)
+    if not diff:
+        return
+    if not overwrite:
+        shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+        raise UsageError(f"{out} holds a run with other settings ({shown}); choose another --out, "
+                         f"or add --overwrite to replace it")
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _train_all(cfg, ctx, strategy, out, resume, say, show_progress, t0, t_setup) -> Result:
+    """The body of ``run`` once everything is built: resume, train every task, write the result."""
+    model, benchmark = ctx.model, ctx.benchmark
+    state = RunState()
+    ck = load_checkpoint(out / CHECKPOINT) if (out is not None and resume) else None
+    if ck is not None:
+        if _same_config(ck["config"], cfg):
+            raise UsageError(f"{out} holds a run with another configuration; use another --out or drop --resume")
+        model.load_state_dict(ck["model"])
+        ctx.optimizer.load_state_dict(ck["optimizer"])
+        strategy.load_state_dict(ck["strategy"])
+        ctx.generator.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        ctx.global_step, ctx.seen_upto = ck["global_step"], ck["seen_upto"]
+        state = RunState.from_dict(ck["state"])
+        say(f"resuming after task {state.done} from {out / CHECKPOINT}")
+    if state.initial is None:
+        state.initial = evaluate(ctx, strategy, -1, cfg.eval_split)
+    log = RunLog(out, ctx.global_step) if out is not None else None
+    try:
+        for task in benchmark.tasks[state.done:]:
+            _run_task(cfg, ctx, strategy, task, state, log, say, show_progress)
+            if out is not None:
+                log.flush()
+                save_checkpoint(out / CHECKPOINT, {
+                    "config": cfg.to_dict(), "state": asdict(state), "model": model.state_dict(),
+                    "optimizer": ctx.optimizer.state_dict(), "strategy": strategy.state_dict(),
+                    "generator": ctx.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                    "global_step": ctx.global_step, "seen_upto": ctx.seen_upto})
+    finally:
+        if log is not None:
+            log.close()
+    total = time.perf_counter() - t0
+    class_il = benchmark.scenario == "class"
+    result = Result(
+        accuracy_matrix=state.R, initial_accuracy=state.initial, metrics=M.all_metrics(state.R, state.initial),
+        config=cfg.to_dict(),
+        timing={"total_seconds": total, "setup_seconds": t_setup, "threads": torch.get_num_threads(),
+                "train_seconds": sum(p["train_seconds"] for p in state.per_task), "per_task": state.per_task},
+        versions=versions(), curves=state.curves,
+        benchmark={"name": benchmark.name, "scenario": benchmark.scenario, "n_outputs": benchmark.n_outputs,
+                   "tasks": [{"name": t.name, "classes": t.classes, "train": len(t.train),
+                              "test": len(t.test) if t.test is not None else None,
+                              "val": len(t.val) if t.val is not None else None}
+                             for t in benchmark.tasks]},
+        task_aware_accuracy_matrix=state.R_task_aware if class_il else None)
+    if out is not None:
+        save_result(result, out)
+    return result
+
+
+def _run_task(cfg: RunConfig, ctx: Context, strategy: Strategy, task: Task, state: RunState,
+              log: RunLog | None, say: Callable[[str], None], show_progress: bool) -> None:
+    """One task of ``run``: hooks, training, evaluation on every task; appends to ``state``."""
+    if cfg.reset_optimizer and task.id > 0:
+        ctx.optimizer = make_optimizer(cfg.optimizer, ctx.params(), cfg.lr, cfg.momentum)
+    say(f"task {task.id + 1}/{len(ctx.benchmark.tasks)}: {task.name}")
+    ts = time.perf_counter()
+    strategy.before_task(ctx, task)
+
+    def record():
+        accs = evaluate(ctx, strategy, ctx.seen_upto, cfg.eval_split)
+        state.curves.append({"step": ctx.global_step, "task": task.id, "epoch": ctx.epoch, "accuracy": accs})
+        if log is not None:
+            log.accuracy(ctx.global_step, task.id, accs)
+
+    def step(global_step: int, epoch: int, loss: float):
+        log.step(global_step, task.id, epoch, loss)
+
+    stats = train_task(ctx, strategy, task, epochs=cfg.epochs, iterations=cfg.iterations,
+                       eval_every=cfg.eval_every, on_eval=record, on_step=step if log is not None else None,
+                       progress=show_progress)
+    t_train = time.perf_counter() - ts
+    strategy.after_task(ctx, task)
+    if not all(bool(torch.isfinite(p).all()) for p in ctx.model.parameters()):
+        raise TrainingDiverged(f"the parameters became NaN or infinite in task {task.id + 1}: lower the "
+                               f"learning rate (--lr) or the regularization strength (lam)")
+    t_after = time.perf_counter() - ts - t_train
+    te = time.perf_counter()
+    class_il = ctx.benchmark.scenario == "class"
+    got = evaluate(ctx, strategy, max(task.id, ctx.seen_upto), cfg.eval_split, task_aware=class_il)
+    accs, aware = got if class_il else (got, None)
+    state.R.append(accs)
+    if aware is not None:
+        state.R_task_aware.append(aware)
+    if log is not None:
+        log.accuracy(ctx.global_step, task.id, accs)
+    state.per_task.append({"task": task.id, "train_seconds": t_train, "after_task_seconds": t_after,
+                           "eval_seconds": time.perf_counter() - te, **stats})
+    state.done = task.id + 1
+
+
+__all__ = ["RunLocked", "RunLog", "RunState", "lock_dir", "make_optimizer", "run", "save_result", "versions"]
