@@ -51,20 +51,25 @@ class Recorder(Strategy):
     def before_task(self, ctx, task):
         self.calls.append(("before_task", task.id))
 
-    def adapt_batch(self, ctx, x, y, t):
+    def adapt_batch(self, ctx, batch):
         self.calls.append("adapt_batch")
-        return x, y, t
+        return batch
 
-    def penalty(self, ctx, x, y, logits):
+    def task_loss(self, ctx, batch, out, loss):
+        self.calls.append("task_loss")
+        assert loss.dim() == 0 and loss.requires_grad
+        return loss
+
+    def penalty(self, ctx, batch, out):
         self.calls.append("penalty")
-        assert logits.shape == (len(x), ctx.benchmark.n_outputs) and ctx.loss is not None
+        assert out.shape == (len(batch.x), ctx.benchmark.n_outputs) and len(batch.t) == len(batch.y)
         return None
 
     def after_backward(self, ctx):
         self.calls.append("after_backward")
         assert all(p.grad is not None for p in ctx.params())
 
-    def after_step(self, ctx):
+    def after_step(self, ctx, batch):
         self.calls.append("after_step")
 
     def after_task(self, ctx, task):
@@ -80,7 +85,7 @@ def test_hooks_run_in_order_with_iterations():
     r = run(small(iterations=3), strategy=s)
     assert [p["steps"] for p in r.timing["per_task"]] == [3, 3, 3]
     first_task = s.calls[s.calls.index(("before_task", 0)):s.calls.index(("after_task", 0)) + 1]
-    assert first_task == [("before_task", 0)] + ["adapt_batch", "penalty", "after_backward", "after_step"] * 3 + [("after_task", 0)]
+    assert first_task == [("before_task", 0)] + ["adapt_batch", "task_loss", "penalty", "after_backward", "after_step"] * 3 + [("after_task", 0)]
     assert "predict" in s.calls
 
 

@@ -10,7 +10,7 @@ from scipy.optimize import lsq_linear, minimize
 import forgetless as fl
 from forgetless import RunConfig, run
 from forgetless.errors import UsageError
-from forgetless.strategies import Context, make_strategy
+from forgetless.strategies import Batch, Context, make_strategy
 from forgetless.strategies.bic import BiC
 from forgetless.strategies.dgr import DGR, VAE
 from forgetless.strategies.distill import LwF, distillation_loss
@@ -42,7 +42,7 @@ def context(bench, task_id=0, hidden=16, seed=0):
     torch.manual_seed(seed)
     model = fl.build_model(f"mlp:{hidden}", bench.input_shape, bench.n_outputs)
     return Context(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), benchmark=bench,
-                   task_id=task_id, batch_size=16, generator=torch.Generator().manual_seed(seed))
+                   task_id=task_id, seen_upto=task_id, batch_size=16, generator=torch.Generator().manual_seed(seed))
 
 
 # ---- distillation ---------------------------------------------------------------------------
@@ -220,8 +220,9 @@ def test_icarl_loss_is_sigmoid_bce_with_distillation_targets(benchmarks):
     target = F.one_hot(y, 10).float()
     target[:, :2] = torch.sigmoid(s.old_model(ctx)(x)[:, :2])
     direct = F.binary_cross_entropy_with_logits(logits[:, :4], target[:, :4], reduction="sum") / 8
-    loss = s.task_loss(ctx, x, y, torch.ones(8, dtype=torch.long), logits)  # replaces the loop's CE
-    assert torch.allclose(loss, direct, atol=1e-5) and s.penalty(ctx, x, y, logits) is None
+    batch = Batch(x, y, torch.ones(8, dtype=torch.long))
+    loss = s.task_loss(ctx, batch, logits, F.cross_entropy(logits, y))  # replaces the loop's CE
+    assert torch.allclose(loss, direct, atol=1e-5) and s.penalty(ctx, batch, logits) is None
 
 
 def test_icarl_needs_a_linear_output_layer(benchmarks):
@@ -263,16 +264,17 @@ def test_dgr_replay_weighting(benchmarks):
     s = DGR(gen_iters=2)
     s.before_task(ctx, bench.tasks[0])
     s.after_task(ctx, bench.tasks[0])
-    ctx.task_id = 3
     s.before_task(ctx, bench.tasks[3])
+    assert ctx.task_id == 3
     x, y = bench.tasks[3].train.x[:8], bench.tasks[3].train.y[:8]
     logits = ctx.model(x)
-    ctx.loss = F.cross_entropy(logits, y)
+    ce = F.cross_entropy(logits, y)
     state = ctx.generator.get_state()
-    total = ctx.loss + s.penalty(ctx, x, y, logits)
+    total = s.task_loss(ctx, Batch(x, y, bench.tasks[3].ids(8)), logits, ce)  # reweights the loss it is given
     ctx.generator.set_state(state)
     replay = s.replay_loss(ctx, s.vae.sample(8, ctx.generator))
-    assert torch.allclose(total, ctx.loss / 4 + 3 / 4 * replay, atol=1e-6)
+    assert torch.allclose(total, ce / 4 + 3 / 4 * replay, atol=1e-6)
+    assert s.penalty(ctx, Batch(x, y, bench.tasks[3].ids(8)), logits) is None
 
 
 # ---- runs -----------------------------------------------------------------------------------
@@ -302,7 +304,7 @@ def test_icarl_and_bic_refuse_task_and_domain():
             cls(memory=0)
     s = make_strategy("er+lwf", {"memory": 50, "lam": 2}, "class")
     r = run(quick("class", strategy="er+lwf", params={"memory": 50}))
-    assert r.config["params"]["memory"] == 50 and s.strategies[1].lam == 2.0
+    assert r.config["params"]["er.memory"] == 50 and s.strategies[1].lam == 2.0
 
 
 def test_class_il_replay_icarl_bic_beat_naive():
@@ -348,7 +350,7 @@ def test_state_dict_round_trip(benchmarks, name):
     fresh = REPLAY[name](**kw)
     fresh.load_state_dict(roundtrip(state))
     assert same(fresh.state_dict(), state)
-    ctx = Context(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), benchmark=bench, task_id=1)
+    ctx = Context(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), benchmark=bench, task_id=1, seen_upto=1)
     x = bench.tasks[1].test.x
     with torch.no_grad():
         assert torch.equal(s.predict(ctx, x), fresh.predict(ctx, x))

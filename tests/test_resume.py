@@ -1,3 +1,4 @@
+import json
 import pickle
 
 import pytest
@@ -28,11 +29,12 @@ class Crash(Naive):
 
 @pytest.mark.parametrize("at", [1, 2])
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, at):
-    full = fl.run(cfg(optimizer="sgd", momentum=0.9), out=tmp_path / "full")
+    full = fl.run(cfg(optimizer="sgd", momentum=0.9), strategy=Crash(None), out=tmp_path / "full")
     with pytest.raises(KeyboardInterrupt):
         fl.run(cfg(optimizer="sgd", momentum=0.9), strategy=Crash(at), out=tmp_path / "cut")
     assert load_checkpoint(tmp_path / "cut" / CHECKPOINT)["state"]["done"] == at
-    resumed = fl.run(cfg(optimizer="sgd", momentum=0.9), out=tmp_path / "cut", resume=True)
+    resumed = fl.run(cfg(optimizer="sgd", momentum=0.9), strategy=Crash(None), out=tmp_path / "cut", resume=True)
+    assert resumed.config["strategy"] == "custom:Crash"  # recorded by what it is
     assert resumed.accuracy_matrix == full.accuracy_matrix
     assert resumed.initial_accuracy == full.initial_accuracy
     assert resumed.metrics == full.metrics
@@ -40,8 +42,21 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, at):
 
 def test_resume_refuses_another_config(tmp_path):
     fl.run(cfg(tasks=2), out=tmp_path)
-    with pytest.raises(fl.UsageError, match="another configuration"):
+    with pytest.raises(fl.UsageError, match=r"other settings \(lr: 0.001 -> 0.5\).*--overwrite"):
         fl.run(cfg(tasks=2, lr=0.5), out=tmp_path, resume=True)
+
+
+def test_a_finished_run_of_another_config_is_never_replaced_silently(tmp_path):
+    first = fl.run(cfg(tasks=2), out=tmp_path)
+    before = (tmp_path / "result.json").read_text()
+    with pytest.raises(fl.UsageError, match=r"params.lam: None -> 100.0|strategy: 'naive' -> 'ewc'"):
+        fl.run(cfg(tasks=2, strategy="ewc"), out=tmp_path)
+    assert (tmp_path / "result.json").read_text() == before  # nothing was touched
+    again = fl.run(cfg(tasks=2), out=tmp_path)  # the same config may run again in place
+    assert again.accuracy_matrix == first.accuracy_matrix
+    replaced = fl.run(cfg(tasks=2, strategy="ewc"), out=tmp_path, overwrite=True)
+    stored = json.loads((tmp_path / "result.json").read_text())
+    assert stored["config"]["strategy"] == "ewc" and replaced.config["strategy"] == "ewc"
 
 
 def test_truncated_checkpoint_is_ignored(tmp_path, capsys):

@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, action="append" if repeat else "store",
                                 **({**kw, "help": kw["help"] + " (repeat: a grid axis)"} if repeat else kw))
         parser.add_argument("--param", action="append", metavar="KEY=VALUE",
-                            help="a strategy hyperparameter (repeatable" + ("; repeated keys are grid axes)" if repeat else ")"))
+                            help="a strategy hyperparameter; PART.KEY=VALUE for one part of a composed "
+                                 "strategy, e.g. ewc.lam=100 (repeatable" + ("; repeated keys are grid axes)" if repeat else ")"))
         for flag, help_ in FLAGS:
             parser.add_argument(flag, action="store_true", help=help_)
         parser.add_argument("--no-download", action="store_true", help="never download; fail if the data is not found")
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     r.add_argument("--out", default=None, help="output directory (default runs/<run stamp>)")
     r.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out (after its last finished task)")
+    r.add_argument("--overwrite", action="store_true", help="replace a run of another configuration found in --out")
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides on top of --config")
     c.add_argument("--config", help="a TOML or YAML file of run options (lists are grid axes)")
     c.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
@@ -145,7 +147,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a directory; choose another path")
     say = (lambda m: None) if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    result = run(cfg, out=out, resume=a.resume, progress=say, show_progress=not a.quiet)
+    result = run(cfg, out=out, resume=a.resume, overwrite=a.overwrite, progress=say, show_progress=not a.quiet)
     path = out / "result.json"
     c = result.config
     print(f"{c['benchmark']} ({c['scenario']}-incremental, {c['tasks']} tasks), strategy {c['strategy']}, "
@@ -227,8 +229,9 @@ def cmd_list(a: argparse.Namespace) -> int:
     print(f"scenarios: {', '.join(SCENARIOS)}")
     print("strategies (parameters with defaults):")
     for name, cls in STRATEGIES.items():
-        params = ", ".join(f"{k}={v}" for k, v in cls.params.items()) or "-"
-        print(f"  {name:<12}{cls.help}\n  {'':<12}params: {params}; scenarios: {', '.join(cls.scenarios)}")
+        print(f"  {name:<12}{cls.help} (scenarios: {', '.join(cls.scenarios)})")
+        for key, decl in cls.params.items():
+            print(f"  {'':<14}{key}={decl.default}: {decl.describe()}")
     return 0
 
 
