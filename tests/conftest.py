@@ -5,23 +5,41 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_SUBSET = REPO.parent / "shared" / "data" / "mnist-subset"
-FASHION = Path("/usr/share/datasets/fashion-mnist")
+# Shipped with the repository (tests/data/*/README.md says where each comes from): every test can use them.
+MNIST_SUBSET = REPO / "tests" / "data" / "mnist-subset"  # 8,500 train / 1,500 test real MNIST digits
+FASHION_SLICE = REPO / "tests" / "data" / "fashion-mnist-slice"  # 4,000 / 1,000 real Fashion-MNIST images
+# The full Fashion-MNIST (60,000 / 10,000), only for the tests that need all of it. Debian's
+# dataset-fashion-mnist installs it; FORGETLESS_TEST_FASHION_DIR points elsewhere (an empty folder shows
+# what a machine without it skips).
+FASHION = Path(os.environ.get("FORGETLESS_TEST_FASHION_DIR") or "/usr/share/datasets/fashion-mnist")
+IDX_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+
+
+def _shipped(folder: Path) -> Path:
+    missing = [f for f in IDX_FILES if not (folder / f).is_file()]
+    if missing:
+        pytest.fail(f"{folder} lacks {', '.join(missing)}: it is part of the repository (git checkout it)")
+    return folder
 
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    if not (MNIST_SUBSET / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"the MNIST subset is not at {MNIST_SUBSET}")
-    return MNIST_SUBSET
+    return _shipped(MNIST_SUBSET)
+
+
+@pytest.fixture(scope="session")
+def fashion_slice_dir() -> Path:
+    return _shipped(FASHION_SLICE)
 
 
 @pytest.fixture(scope="session")
 def fashion_dir() -> Path:
-    if not (FASHION / "train-images-idx3-ubyte.gz").exists():
+    """The full Fashion-MNIST: skipped where it is not installed, a failure in CI."""
+    if not all((FASHION / f).is_file() for f in IDX_FILES):
         if os.environ.get("CI"):
             pytest.fail("CI must install dataset-fashion-mnist (.ci/run does)")
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+        pytest.skip(f"the full Fashion-MNIST is not in {FASHION} (apt-get install dataset-fashion-mnist)")
     return FASHION
 
 

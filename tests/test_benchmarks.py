@@ -99,14 +99,26 @@ def test_parse_groups():
     assert parse_groups("0,2|1, 3") == [[0, 2], [1, 3]]
 
 
-def test_mnist_then_fashion_sequence_has_separate_outputs(mnist_dir, fashion_dir):
-    b = build("mnist-fashion-mnist", scenario="task", data_dir={"mnist": mnist_dir})
+def test_mnist_then_fashion_sequence_has_separate_outputs(mnist_dir, fashion_slice_dir):
+    b = build("mnist-fashion-mnist", scenario="task", data_dir={"mnist": mnist_dir, "fashion-mnist": fashion_slice_dir})
     assert len(b.tasks) == 2 and b.n_outputs == 20
-    assert len(b.tasks[0].train) == 8500 and len(b.tasks[1].train) == 60000
+    assert len(b.tasks[0].train) == 8500 and len(b.tasks[1].train) == 4000
     assert b.tasks[1].classes == list(range(10, 20))
 
 
-def test_a_plain_data_dir_serves_a_sequence_only_through_subfolders(tmp_path, mnist_dir, fashion_dir):
-    (tmp_path / "mnist").symlink_to(mnist_dir)
-    b = build("mnist-fashion-mnist", scenario="domain", data_dir=tmp_path)
-    assert len(b.tasks[0].train) == 8500 and len(b.tasks[1].train) == 60000  # fashion: the system copy
+def test_a_plain_data_dir_serves_a_sequence_only_through_subfolders(tmp_path, mnist_dir, fashion_slice_dir,
+                                                                    monkeypatch):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "mnist").symlink_to(mnist_dir)
+    (plain / "fashion-mnist").symlink_to(fashion_slice_dir)
+    for f in fashion_slice_dir.glob("*.gz"):  # files directly in DIR belong to no dataset of the sequence
+        (plain / f.name).symlink_to(f)
+    b = build("mnist-fashion-mnist", scenario="domain", data_dir=plain)
+    assert len(b.tasks[0].train) == 8500 and len(b.tasks[1].train) == 4000  # each from its subfolder
+    (plain / "fashion-mnist").unlink()  # a missing subfolder: the usual search ($FORGETLESS_DATA here)
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "fashion-mnist").symlink_to(fashion_slice_dir)
+    monkeypatch.setenv("FORGETLESS_DATA", str(tmp_path / "env"))
+    b = build("mnist-fashion-mnist", scenario="domain", data_dir=plain)
+    assert len(b.tasks[0].train) == 8500 and len(b.tasks[1].train) == 4000

@@ -3,16 +3,14 @@ import hashlib
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from forgetless.data import atomic_write_bytes, atomic_write_text, default_cache_dir, fetch, read_idx
 from forgetless.errors import DataError
 
-SUBSET = Path(__file__).resolve().parents[2] / "shared/data/mnist-subset"
-FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+from conftest import IDX_FILES as FILES
+from conftest import MNIST_SUBSET as SUBSET
 
 
 class Server:
@@ -48,8 +46,6 @@ class Server:
 
 @pytest.fixture(scope="module")
 def running_server():
-    if not SUBSET.is_dir():
-        pytest.skip(f"MNIST subset not found at {SUBSET}")
     s = Server()
     for name in FILES:
         s.routes[f"/good/{name}"] = (SUBSET / name).read_bytes()

@@ -119,9 +119,9 @@ def _summary(path):
             for row in json.loads((path / "summary.json").read_text())]
 
 
-def test_killed_grid_resumes_skips_finished_runs_and_gives_the_same_summary(tmp_path, fashion_dir):
+def test_killed_grid_resumes_skips_finished_runs_and_gives_the_same_summary(tmp_path, fashion_slice_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "forgetless", "compare", *GRID_ARGS, "--quiet"]
+    cmd = [sys.executable, "-m", "forgetless", "compare", *GRID_ARGS, "--data-dir", str(fashion_slice_dir), "--quiet"]
     whole = subprocess.run(cmd + ["--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True,
                            timeout=600)
     assert whole.returncode == 0, whole.stderr
@@ -139,7 +139,8 @@ def test_killed_grid_resumes_skips_finished_runs_and_gives_the_same_summary(tmp_
     assert 6 <= done_before < 18, done_before
     mtimes = {q: q.stat().st_mtime_ns for q in out.glob("*/result.json")}
 
-    again = subprocess.run([sys.executable, "-m", "forgetless", "compare", *GRID_ARGS, "--out", str(out)],
+    again = subprocess.run([sys.executable, "-m", "forgetless", "compare", *GRID_ARGS, "--data-dir",
+                            str(fashion_slice_dir), "--out", str(out)],
                            env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert f"18 runs, {done_before} already finished, {18 - done_before} to run" in again.stderr

@@ -1,6 +1,5 @@
 """IDX reading and writing, on real MNIST-subset data and on damaged copies of it."""
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,15 +10,13 @@ from hypothesis.extra import numpy as hnp
 from forgetless.data import read_idx, write_idx
 from forgetless.errors import DataError
 
-SUBSET = Path(__file__).resolve().parents[2] / "shared/data/mnist-subset"
-needs_subset = pytest.mark.skipif(not SUBSET.is_dir(), reason=f"MNIST subset not found at {SUBSET}")
+from conftest import MNIST_SUBSET as SUBSET
+
 
 
 @pytest.fixture(scope="module")
 def digits():
     """The first 64 real training digits, uint8 [64, 28, 28]."""
-    if not SUBSET.is_dir():
-        pytest.skip(f"MNIST subset not found at {SUBSET}")
     return read_idx(SUBSET / "train-images-idx3-ubyte.gz")[:64]
 
 
@@ -32,7 +29,6 @@ def raises_data_error(path, pattern):
     return message
 
 
-@needs_subset
 def test_reads_the_real_subset():
     images = read_idx(SUBSET / "train-images-idx3-ubyte.gz")
     labels = read_idx(SUBSET / "train-labels-idx1-ubyte.gz")
@@ -126,7 +122,6 @@ def test_zero_dimensions(tmp_path):
     raises_data_error(path, "0 dimensions")
 
 
-@needs_subset
 def test_corrupt_gzip(tmp_path):
     blob = bytearray((SUBSET / "t10k-images-idx3-ubyte.gz").read_bytes())
     blob[len(blob) // 2: len(blob) // 2 + 64] = bytes(64)

@@ -1,4 +1,5 @@
-"""load_dataset on real data: the MNIST subset, Debian's Fashion-MNIST, sklearn digits, CIFAR binaries."""
+"""load_dataset on real data: the MNIST subset, the Fashion-MNIST slice and Debian's full copy, sklearn
+digits, CIFAR binaries."""
 import dataclasses
 import functools
 import hashlib
@@ -18,11 +19,9 @@ from forgetless.data import DATASETS, TensorData, load_dataset, read_idx, write_
 from forgetless.data import sources
 from forgetless.errors import DataError
 
-SUBSET = Path(__file__).resolve().parents[2] / "shared/data/mnist-subset"
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
-needs_subset = pytest.mark.skipif(not SUBSET.is_dir(), reason=f"MNIST subset not found at {SUBSET}")
+from conftest import FASHION_SLICE
+from conftest import IDX_FILES as FILES
+from conftest import MNIST_SUBSET as SUBSET
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +47,6 @@ def assert_image_data(data: TensorData, n: int, shape, num_classes: int):
     assert set(data.y.tolist()) == set(range(num_classes))
 
 
-@needs_subset
 def test_mnist_from_data_dir():
     train, test = load_dataset("mnist", data_dir=SUBSET, download=False)
     assert_image_data(train, 8500, (1, 28, 28), 10)
@@ -60,15 +58,26 @@ def test_mnist_from_data_dir():
     assert again[0].x is train.x, "second load should come from the in-process cache"
 
 
-@pytest.mark.skipif(not all((FASHION / f).is_file() for f in FILES), reason=f"no Fashion-MNIST at {FASHION}")
-def test_fashion_mnist_found_in_debian_copy():
+def test_fashion_mnist_slice_from_data_dir():
+    train, test = load_dataset("fashion-mnist", data_dir=FASHION_SLICE, download=False)
+    assert_image_data(train, 4000, (1, 28, 28), 10)
+    assert_image_data(test, 1000, (1, 28, 28), 10)
+    assert torch.bincount(train.y).tolist() == [400] * 10 and torch.bincount(test.y).tolist() == [100] * 10
+    raw = read_idx(FASHION_SLICE / "train-images-idx3-ubyte.gz")
+    assert torch.equal(train.x[:, 0], torch.from_numpy(raw).float() / 255)
+
+
+def test_fashion_mnist_found_in_debian_copy(fashion_dir, monkeypatch):
+    source = sources._SOURCES["fashion-mnist"]
+    assert source.system_dir == Path("/usr/share/datasets/fashion-mnist")
+    if fashion_dir != source.system_dir:  # FORGETLESS_TEST_FASHION_DIR names another full copy
+        monkeypatch.setitem(sources._SOURCES, "fashion-mnist", dataclasses.replace(source, system_dir=fashion_dir))
     train, test = load_dataset("fashion-mnist", download=False)
     assert_image_data(train, 60000, (1, 28, 28), 10)
     assert_image_data(test, 10000, (1, 28, 28), 10)
     assert torch.bincount(train.y).tolist() == [6000] * 10
 
 
-@needs_subset
 def test_search_order(tmp_path, monkeypatch):
     given = write_mnist(tmp_path / "given", 40, 10)
     write_mnist(tmp_path / "env" / "mnist", 30, 10)  # subfolder named after the dataset
@@ -80,7 +89,6 @@ def test_search_order(tmp_path, monkeypatch):
     assert len(load_dataset("mnist", download=False)[0]) == 20
 
 
-@needs_subset
 def test_a_folder_counts_only_with_all_four_files(tmp_path):
     given = write_mnist(tmp_path / "given", 40, 10)
     write_mnist(tmp_path / "xdg" / "forgetless" / "mnist", 20, 10)
@@ -88,7 +96,6 @@ def test_a_folder_counts_only_with_all_four_files(tmp_path):
     assert len(load_dataset("mnist", data_dir=given, download=False)[0]) == 20
 
 
-@needs_subset
 def test_image_label_count_mismatch_names_both_files(tmp_path):
     folder = write_mnist(tmp_path / "d", 40, 10)
     write_idx(folder / FILES[1], read_idx(SUBSET / FILES[1])[:39])
@@ -98,7 +105,6 @@ def test_image_label_count_mismatch_names_both_files(tmp_path):
     assert str(folder / FILES[0]) in message and str(folder / FILES[1]) in message and "\n" not in message
 
 
-@needs_subset
 def test_wrong_image_size(tmp_path):
     folder = write_mnist(tmp_path / "d", 40, 10)
     write_idx(folder / FILES[2], read_idx(SUBSET / FILES[2])[:10, :, :27])
@@ -109,8 +115,6 @@ def test_wrong_image_size(tmp_path):
 @pytest.fixture
 def subset_server():
     """A local HTTP server whose root holds the real MNIST-subset files."""
-    if not SUBSET.is_dir():
-        pytest.skip(f"MNIST subset not found at {SUBSET}")
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(SUBSET))
     handler.log_message = lambda *args: None
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -135,7 +139,6 @@ def test_download_into_cache(subset_server, tmp_path, monkeypatch):
     assert sorted(p.name for p in cache.iterdir()) == sorted(FILES)
 
 
-@needs_subset
 def test_offline_error_says_where_to_put_the_files(tmp_path, monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -213,7 +216,6 @@ def as_bytes(x: torch.Tensor) -> np.ndarray:
     return (x * 255).round().to(torch.uint8).numpy()
 
 
-@needs_subset
 def test_cifar10_binary_round_trip(tmp_path):
     images, labels = cifar_images(20)
     make_tar(tmp_path / "cifar-10-binary.tar.gz", cifar10_members(images, labels))
@@ -225,7 +227,6 @@ def test_cifar10_binary_round_trip(tmp_path):
     assert train.y.tolist() == labels[:15].tolist() and test.y.tolist() == labels[15:].tolist()
 
 
-@needs_subset
 def test_cifar100_uses_fine_labels(tmp_path, monkeypatch):
     images, labels = cifar_images(20)
     fine = labels + 90
@@ -240,7 +241,6 @@ def test_cifar100_uses_fine_labels(tmp_path, monkeypatch):
     assert train.y.tolist() == fine[:12].tolist() and test.y.tolist() == fine[12:].tolist()
 
 
-@needs_subset
 def test_cifar_truncated_record(tmp_path):
     images, labels = cifar_images(20)
     archive = tmp_path / "cifar-10-binary.tar.gz"
@@ -250,7 +250,6 @@ def test_cifar_truncated_record(tmp_path):
     assert str(archive) in str(info.value) and "\n" not in str(info.value)
 
 
-@needs_subset
 def test_cifar_missing_member_and_corrupt_archive(tmp_path):
     images, labels = cifar_images(20)
     members = cifar10_members(images, labels)

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 import forgetless as fl
-from test_sources import make_tar, needs_subset
+from conftest import IDX_FILES as FILES
+from conftest import MNIST_SUBSET as SUBSET
+from test_sources import make_tar
 
 
 def cifar_like(n: int):
-    from test_sources import SUBSET, FILES
     from forgetless.data import read_idx
 
     digits = np.pad(read_idx(SUBSET / FILES[0])[:n], ((0, 0), (2, 2), (2, 2)))
@@ -32,7 +33,6 @@ def cifar_dir(tmp_path_factory):
     return folder
 
 
-@needs_subset
 @pytest.mark.usefixtures("one_thread")
 def test_split_cifar_class_incremental_icarl_and_bic_beat_naive(cifar_dir):
     base = dict(benchmark="split-cifar10", scenario="class", model="cnn", iterations=30, batch_size=64,
