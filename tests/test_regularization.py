@@ -9,7 +9,8 @@ from torch import nn
 
 from forgetless.errors import UsageError
 from forgetless.strategies.base import ALL_SCENARIOS, Context, Strategy
-from forgetless.strategies.importance import fisher_diagonal, minmax
+from forgetless.strategies.fisher import fisher_diagonal
+from forgetless.strategies.path_integral import minmax
 from forgetless.strategies.penalty import flatten
 from forgetless.strategies.registry_regularization import REGULARIZATION
 from forgetless.strategies.regularization import EWC, MAS, SI, OnlineEWC, RWalk

@@ -1,4 +1,5 @@
-"""The regularization family: one quadratic penalty (``penalty.py``), six ways to weigh it (``importance.py``).
+"""The regularization family: one quadratic penalty (``penalty.py``), six ways to weigh it (the estimators
+``fisher.py``, ``mas.py``, ``scp.py``, ``path_integral.py``).
 
 Every method adds ``lam * sum_i Omega_i (theta_i - theta*_i)^2`` (no 1/2; see ``penalty.py`` for
 how each paper's constant maps onto lam) from the second task on. At the end of every task
@@ -25,8 +26,10 @@ import torch
 
 from ..errors import UsageError
 from .base import ALL_SCENARIOS, Context, Strategy
-from .importance import (LABELS, PathIntegral, RiemannianWalk, fisher_diagonal, mas_hebbian,
-                         mas_importance, minmax, scp_importance)
+from .fisher import LABELS, fisher_diagonal
+from .mas import mas_hebbian, mas_importance
+from .path_integral import PathIntegral, RiemannianWalk, minmax
+from .scp import scp_importance
 from .penalty import QuadraticPenalty, flatten, views
 
 

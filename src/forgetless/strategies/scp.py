@@ -1,0 +1,49 @@
+"""Sliced Cramér Preservation's importance (Kolouri et al. 2020, ICLR)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import vjp, vmap
+
+from ..errors import UsageError
+from .estimation import as_long, batch_fn, default_generator, eval_mode, split
+
+
+def scp_importance(model: nn.Module, x: torch.Tensor, *, classes=None, slices: int = 50,
+                   generator: torch.Generator | None = None, chunk: int | None = None) -> list[torch.Tensor]:
+    """Sliced Cramér Preservation: ``Gamma = (1/L) sum_l (d <xi_l, phi_bar> / d theta)^2``.
+
+    Kolouri et al. 2020, "Sliced Cramér Synaptic Consolidation for Preserving Deeply Learned
+    Representations", ICLR. phi_bar = mean_n f(x_n) is the mean output (logits on ``classes``) over
+    the task's data - averaged BEFORE the projection, as in the authors' code - and xi_1..xi_L are
+    uniform random unit vectors (normalized Gaussians drawn with ``generator``); each slice's
+    gradient is squared, then the squares are averaged over slices. (The authors' code also divides
+    by the dataset size; we do not - that constant is absorbed in lam.)
+    """
+    if slices < 1:
+        raise UsageError(f"SCP needs slices >= 1, got {slices}")
+    classes = as_long(classes)
+    names, params, frozen, fmodel = split(model)
+    fb = batch_fn(fmodel, names, frozen, classes)
+    n = len(x)
+    size = chunk or 1024
+    with eval_mode(model):
+        with torch.no_grad():
+            K = fb(params, x[:1]).shape[1]
+        xi = torch.randn(slices, K, generator=default_generator(generator))
+        xi = (xi / xi.norm(dim=1, keepdim=True)).to(params[0])
+        # project now (fewer slices than outputs), or build the Jacobian and project after
+        cot = xi if slices <= K else torch.eye(K).to(params[0])
+        acc = [p.new_zeros(len(cot), *p.shape) for p in params]
+        for i in range(0, n, size):
+            xc = x[i:i + size]
+            _, pull = vjp(lambda *p: fb(p, xc).sum(0), *params)
+            for a, g in zip(acc, vmap(pull)(cot)):
+                a += g
+    out = []
+    for a in acc:
+        g = a / n  # gradient of the projected MEAN output, one row per slice (or per output)
+        if slices > K:
+            g = torch.tensordot(xi, g, dims=1)
+        out.append((g * g).mean(0))
+    return out
