@@ -137,47 +137,59 @@ class EWC(Regularizer):
     "sample" = labels drawn from the model, "exact" = expectation over the competing classes) on up
     to ``samples`` training samples (None: all). Separate penalties: one (F_k, theta*_k) per task,
     all kept (memory grows with the tasks, as in the paper), merged exactly for the gradient.
-    ``online=true`` is online EWC (Schwarz et al. 2018, "Progress & Compress", ICML):
-    ``F* <- gamma F* + F_k`` with one anchor at the latest parameters.
+    Online EWC (one running Fisher, one anchor) is the strategy ``online-ewc`` (``OnlineEWC``).
     """
 
     name = "ewc"
     help = "Elastic Weight Consolidation: Fisher-weighted pull towards each task's parameters"
     # lam: see the module docstring; samples: 1000 per-sample gradients are plenty for
     # a diagonal Fisher and keep the cost per task small on 60k-image tasks
-    params = {"lam": 100.0, "fisher": "empirical", "samples": 1000, "online": False, "gamma": 1.0,
-              "closed_form": True}
+    params = {"lam": 100.0, "fisher": "empirical", "samples": 1000, "closed_form": True}
     keep_terms = True
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         if self.fisher not in LABELS:
             raise UsageError(f"{self.name}: fisher must be one of {', '.join(LABELS)}, got {self.fisher!r}")
-        if not 0 <= self.gamma <= 1:
-            raise UsageError(f"{self.name}: gamma must be in [0, 1], got {self.gamma}")
-        if self.online:
-            self.quad.keep_terms = False
+
+    def _fisher(self, ctx, task) -> list[torch.Tensor]:
+        x, y, classes = self._data(ctx, task)
+        return fisher_diagonal(ctx.model, x, y, classes=classes, labels=self.fisher, samples=self.samples,
+                               generator=task_generator(ctx, task, 1))
 
     def consolidate(self, ctx, task):
-        x, y, classes = self._data(ctx, task)
-        fisher = fisher_diagonal(ctx.model, x, y, classes=classes, labels=self.fisher, samples=self.samples,
-                                 generator=task_generator(ctx, task, 1))
-        params = ctx.params()
-        if self.online:
-            merged = flatten(fisher) if not self.quad.active else self.gamma * self.quad.omega + flatten(fisher)
-            self.quad.set(merged, params)
-        else:
-            self.quad.add(fisher, params)
+        self.quad.add(self._fisher(ctx, task), ctx.params())
 
 
 class OnlineEWC(EWC):
-    """Online EWC (Schwarz et al. 2018; Huszár 2018): one running Fisher ``F* <- gamma F* + F_k`` and
-    one anchor, the parameters after the latest task; ``lam = lambda/2`` as for EWC."""
+    """Online EWC: one running Fisher, decayed by gamma, and one anchor at the latest parameters.
+
+    Schwarz et al. 2018, "Progress & Compress: A scalable framework for continual learning", ICML
+    (section 2, the compress step; also Huszár 2018, "Note on the quadratic penalties in EWC",
+    PNAS): after task k the running Fisher is ``F*_k = gamma F*_{k-1} + F_k`` and the penalty while
+    learning task k+1 is ``1/2 ||theta - theta*_k||^2_{gamma F*_k}``, i.e. the stored Fisher is
+    decayed once more inside the penalty. van de Ven's implementation (GMvandeVen/continual-learning,
+    ``models/cl/continual_learner.py``: ``estimate_fisher`` stores ``F_k + gamma * F*_{k-1}``,
+    ``ewc_loss`` multiplies the stored Fisher by gamma again, factor 1/2) does the same. So
+    ``Omega_k = gamma F*_k = gamma (Omega_{k-1} + F_k)``: after three tasks
+    ``gamma F_3 + gamma^2 F_2 + gamma^3 F_1``. ``lam = lambda/2`` as for EWC; gamma in (0, 1]
+    (gamma = 1 is the undecayed running sum; gamma = 0 would switch the penalty off).
+    """
 
     name = "online-ewc"
     help = "online EWC: one running Fisher (decayed by gamma) and one anchor; memory does not grow"
-    params = {**EWC.params, "online": True, "gamma": 1.0}
+    params = {**EWC.params, "gamma": 1.0}
     keep_terms = False
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        if not (isinstance(self.gamma, (int, float)) and 0 < self.gamma <= 1):
+            raise UsageError(f"{self.name}: gamma must be in (0, 1], got {self.gamma!r}")
+
+    def consolidate(self, ctx, task):
+        fisher = flatten(self._fisher(ctx, task))
+        running = fisher if not self.quad.active else self.quad.omega + fisher  # Omega = gamma F*: F* + F_k
+        self.quad.set(self.gamma * running, ctx.params())
 
 
 class SI(Regularizer):
