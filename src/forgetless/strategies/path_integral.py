@@ -74,22 +74,34 @@ class RiemannianWalk(PathIntegral):
     """RWalk's online Fisher and KL-normalized path-integral score (Chaudhry, Dokania, Ajanthan &
     Torr 2018, "Riemannian Walk for Incremental Learning", ECCV, eq. 8-10).
 
-    After every optimizer step, with g the task-loss gradient of the mini-batch:
-    ``tmp += g^2`` and ``omega += -g * delta``. Every ``interval`` steps (the authors' code updates
-    every 10 iterations: ``FISHER_UPDATE_AFTER = 10`` in facebookresearch/agem) the empirical
-    Fisher is updated as an exponential moving average ``F = alpha * mean_interval(g^2) + (1 -
-    alpha) * F`` (alpha = 0.9 weighting the new estimate: the code's ``FISHER_EMA_DECAY = 0.9``;
-    the first interval initializes F)
-    and the interval's score is added::
+    Where each formula comes from ("code" = the authors' implementation in facebookresearch/agem,
+    ``model/model.py``: ``create_fisher_ops``, ``create_pathint_ops``; the step order is in its
+    drivers, e.g. ``fc_permute_mnist.py``):
+
+    - every step, with g the task-loss gradient of the mini-batch: ``tmp += g^2`` (paper and code:
+      squared mini-batch gradients, ``set_tmp_fisher``) and ``omega += -g * delta`` (the path
+      integral, as for SI; code ``update_small_omega``);
+    - every ``interval`` steps, the Fisher's moving average (paper: EWC++;
+      code ``set_running_fisher``): ``F = alpha * mean_interval(g^2) + (1 - alpha) * F``, alpha = 0.9
+      weighting the new estimate (code ``FISHER_EMA_DECAY = 0.9``; interval 10 =
+      ``FISHER_UPDATE_AFTER``). The first interval initializes F here; the code starts from F = 0
+      (``set_initial_running_fisher`` copies the still-empty accumulator), so its first estimate is
+      0.9 of ours and the difference decays as 0.1^k;
+    - then the interval's score (paper: the KL-normalized path integral;
+      code ``update_big_omega_riemann``)::
 
         s_task += max(0, omega / (0.5 * F * Delta^2 + eps)),     Delta = theta_now - theta_interval_start
 
-    the 1/2 being the paper's second-order KL ``0.5 * F * Delta^2`` (the authors' code drops it);
-    eps = 1e-3 is the code's value; the clamp at 0 is the code's (a negative path integral means the
-    loss went up along the interval: that parameter earned no importance). We use F after this
-    interval's update (the code uses the previous interval's; for the first interval that is 0).
-    ``flush`` closes a partial interval at the task's end, so no step of the path is dropped.
-    The Fisher persists across tasks; the per-task score is reset by ``begin``.
+      The 1/2 is the paper's second-order KL ``0.5 * F * Delta^2``; the code drops it. We keep the
+      paper's: the repository's README calls it the official implementation of A-GEM (ICLR 2019)
+      and replicates that paper's results, not the RWalk paper's. The clamp at 0 and eps = 1e-3 (``PARAM_XI_STEP``) are the code's
+      (the paper does not fix them; a negative path integral means the loss went up along the
+      interval: no importance earned). F is the Fisher after this interval's update, F at the time
+      the score is taken; the code uses the previous interval's, which for the first interval is its
+      F = 0, a denominator of eps alone.
+
+    ``flush`` closes a partial interval at the task's end (the code drops it), so no step of the
+    path is lost. The Fisher persists across tasks; the per-task score is reset by ``begin``.
     """
 
     def __init__(self, alpha: float = 0.9, eps: float = 1e-3, interval: int = 10):
@@ -148,7 +160,8 @@ class RiemannianWalk(PathIntegral):
 
 
 def minmax(flat: torch.Tensor, eps: float = 1e-32) -> torch.Tensor:
-    """``(v - min) / (max - min + eps)`` over ALL parameters at once (RWalk's normalization; the
-    authors' code takes the min and max over every layer together, with eps = 1e-32)."""
+    """``(v - min) / (max - min + eps)`` over ALL parameters at once: RWalk's normalization of F and
+    s to [0, 1] (the authors' code, facebookresearch/agem ``model/model.py``: ``normalize_scores`` and
+    ``normalize_fisher_at_minima`` take the min and max over every layer together, EPSILON = 1e-32)."""
     lo, hi = flat.min(), flat.max()
     return (flat - lo) / (hi - lo + eps)

@@ -255,14 +255,22 @@ class MAS(Regularizer):
 class RWalk(Regularizer):
     """Riemannian Walk: normalized online Fisher + normalized KL-scaled path-integral scores.
 
-    Chaudhry, Dokania, Ajanthan & Torr 2018, "Riemannian Walk for Incremental Learning", ECCV:
+    Chaudhry, Dokania, Ajanthan & Torr 2018, "Riemannian Walk for Incremental Learning", ECCV.
     Fisher as an EMA of squared mini-batch gradients (``alpha``), scores
-    ``s += max(0, -g delta / (0.5 F Delta^2 + eps))`` every ``interval`` steps (see
-    ``RiemannianWalk``). After task k the task's score s_k is averaged with the running one,
-    ``S = (S + s_k) / 2`` (S = s_1 after the first task; the paper's averaging, "to reduce the
-    rigidity"), and ``Omega = minmax(F) + minmax(S)``, each min-max normalized over all parameters
-    at once; penalty ``lambda * sum (F + s)(theta - theta*)^2``: lam = lambda. (The authors' code
-    writes ``S += (S + s_k) / 2``, i.e. 1.5 S + 0.5 s_k, not an average; we follow the paper.)
+    ``s += max(0, -g delta / (0.5 F Delta^2 + eps))`` every ``interval`` steps (``RiemannianWalk``
+    says which part follows the paper and which the authors' code). At the end of task k:
+
+    - ``S = (S + s_k) / 2`` (S = s_1 after the first task): the paper's averaging of the scores
+      "to reduce the rigidity". The authors' code (facebookresearch/agem ``model/model.py``,
+      ``update_score``) writes ``S += (S + s_k) / 2``, i.e. 1.5 S + 0.5 s_k, with the first task's
+      score doubled beforehand (``scale_score``) so that its first "average" is s_1: the doubling
+      and the code's comment say an average was meant. We follow the paper (the repository is the
+      official code of A-GEM, ICLR 2019, and replicates that paper's results, not RWalk's);
+    - ``Omega = minmax(F) + minmax(S)``, each min-max normalized over all parameters at once
+      (``minmax``: the code's normalization);
+    - penalty ``lambda * sum (F + s)(theta - theta*)^2`` (paper and code ``loss_and_gradients``,
+      no 1/2): lam = lambda.
+
     This is RWalk's regularizer; the paper's replay of a few old samples composes: ``er+rwalk``.
     """
 
@@ -319,9 +327,13 @@ class SCP(Regularizer):
     Kolouri et al. 2020, "Sliced Cramér Synaptic Consolidation for Preserving Deeply Learned
     Representations", ICLR: ``Gamma_k = (1/L) sum_l (d <xi_l, phi_bar> / d theta)^2`` with phi_bar the
     mean logits (competing outputs) over the task's training data and L = ``slices`` random unit
-    vectors; accumulated online as in the authors' code, ``Gamma <- alpha Gamma + (1 - alpha) Gamma_k``
-    (alpha = 0.5, their default), anchored at the latest parameters; penalty
-    ``lambda * sum Gamma (theta - theta*)^2``: lam = lambda.
+    vectors (``scp_importance`` says which part follows the paper and which the authors' code).
+    Accumulated online as in the authors' code (Kolouri's ``SCP.consolidate``, the file
+    ``utils/scp_utils/scp.py`` as shipped in lihr04/corel2m): ``Gamma <- alpha Gamma + (1 - alpha)
+    Gamma_k`` from Gamma = 0, so after task 1 Gamma = (1 - alpha) Gamma_1 and after task 2
+    ``alpha (1 - alpha) Gamma_1 + (1 - alpha) Gamma_2`` (alpha = 0.5, their default), anchored at
+    the latest parameters; penalty ``lambda * sum Gamma (theta - theta*)^2`` (the code's
+    ``penalty``, no 1/2): lam = lambda.
     """
 
     name = "scp"

@@ -14,11 +14,17 @@ def scp_importance(model: nn.Module, x: torch.Tensor, *, classes=None, slices: i
     """Sliced Cramér Preservation: ``Gamma = (1/L) sum_l (d <xi_l, phi_bar> / d theta)^2``.
 
     Kolouri et al. 2020, "Sliced Cramér Synaptic Consolidation for Preserving Deeply Learned
-    Representations", ICLR. phi_bar = mean_n f(x_n) is the mean output (logits on ``classes``) over
-    the task's data - averaged BEFORE the projection, as in the authors' code - and xi_1..xi_L are
-    uniform random unit vectors (normalized Gaussians drawn with ``generator``); each slice's
-    gradient is squared, then the squares are averaged over slices. (The authors' code also divides
-    by the dataset size; we do not - that constant is absorbed in lam.)
+    Representations", ICLR. Sources ("code" = Kolouri's ``SCP.consolidate``,
+    ``utils/scp_utils/scp.py``, as shipped in lihr04/corel2m):
+
+    - phi_bar = mean_n f(x_n), the mean output (logits on ``classes``) over the task's data,
+      averaged BEFORE the projection (code: ``zmean`` then one backward per slice);
+    - xi_1..xi_L uniform random unit vectors of S^{K-1} (paper; drawn with ``generator`` as
+      normalized Gaussians). The code means the same (its comment: sample S^{K-1}) but normalizes
+      the rows of its K x L Gaussian matrix and uses the columns, so its slices have norm about
+      sqrt(K / L), not 1: a near-constant factor on Gamma, absorbed in lam; we follow the paper;
+    - each slice's gradient squared, then averaged over slices (code). The code also divides by the
+      dataset size; we do not (a constant, absorbed in lam).
     """
     if slices < 1:
         raise UsageError(f"SCP needs slices >= 1, got {slices}")
