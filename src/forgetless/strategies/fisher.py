@@ -92,17 +92,19 @@ def fisher_diagonal(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = 
                     with torch.no_grad():
                         probs = F.softmax(fb(params, xc), -1)  # [B, C]
                 targets, weights = fisher_targets(labels, probs, yc, gen)
-                _vmap_chunk(acc, keys, f, params, xc, targets, weights)
+                _vmap_chunk(acc, keys, f, params, xc, targets, weights, n_cls)
     return [acc[k] / n for k in keys]
 
 
-def _vmap_chunk(acc, keys, f, params, xc, targets, weights) -> None:
+def _vmap_chunk(acc, keys, f, params, xc, targets, weights, n_cls: int) -> None:
     """``acc += sum_n sum_k w_nk g_nk^2``, g_nk the gradient of log p(t_nk | x_n): one Jacobian row
-    per target via ``vmap(jacrev)``."""
-    J = vmap(jacrev(lambda p, xi, ti: F.log_softmax(f(p, xi), -1).gather(0, ti)),
-             in_dims=(None, 0, 0))(params, xc, targets)  # per parameter: [B, K, *shape]
+    per target via ``vmap(jacrev)``. The targets pick their log-probabilities through a one-hot
+    matrix product (``gather`` with per-sample indices under vmap is 2x slower for the exact Fisher)."""
+    onehot = F.one_hot(targets, n_cls).to(params[0].dtype)  # [B, K, C]
+    J = vmap(jacrev(lambda p, xi, oi: oi @ F.log_softmax(f(p, xi), -1)),
+             in_dims=(None, 0, 0))(params, xc, onehot)  # per parameter: [B, K, *shape]
     for k, j in zip(keys, J):
-        acc[k] += torch.einsum("bk,bk...->...", weights.to(j), j * j)
+        acc[k] += torch.einsum("bk,bk...->...", weights.to(j), j.square_())  # in place: no second copy of J
 
 
 def _linear_chunk(acc, model, linears, xc, yc, classes, labels, gen) -> None:
