@@ -29,7 +29,9 @@ import torch.nn.functional as F
 
 from forgetless.data import load_dataset
 from forgetless.models import build_model
-from forgetless.strategies.importance import fisher_diagonal, mas_importance, trainable
+from forgetless.strategies.estimation import trainable
+from forgetless.strategies.fisher import fisher_diagonal
+from forgetless.strategies.mas import mas_importance
 
 TOL = 1e-5
 

@@ -7,7 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from forgetless.errors import UsageError
-from forgetless.strategies import importance as I
+from forgetless.strategies.fisher import fisher_diagonal
+from forgetless.strategies.linear_fastpath import choose
+from forgetless.strategies.mas import mas_hebbian, mas_importance
+from forgetless.strategies.path_integral import PathIntegral, RiemannianWalk, minmax
+from forgetless.strategies.scp import scp_importance
+from oracles import per_sample_grads_loop
 
 N = 48
 
@@ -49,10 +54,10 @@ BACKENDS = ["vmap", "linear"]  # torch.func per-sample gradients; the outer-prod
 def test_empirical_fisher_equals_loop(digits, backend):
     x, y = digits
     m = tiny()
-    G = I.per_sample_grads_loop(m, x, y)
+    G = per_sample_grads_loop(m, x, y)
     want = [(g * g).mean(0) for g in G]
-    assert_lists_close(I.fisher_diagonal(m, x, y, backend=backend), want)
-    assert_lists_close(I.fisher_diagonal(m, x, y, chunk=5, backend=backend), want)  # chunking
+    assert_lists_close(fisher_diagonal(m, x, y, backend=backend), want)
+    assert_lists_close(fisher_diagonal(m, x, y, chunk=5, backend=backend), want)  # chunking
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -61,18 +66,18 @@ def test_empirical_fisher_with_competing_classes(digits, backend):
     cls = torch.tensor([1, 3, 5, 7])
     keep = torch.isin(y, cls)
     m = tiny()
-    G = I.per_sample_grads_loop(m, x[keep], y[keep], classes=cls)
-    got = I.fisher_diagonal(m, x[keep], y[keep], classes=cls, backend=backend)
+    G = per_sample_grads_loop(m, x[keep], y[keep], classes=cls)
+    got = fisher_diagonal(m, x[keep], y[keep], classes=cls, backend=backend)
     assert_lists_close(got, [(g * g).mean(0) for g in G])
     assert float(got[2][[0, 2, 4, 6, 8, 9]].abs().max()) == 0.0  # non-competing rows of the head
     with pytest.raises(UsageError, match="not among"):
-        I.fisher_diagonal(m, x, y, classes=cls)
+        fisher_diagonal(m, x, y, classes=cls)
 
 
 def test_fisher_is_not_the_squared_mean_gradient(digits):
     x, y = digits
     m = tiny()
-    fisher = I.fisher_diagonal(m, x, y)
+    fisher = fisher_diagonal(m, x, y)
     loss = F.cross_entropy(m(x), y)
     mean_grad = torch.autograd.grad(loss, list(m.parameters()))
     squared_mean = [g * g for g in mean_grad]
@@ -86,12 +91,12 @@ def test_fisher_is_not_the_squared_mean_gradient(digits):
 def test_sample_fisher_equals_loop_with_the_same_labels(digits, backend):
     x, _ = digits
     m = tiny()
-    got = I.fisher_diagonal(m, x, labels="sample", generator=torch.Generator().manual_seed(5), chunk=N,
+    got = fisher_diagonal(m, x, labels="sample", generator=torch.Generator().manual_seed(5), chunk=N,
                             backend=backend)
     with torch.no_grad():
         probs = F.softmax(m(x), -1)
     drawn = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(5)).squeeze(1)
-    G = I.per_sample_grads_loop(m, x, drawn)
+    G = per_sample_grads_loop(m, x, drawn)
     assert_lists_close(got, [(g * g).mean(0) for g in G])
 
 
@@ -104,27 +109,27 @@ def test_exact_fisher_equals_expectation_over_classes(digits, backend):
         p = F.softmax(m(x), -1)
     want = None
     for c in range(10):
-        Gc = I.per_sample_grads_loop(m, x, target=c)
+        Gc = per_sample_grads_loop(m, x, target=c)
         term = [(p[:, c].view(-1, *[1] * (g.dim() - 1)) * g * g).mean(0) for g in Gc]
         want = term if want is None else [w + t for w, t in zip(want, term)]
-    assert_lists_close(I.fisher_diagonal(m, x, labels="exact", backend=backend), want)
+    assert_lists_close(fisher_diagonal(m, x, labels="exact", backend=backend), want)
     # with competing classes: the expectation runs over those classes only
     cls = torch.tensor([0, 4, 9])
     with torch.no_grad():
         pc = F.softmax(m(x)[:, cls], -1)
     want = None
     for k in range(3):
-        Gc = I.per_sample_grads_loop(m, x, classes=cls, target=k)
+        Gc = per_sample_grads_loop(m, x, classes=cls, target=k)
         term = [(pc[:, k].view(-1, *[1] * (g.dim() - 1)) * g * g).mean(0) for g in Gc]
         want = term if want is None else [w + t for w, t in zip(want, term)]
-    assert_lists_close(I.fisher_diagonal(m, x, classes=cls, labels="exact", backend=backend), want)
+    assert_lists_close(fisher_diagonal(m, x, classes=cls, labels="exact", backend=backend), want)
 
 
 def test_sampled_fisher_approaches_exact(digits):
     x, _ = digits
     m = tiny()
-    exact = I.fisher_diagonal(m, x, labels="exact")
-    draws = [I.fisher_diagonal(m, x, labels="sample", generator=torch.Generator().manual_seed(s)) for s in range(40)]
+    exact = fisher_diagonal(m, x, labels="exact")
+    draws = [fisher_diagonal(m, x, labels="sample", generator=torch.Generator().manual_seed(s)) for s in range(40)]
     mean = [torch.stack(d).mean(0) for d in zip(*draws)]
     for a, b in zip(mean, exact):
         assert float((a - b).norm() / b.norm()) < 0.1
@@ -133,12 +138,12 @@ def test_sampled_fisher_approaches_exact(digits):
 def test_samples_cap_takes_a_seeded_subset(digits):
     x, y = digits
     m = tiny()
-    a = I.fisher_diagonal(m, x, y, samples=10, generator=torch.Generator().manual_seed(3))
+    a = fisher_diagonal(m, x, y, samples=10, generator=torch.Generator().manual_seed(3))
     idx = torch.randperm(N, generator=torch.Generator().manual_seed(3))[:10]
-    assert_lists_close(a, I.fisher_diagonal(m, x[idx], y[idx]))
-    assert_lists_close(I.fisher_diagonal(m, x, y, samples=10 * N), I.fisher_diagonal(m, x, y))
+    assert_lists_close(a, fisher_diagonal(m, x[idx], y[idx]))
+    assert_lists_close(fisher_diagonal(m, x, y, samples=10 * N), fisher_diagonal(m, x, y))
     with pytest.raises(UsageError, match="labels"):
-        I.fisher_diagonal(m, x, y, labels="true")
+        fisher_diagonal(m, x, y, labels="true")
 
 
 # ---- MAS --------------------------------------------------------------------------------------
@@ -146,11 +151,11 @@ def test_samples_cap_takes_a_seeded_subset(digits):
 def test_mas_equals_loop(digits, backend):
     x, _ = digits
     m = tiny()
-    G = I.per_sample_grads_loop(m, x, target="sqnorm")
-    assert_lists_close(I.mas_importance(m, x, chunk=7, backend=backend), [g.abs().mean(0) for g in G])
+    G = per_sample_grads_loop(m, x, target="sqnorm")
+    assert_lists_close(mas_importance(m, x, chunk=7, backend=backend), [g.abs().mean(0) for g in G])
     cls = torch.tensor([2, 3])
-    G = I.per_sample_grads_loop(m, x, classes=cls, target="sqnorm")
-    assert_lists_close(I.mas_importance(m, x, classes=cls, backend=backend), [g.abs().mean(0) for g in G])
+    G = per_sample_grads_loop(m, x, classes=cls, target="sqnorm")
+    assert_lists_close(mas_importance(m, x, classes=cls, backend=backend), [g.abs().mean(0) for g in G])
 
 
 def test_mas_hebbian_equals_direct_formula(digits):
@@ -159,11 +164,11 @@ def test_mas_hebbian_equals_direct_formula(digits):
     with torch.no_grad():
         h = torch.relu(m[0](x))  # post-activation of the hidden layer
         out = m(x)
-    got = I.mas_hebbian(m, x, chunk=20)
+    got = mas_hebbian(m, x, chunk=20)
     want = [h.abs().T @ x.abs() / N, h.abs().mean(0), out.abs().T @ h.abs() / N, out.abs().mean(0)]
     assert_lists_close(got, want)
     cls = torch.tensor([0, 1])
-    got = I.mas_hebbian(m, x, classes=cls)
+    got = mas_hebbian(m, x, classes=cls)
     assert_lists_close(got[:2], want[:2])
     assert float(got[2][2:].abs().max()) == 0.0 and rel(got[2][:2], want[2][:2]) < 1e-6
 
@@ -185,14 +190,14 @@ def test_mas_hebbian_finds_functional_activations(digits):
     m = FunctionalMLP()
     with torch.no_grad():
         h = torch.tanh(m.a(x))
-    got = I.mas_hebbian(m, x)
+    got = mas_hebbian(m, x)
     assert rel(got[0], h.abs().T @ x.abs() / N) < 1e-6
 
 
 def test_mas_hebbian_rejects_non_linear_layers():
     m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 10))
     with pytest.raises(UsageError, match="nn.Linear"):
-        I.mas_hebbian(m, torch.randn(4, 1, 8, 8))
+        mas_hebbian(m, torch.randn(4, 1, 8, 8))
 
 
 # ---- SCP --------------------------------------------------------------------------------------
@@ -201,7 +206,7 @@ def test_scp_equals_direct_computation(digits, slices):
     x, _ = digits
     m = tiny()
     cls = torch.tensor([1, 2, 4, 8, 9]) if slices == 3 else None
-    got = I.scp_importance(m, x, classes=cls, slices=slices, generator=torch.Generator().manual_seed(11), chunk=13)
+    got = scp_importance(m, x, classes=cls, slices=slices, generator=torch.Generator().manual_seed(11), chunk=13)
     K = 10 if cls is None else len(cls)
     xi = torch.randn(slices, K, generator=torch.Generator().manual_seed(11))
     xi = xi / xi.norm(dim=1, keepdim=True)
@@ -221,13 +226,13 @@ def test_estimators_handle_conv_and_frozen_parameters(digits):
     m = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 10))
     m[1].bias.requires_grad_(False)
     n_trainable = 3
-    G = I.per_sample_grads_loop(m, x[:12], y[:12])
+    G = per_sample_grads_loop(m, x[:12], y[:12])
     assert len(G) == n_trainable
-    assert_lists_close(I.fisher_diagonal(m, x[:12], y[:12]), [(g * g).mean(0) for g in G])
-    assert len(I.mas_importance(m, x[:12])) == n_trainable
-    assert len(I.scp_importance(m, x[:12], slices=4)) == n_trainable
+    assert_lists_close(fisher_diagonal(m, x[:12], y[:12]), [(g * g).mean(0) for g in G])
+    assert len(mas_importance(m, x[:12])) == n_trainable
+    assert len(scp_importance(m, x[:12], slices=4)) == n_trainable
     with pytest.raises(UsageError, match="backend='linear'"):
-        I.fisher_diagonal(m, x[:12], y[:12], backend="linear")
+        fisher_diagonal(m, x[:12], y[:12], backend="linear")
 
 
 def test_auto_backend_falls_back_when_the_shortcut_does_not_apply(digits):
@@ -238,14 +243,14 @@ def test_auto_backend_falls_back_when_the_shortcut_does_not_apply(digits):
     twice = nn.Sequential(shared, nn.Tanh(), shared, nn.Linear(64, 10))  # one layer called twice
     for m in (inplace, twice):
         before = list(m.parameters())
-        G = I.per_sample_grads_loop(m, x[:16], y[:16])
-        assert_lists_close(I.fisher_diagonal(m, x[:16], y[:16]), [(g * g).mean(0) for g in G])
-        assert_lists_close(I.mas_importance(m, x[:16]), [g.abs().mean(0) for g in
-                                                          I.per_sample_grads_loop(m, x[:16], target="sqnorm")])
-        assert I._choose(m, x, "auto") is None
+        G = per_sample_grads_loop(m, x[:16], y[:16])
+        assert_lists_close(fisher_diagonal(m, x[:16], y[:16]), [(g * g).mean(0) for g in G])
+        assert_lists_close(mas_importance(m, x[:16]), [g.abs().mean(0) for g in
+                                                          per_sample_grads_loop(m, x[:16], target="sqnorm")])
+        assert choose(m, x, "auto") is None
         after = list(m.parameters())  # the model is left as it was (a shared module is called via a copy)
         assert len(after) == len(before) and all(a is b and a.requires_grad for a, b in zip(after, before))
-    assert I._choose(tiny(), x, "auto") is not None
+    assert choose(tiny(), x, "auto") is not None
 
 
 # ---- SI path integral -------------------------------------------------------------------------
@@ -257,7 +262,7 @@ def test_si_path_integral_matches_closed_form_on_a_quadratic():
     eta, T, xi = 0.1, 7, 0.1
     theta = theta0.clone().requires_grad_(True)
     opt = torch.optim.SGD([theta], lr=eta)
-    path = I.PathIntegral()
+    path = PathIntegral()
     path.begin([theta])
     for _ in range(T):
         opt.zero_grad()
@@ -303,7 +308,7 @@ def test_rwalk_scores_match_hand_computation(interval):
     theta = torch.tensor(theta0, dtype=torch.float64, requires_grad=True)
     hv = torch.tensor(h, dtype=torch.float64)
     opt = torch.optim.SGD([theta], lr=eta)
-    walk = I.RiemannianWalk(alpha=alpha, eps=eps, interval=interval)
+    walk = RiemannianWalk(alpha=alpha, eps=eps, interval=interval)
     walk.begin([theta])
     for _ in range(T):
         opt.zero_grad()
@@ -318,4 +323,4 @@ def test_rwalk_scores_match_hand_computation(interval):
 
 def test_minmax_normalizes_over_all_parameters():
     v = torch.tensor([2.0, 4.0, 6.0])
-    assert torch.allclose(I.minmax(v), torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.allclose(minmax(v), torch.tensor([0.0, 0.5, 1.0]))

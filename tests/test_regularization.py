@@ -9,10 +9,13 @@ from torch import nn
 
 from forgetless.errors import UsageError
 from forgetless.strategies.base import ALL_SCENARIOS, Context, Strategy
-from forgetless.strategies.importance import fisher_diagonal, minmax
+from forgetless.strategies.fisher import fisher_diagonal
+from forgetless.strategies.path_integral import minmax
 from forgetless.strategies.penalty import flatten
 from forgetless.strategies.registry_regularization import REGULARIZATION
-from forgetless.strategies.regularization import EWC, MAS, SI, OnlineEWC, RWalk
+from forgetless.strategies.mas import mas_importance
+from forgetless.strategies.regularization import EWC, L2, MAS, SCP, SI, OnlineEWC, RWalk, task_generator
+from forgetless.strategies.scp import scp_importance
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -88,7 +91,15 @@ def test_registry_and_declarations():
         assert "lam" in cls.params and cls.help and cls.__doc__
         s = cls()
         assert s.hparams() == cls.params
-    assert OnlineEWC().online is True and EWC().online is False
+    # online EWC is its own strategy: EWC has no online switch and no gamma
+    assert set(EWC.params) == {"lam", "fisher", "samples", "closed_form"}
+    assert set(OnlineEWC.params) == {"lam", "fisher", "samples", "closed_form", "gamma"}
+    for bad in ({"online": True}, {"gamma": 0.5}):
+        with pytest.raises(UsageError, match="unknown parameter"):
+            EWC(**bad)
+    for gamma in (0.0, 1.5, -0.1):
+        with pytest.raises(UsageError, match="gamma"):
+            OnlineEWC(gamma=gamma)
     with pytest.raises(UsageError, match="unknown parameter"):
         EWC(lamda=1.0)
     with pytest.raises(UsageError, match="fisher"):
@@ -172,21 +183,6 @@ def test_separate_ewc_keeps_one_term_per_task(digits):
     direct = sum(float((f * (p.detach() - a) ** 2).sum()) for fs, anc in zip(fishers, anchors)
                  for p, f, a in zip(model.parameters(), fs, anc))
     assert s.penalty_value(ctx) == pytest.approx(s.lam * direct, rel=1e-5)
-
-
-@pytest.mark.parametrize("gamma", [1.0, 0.5])
-def test_online_ewc_decays_with_gamma(digits, gamma):
-    tasks = two_tasks(digits)
-    model = tiny()
-    ctx = make_ctx(model)
-    s = OnlineEWC(gamma=gamma, samples=None)
-    train(s, ctx, tasks[0], 3)
-    f0 = flatten(fisher_diagonal(model, tasks[0].train.x, tasks[0].train.y))
-    train(s, ctx, tasks[1], 3)
-    f1 = flatten(fisher_diagonal(model, tasks[1].train.x, tasks[1].train.y))
-    assert torch.allclose(s.quad.omega, gamma * f0 + f1, rtol=1e-5, atol=1e-9)
-    assert torch.equal(s.quad.center, flatten(list(model.parameters())))  # one anchor: the latest
-    assert s.quad.terms == []
 
 
 # ---- SI on a quadratic through the hooks ------------------------------------------------------
@@ -329,3 +325,115 @@ def test_resume_after_a_task_gives_the_same_run(tmp_path, name):
         run(cfg, strategy=Interrupted(), benchmark=bench(), out=tmp_path / "cut")
     resumed = run(cfg, strategy=cls(), benchmark=bench(), out=tmp_path / "cut", resume=True)
     assert resumed.accuracy_matrix == full.accuracy_matrix
+
+
+# ---- Omega and anchors after each task, on a real benchmark, against direct computations --------
+def _real_tasks(tasks):
+    from forgetless.benchmarks import build
+
+    classes = "0,1,2|3,4,5|6,7,8,9" if tasks == 3 else None
+    return build("split-digits", scenario="task", tasks=tasks, classes=classes)
+
+
+def _real_ctx(bench, seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    return Context(model=model, optimizer=opt, benchmark=bench, generator=torch.Generator().manual_seed(3))
+
+
+def _fit(ctx, task, steps=15, batch=64):
+    """Plain SGD on the task (the importance depends only on where training ends)."""
+    x, y = task.train.x, task.train.y
+    for s in range(steps):
+        i = (s * batch) % len(x)
+        loss = F.cross_entropy(ctx.model(x[i:i + batch]), y[i:i + batch])
+        ctx.optimizer.zero_grad()
+        loss.backward()
+        ctx.optimizer.step()
+
+
+def _flat_params(ctx):
+    return flatten([p.detach().clone() for p in ctx.params()])
+
+
+def test_online_ewc_omega_is_gamma_times_the_decayed_running_fisher():
+    """Schwarz et al. 2018: F*_k = gamma F*_{k-1} + F_k, penalty weighted by gamma F*_k. With gamma =
+    0.5 over three tasks: Omega = 0.5 F_3 + 0.25 F_2 + 0.125 F_1, anchored after task 3."""
+    bench = _real_tasks(3)
+    ctx = _real_ctx(bench)
+    s = OnlineEWC(gamma=0.5, samples=None)
+    fishers = []
+    for task in bench.tasks:
+        _fit(ctx, task)
+        s.after_task(ctx, task)
+        fishers.append(flatten(fisher_diagonal(ctx.model, task.train.x, task.train.y,
+                                               classes=bench.active_outputs(task.id))))
+    F1, F2, F3 = fishers
+    want = 0.5 * F3 + 0.25 * F2 + 0.125 * F1
+    assert float(F1.abs().max()) > 0 and float((0.5 * F1 - 0.125 * F1).abs().max()) > 1e-6  # gamma matters
+    assert torch.allclose(s.quad.omega, want, rtol=1e-5, atol=1e-10)
+    assert torch.equal(s.quad.center, _flat_params(ctx)) and s.quad.terms == []
+    # gamma = 1: the plain running sum
+    ctx = _real_ctx(bench)
+    s = OnlineEWC(gamma=1.0, samples=None)
+    for task in bench.tasks:
+        _fit(ctx, task)
+        s.after_task(ctx, task)
+    assert not torch.allclose(s.quad.omega, want, rtol=1e-3)
+
+
+def test_mas_over_two_tasks_is_the_sum_of_the_task_importances():
+    bench = _real_tasks(2)
+    ctx = _real_ctx(bench)
+    s = MAS()
+    parts = []
+    for task in bench.tasks:
+        _fit(ctx, task)
+        s.after_task(ctx, task)
+        parts.append(flatten(mas_importance(ctx.model, task.train.x, classes=bench.active_outputs(task.id))))
+    assert float(parts[0].abs().max()) > 0 and float(parts[1].abs().max()) > 0
+    assert torch.allclose(s.quad.omega, parts[0] + parts[1], rtol=1e-5, atol=1e-10)
+    assert not torch.allclose(s.quad.omega, parts[1], rtol=1e-3)
+    assert torch.equal(s.quad.center, _flat_params(ctx))
+
+
+def test_scp_over_two_tasks_is_the_authors_running_average():
+    """Gamma <- alpha Gamma + (1 - alpha) Gamma_k from Gamma = 0 (Kolouri's SCP.consolidate): after
+    two tasks alpha (1 - alpha) Gamma_1 + (1 - alpha) Gamma_2, each Gamma_k computed directly with the
+    generator the strategy derives for task k."""
+    bench = _real_tasks(2)
+    ctx = _real_ctx(bench)
+    alpha = 0.3
+    s = SCP(alpha=alpha, slices=7)
+    parts = []
+    for task in bench.tasks:
+        _fit(ctx, task)
+        s.after_task(ctx, task)
+        parts.append(flatten(scp_importance(ctx.model, task.train.x, classes=bench.active_outputs(task.id),
+                                            slices=7, generator=task_generator(ctx, task, 2))))
+        if task.id == 0:
+            assert torch.allclose(s.quad.omega, (1 - alpha) * parts[0], rtol=1e-5, atol=1e-12)
+    want = alpha * (1 - alpha) * parts[0] + (1 - alpha) * parts[1]
+    assert torch.allclose(s.quad.omega, want, rtol=1e-5, atol=1e-12)
+    assert not torch.allclose(s.quad.omega, (1 - alpha) * parts[1], rtol=1e-3)
+    assert torch.equal(s.quad.center, _flat_params(ctx))
+
+
+def test_l2_omega_is_ones_at_the_latest_parameters_and_its_gradient_is_2_lam_delta():
+    bench = _real_tasks(2)
+    ctx = _real_ctx(bench)
+    s = L2(lam=0.7)
+    for task in bench.tasks:
+        _fit(ctx, task)
+        s.after_task(ctx, task)
+    anchor = _flat_params(ctx)
+    assert torch.equal(s.quad.omega, torch.ones_like(anchor))
+    assert torch.equal(s.quad.center, anchor)
+    with torch.no_grad():  # move away from the anchor
+        for p in ctx.params():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    theta = _flat_params(ctx)
+    got = flatten(s.quad.grad(ctx.params(), s.lam))
+    assert torch.allclose(got, 2 * 0.7 * (theta - anchor), rtol=1e-5, atol=1e-9)
+    assert s.penalty_value(ctx) == pytest.approx(0.7 * float(((theta - anchor) ** 2).sum()), rel=1e-5)

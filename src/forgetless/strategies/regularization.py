@@ -1,4 +1,5 @@
-"""The regularization family: one quadratic penalty (``penalty.py``), six ways to weigh it (``importance.py``).
+"""The regularization family: one quadratic penalty (``penalty.py``), six ways to weigh it (the estimators
+``fisher.py``, ``mas.py``, ``scp.py``, ``path_integral.py``).
 
 Every method adds ``lam * sum_i Omega_i (theta_i - theta*_i)^2`` (no 1/2; see ``penalty.py`` for
 how each paper's constant maps onto lam) from the second task on. At the end of every task
@@ -25,8 +26,10 @@ import torch
 
 from ..errors import UsageError
 from .base import ALL_SCENARIOS, Context, Strategy
-from .importance import (LABELS, PathIntegral, RiemannianWalk, fisher_diagonal, mas_hebbian,
-                         mas_importance, minmax, scp_importance)
+from .fisher import LABELS, fisher_diagonal
+from .mas import mas_hebbian, mas_importance
+from .path_integral import PathIntegral, RiemannianWalk, minmax
+from .scp import scp_importance
 from .penalty import QuadraticPenalty, flatten, views
 
 
@@ -135,47 +138,59 @@ class EWC(Regularizer):
     "sample" = labels drawn from the model, "exact" = expectation over the competing classes) on up
     to ``samples`` training samples (None: all). Separate penalties: one (F_k, theta*_k) per task,
     all kept (memory grows with the tasks, as in the paper), merged exactly for the gradient.
-    ``online=true`` is online EWC (Schwarz et al. 2018, "Progress & Compress", ICML):
-    ``F* <- gamma F* + F_k`` with one anchor at the latest parameters.
+    Online EWC (one running Fisher, one anchor) is the strategy ``online-ewc`` (``OnlineEWC``).
     """
 
     name = "ewc"
     help = "Elastic Weight Consolidation: Fisher-weighted pull towards each task's parameters"
     # lam: see the module docstring; samples: 1000 per-sample gradients are plenty for
     # a diagonal Fisher and keep the cost per task small on 60k-image tasks
-    params = {"lam": 100.0, "fisher": "empirical", "samples": 1000, "online": False, "gamma": 1.0,
-              "closed_form": True}
+    params = {"lam": 100.0, "fisher": "empirical", "samples": 1000, "closed_form": True}
     keep_terms = True
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         if self.fisher not in LABELS:
             raise UsageError(f"{self.name}: fisher must be one of {', '.join(LABELS)}, got {self.fisher!r}")
-        if not 0 <= self.gamma <= 1:
-            raise UsageError(f"{self.name}: gamma must be in [0, 1], got {self.gamma}")
-        if self.online:
-            self.quad.keep_terms = False
+
+    def _fisher(self, ctx, task) -> list[torch.Tensor]:
+        x, y, classes = self._data(ctx, task)
+        return fisher_diagonal(ctx.model, x, y, classes=classes, labels=self.fisher, samples=self.samples,
+                               generator=task_generator(ctx, task, 1))
 
     def consolidate(self, ctx, task):
-        x, y, classes = self._data(ctx, task)
-        fisher = fisher_diagonal(ctx.model, x, y, classes=classes, labels=self.fisher, samples=self.samples,
-                                 generator=task_generator(ctx, task, 1))
-        params = ctx.params()
-        if self.online:
-            merged = flatten(fisher) if not self.quad.active else self.gamma * self.quad.omega + flatten(fisher)
-            self.quad.set(merged, params)
-        else:
-            self.quad.add(fisher, params)
+        self.quad.add(self._fisher(ctx, task), ctx.params())
 
 
 class OnlineEWC(EWC):
-    """Online EWC (Schwarz et al. 2018; Huszár 2018): one running Fisher ``F* <- gamma F* + F_k`` and
-    one anchor, the parameters after the latest task; ``lam = lambda/2`` as for EWC."""
+    """Online EWC: one running Fisher, decayed by gamma, and one anchor at the latest parameters.
+
+    Schwarz et al. 2018, "Progress & Compress: A scalable framework for continual learning", ICML
+    (section 2, the compress step; also Huszár 2018, "Note on the quadratic penalties in EWC",
+    PNAS): after task k the running Fisher is ``F*_k = gamma F*_{k-1} + F_k`` and the penalty while
+    learning task k+1 is ``1/2 ||theta - theta*_k||^2_{gamma F*_k}``, i.e. the stored Fisher is
+    decayed once more inside the penalty. van de Ven's implementation (GMvandeVen/continual-learning,
+    ``models/cl/continual_learner.py``: ``estimate_fisher`` stores ``F_k + gamma * F*_{k-1}``,
+    ``ewc_loss`` multiplies the stored Fisher by gamma again, factor 1/2) does the same. So
+    ``Omega_k = gamma F*_k = gamma (Omega_{k-1} + F_k)``: after three tasks
+    ``gamma F_3 + gamma^2 F_2 + gamma^3 F_1``. ``lam = lambda/2`` as for EWC; gamma in (0, 1]
+    (gamma = 1 is the undecayed running sum; gamma = 0 would switch the penalty off).
+    """
 
     name = "online-ewc"
     help = "online EWC: one running Fisher (decayed by gamma) and one anchor; memory does not grow"
-    params = {**EWC.params, "online": True, "gamma": 1.0}
+    params = {**EWC.params, "gamma": 1.0}
     keep_terms = False
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        if not (isinstance(self.gamma, (int, float)) and 0 < self.gamma <= 1):
+            raise UsageError(f"{self.name}: gamma must be in (0, 1], got {self.gamma!r}")
+
+    def consolidate(self, ctx, task):
+        fisher = flatten(self._fisher(ctx, task))
+        running = fisher if not self.quad.active else self.quad.omega + fisher  # Omega = gamma F*: F* + F_k
+        self.quad.set(self.gamma * running, ctx.params())
 
 
 class SI(Regularizer):
@@ -241,14 +256,22 @@ class MAS(Regularizer):
 class RWalk(Regularizer):
     """Riemannian Walk: normalized online Fisher + normalized KL-scaled path-integral scores.
 
-    Chaudhry, Dokania, Ajanthan & Torr 2018, "Riemannian Walk for Incremental Learning", ECCV:
+    Chaudhry, Dokania, Ajanthan & Torr 2018, "Riemannian Walk for Incremental Learning", ECCV.
     Fisher as an EMA of squared mini-batch gradients (``alpha``), scores
-    ``s += max(0, -g delta / (0.5 F Delta^2 + eps))`` every ``interval`` steps (see
-    ``RiemannianWalk``). After task k the task's score s_k is averaged with the running one,
-    ``S = (S + s_k) / 2`` (S = s_1 after the first task; the paper's averaging, "to reduce the
-    rigidity"), and ``Omega = minmax(F) + minmax(S)``, each min-max normalized over all parameters
-    at once; penalty ``lambda * sum (F + s)(theta - theta*)^2``: lam = lambda. (The authors' code
-    writes ``S += (S + s_k) / 2``, i.e. 1.5 S + 0.5 s_k, not an average; we follow the paper.)
+    ``s += max(0, -g delta / (0.5 F Delta^2 + eps))`` every ``interval`` steps (``RiemannianWalk``
+    says which part follows the paper and which the authors' code). At the end of task k:
+
+    - ``S = (S + s_k) / 2`` (S = s_1 after the first task): the paper's averaging of the scores
+      "to reduce the rigidity". The authors' code (facebookresearch/agem ``model/model.py``,
+      ``update_score``) writes ``S += (S + s_k) / 2``, i.e. 1.5 S + 0.5 s_k, with the first task's
+      score doubled beforehand (``scale_score``) so that its first "average" is s_1: the doubling
+      and the code's comment say an average was meant. We follow the paper (the repository is the
+      official code of A-GEM, ICLR 2019, and replicates that paper's results, not RWalk's);
+    - ``Omega = minmax(F) + minmax(S)``, each min-max normalized over all parameters at once
+      (``minmax``: the code's normalization);
+    - penalty ``lambda * sum (F + s)(theta - theta*)^2`` (paper and code ``loss_and_gradients``,
+      no 1/2): lam = lambda.
+
     This is RWalk's regularizer; the paper's replay of a few old samples composes: ``er+rwalk``.
     """
 
@@ -305,9 +328,13 @@ class SCP(Regularizer):
     Kolouri et al. 2020, "Sliced Cramér Synaptic Consolidation for Preserving Deeply Learned
     Representations", ICLR: ``Gamma_k = (1/L) sum_l (d <xi_l, phi_bar> / d theta)^2`` with phi_bar the
     mean logits (competing outputs) over the task's training data and L = ``slices`` random unit
-    vectors; accumulated online as in the authors' code, ``Gamma <- alpha Gamma + (1 - alpha) Gamma_k``
-    (alpha = 0.5, their default), anchored at the latest parameters; penalty
-    ``lambda * sum Gamma (theta - theta*)^2``: lam = lambda.
+    vectors (``scp_importance`` says which part follows the paper and which the authors' code).
+    Accumulated online as in the authors' code (Kolouri's ``SCP.consolidate``, the file
+    ``utils/scp_utils/scp.py`` as shipped in lihr04/corel2m): ``Gamma <- alpha Gamma + (1 - alpha)
+    Gamma_k`` from Gamma = 0, so after task 1 Gamma = (1 - alpha) Gamma_1 and after task 2
+    ``alpha (1 - alpha) Gamma_1 + (1 - alpha) Gamma_2`` (alpha = 0.5, their default), anchored at
+    the latest parameters; penalty ``lambda * sum Gamma (theta - theta*)^2`` (the code's
+    ``penalty``, no 1/2): lam = lambda.
     """
 
     name = "scp"
