@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--metric", default="average_accuracy",
                    help=f"the metric for --select-on: {', '.join(scalar_metrics())} (default average_accuracy)")
     c.add_argument("--selection-val-fraction", type=float, default=0.1, help="validation part for --select-on")
-    c.add_argument("--with-joint", action="store_true", help="add joint reference runs (upper bound, intransigence)")
+    c.add_argument("--with-joint", action="store_true",
+                   help="add the joint runs on the first k tasks, k = 1..T (upper bound; intransigence)")
     sub.add_parser("list", help="benchmarks, scenarios, strategies and their parameters")
     add_report_parser(sub)
     return p
