@@ -85,3 +85,28 @@ def test_output_dir_that_is_a_file_is_refused(tmp_path):
     p = forgetless("run", "--out", str(tmp_path / "f"), cwd=tmp_path)
     assert p.returncode == 2 and "is a file" in p.stderr
     assert (tmp_path / "f").read_text() == "x"
+
+
+def test_compare_table_shows_only_the_parameters_that_differ(tmp_path):
+    p = forgetless("compare", "--benchmark", "split-digits", "--tasks", "2", "--model", "mlp:32", "--iterations", "5",
+                   "--strategy", "ewc", "--strategy", "naive", "--param", "lam=1", "--param", "lam=100",
+                   "--threads", "1", "--out", str(tmp_path / "c"), "--quiet")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert any(ln.startswith("ewc (lam=1) ") for ln in lines) and any(ln.startswith("ewc (lam=100) ") for ln in lines)
+    assert any(ln.startswith("naive ") for ln in lines)
+    assert "gamma" not in p.stdout and "fisher" not in p.stdout  # EWC's other defaults are not listed
+    rows = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert all(len(r["runs"]) == 1 for r in rows)
+    assert "lam" in next(r for r in rows if r["strategy"] == "ewc")["params"]
+
+
+def test_run_prints_every_metric_of_the_registry_it_has(tmp_path):
+    from forgetless.metrics import REGISTRY
+
+    p = forgetless("run", "--benchmark", "split-digits", "--tasks", "2", "--model", "mlp:32", "--iterations", "5",
+                   "--out", str(tmp_path / "o"), "--quiet")
+    assert p.returncode == 0, p.stderr
+    metrics = json.loads((tmp_path / "o" / "result.json").read_text())["metrics"]
+    for key in metrics:
+        assert any(ln.startswith(REGISTRY[key].label + " ") for ln in p.stdout.splitlines()), key

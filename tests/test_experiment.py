@@ -53,17 +53,87 @@ def test_compare_skips_finished_runs_and_summarizes(tmp_path):
     assert csv[0].startswith("benchmark,scenario,strategy,params,n,average_accuracy_mean") and len(csv) == 3
 
 
-def test_joint_reference_gives_intransigence(tmp_path):
-    rows = compare(Grid(base=dict(SMALL, seed=0), axes={"strategy": ["naive"]}), tmp_path, with_joint=True)
+TINY = {"benchmark": "split-digits", "model": "mlp:32", "iterations": 20, "batch_size": 64}
+
+
+def _runs(path):
+    return {p.parent.name: json.loads(p.read_text()) for p in path.glob("*/result.json")}
+
+
+def test_intransigence_references_are_the_first_tasks_joint_runs(tmp_path):
+    """Class-IL split digits: a*_k is the last row, entry k, of the joint run with first_tasks=k."""
+    rows = compare(Grid(base=dict(TINY, seed=0), axes={"strategy": ["naive"]}), tmp_path, with_joint=True)
     by = {r["strategy"]: r for r in rows}
-    assert set(by) == {"naive", "joint"}
-    assert by["joint"]["intransigence"]["mean"] == pytest.approx(0.0)  # every row of joint is the same
+    assert set(by) == {"naive", "joint"} and len(rows) == 2  # the k < T references are not rows
+    runs = _runs(tmp_path)
+    joints = {d: r for d, r in runs.items() if r["config"]["strategy"] == "joint"}
+    firsts = sorted((r["config"]["first_tasks"] or 0) for r in joints.values())
+    assert firsts == [0, 1, 2, 3, 4] and len(runs) == 6  # naive, joint (all 5 tasks) and first_tasks 1..4
+    naive = by["naive"]
+    (d,) = naive["runs"]
+    R = runs[d]["accuracy_matrix"]
+    (pr,) = naive["per_run"]
+    assert pr["dir"] == d and len(pr["references"]) == 5
+    for k, ref_dir in enumerate(pr["references"], start=1):
+        c = runs[ref_dir]["config"]
+        assert c["strategy"] == "joint" and c["seed"] == 0 and c["scenario"] == "class" and c["tasks"] == 5
+        assert c["first_tasks"] == (None if k == 5 else k)
+        assert len(runs[ref_dir]["accuracy_matrix"]) == k  # trained and evaluated on tasks 1..k only
+        assert sum(p["steps"] for p in runs[ref_dir]["timing"]["per_task"]) == 20 * k  # joint: k·N steps
+    a_star = [runs[ref]["accuracy_matrix"][-1][k] for k, ref in enumerate(pr["references"])]
+    by_hand = [a_star[k] - R[k][k] for k in range(5)]
+    assert pr["intransigence_per_task"] == pytest.approx(by_hand)
+    assert naive["intransigence"]["mean"] == pytest.approx(sum(by_hand) / 5)
+    assert naive["intransigence_per_task"]["mean"] == pytest.approx(by_hand)
+    # not the final row of the joint run over all tasks (trained on later tasks, scored over all classes)
+    (full,) = [r for r in joints.values() if r["config"]["first_tasks"] is None]
+    assert full["accuracy_matrix"][-1][:4] != a_star[:4]
+    assert by["joint"]["runs"] == [pr["references"][-1]]  # k = T is the joint row
+    assert by["joint"]["intransigence_per_task"]["mean"][-1] == pytest.approx(0.0)  # its own reference
     assert by["joint"]["forgetting"]["mean"] == pytest.approx(0.0)
-    runs = {json.loads(p.read_text())["config"]["strategy"]: json.loads(p.read_text())
-            for p in tmp_path.glob("*/result.json")}
-    ref, R = runs["joint"]["accuracy_matrix"][-1], runs["naive"]["accuracy_matrix"]
-    expected = sum(ref[k] - R[k][k] for k in range(5)) / 5
-    assert by["naive"]["intransigence"]["mean"] == pytest.approx(expected)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["per_run"] for r in summary] == [r["per_run"] for r in rows]
+    messages = []
+    assert compare(Grid(base=dict(TINY, seed=0), axes={"strategy": ["naive"]}), tmp_path, with_joint=True,
+                   say=messages.append) == rows
+    assert "2 runs, 2 already finished" in messages[0] and "4 runs, 4 already finished" in messages[1]
+
+
+def test_selection_on_intransigence_uses_validation_references(tmp_path):
+    grid = Grid(base=dict(TINY, tasks=2, strategy="ewc", seed=0), axes={"params.lam": [1, 1e5]})
+    rows = compare(grid, tmp_path, select_on="validation", metric="intransigence", val_fraction=0.2)
+    record = json.loads((tmp_path / "selection.json").read_text())
+    assert record[0]["chosen"] == {"lam": 1}  # a huge lam keeps task 2 from being learnt
+    sel = _runs(tmp_path / "selection")
+    assert all(r["config"]["eval_split"] == "val" for r in sel.values())
+    assert sorted((r["config"]["strategy"], r["config"]["first_tasks"] or 0) for r in sel.values()) == [
+        ("ewc", 0), ("ewc", 0), ("joint", 0), ("joint", 1)]  # one reference per k, shared by both trials
+    ref = {r["config"]["first_tasks"] or 2: r["accuracy_matrix"][-1] for r in sel.values()
+           if r["config"]["strategy"] == "joint"}
+    for t in record[0]["tried"]:
+        (R,) = [r["accuracy_matrix"] for r in sel.values() if r["config"]["strategy"] == "ewc"
+                and r["config"]["params"]["lam"] == t["values"]["params"]["lam"]]
+        assert t["intransigence"] == pytest.approx(((ref[1][0] - R[0][0]) + (ref[2][1] - R[1][1])) / 2)
+    assert {r["strategy"] for r in rows} == {"ewc", "joint"} and "intransigence" in rows[0]
+
+
+def test_labels_show_only_parameters_that_differ(tmp_path):
+    from forgetless.experiment import format_summary, short_labels
+
+    cfgs = [{"strategy": "ewc", "benchmark": "b", "scenario": "class", "lr": 0.1,
+             "params": {"lam": lam, "gamma": 1.0, "fisher": "empirical"}} for lam in (1, 100)]
+    cfgs.append({"strategy": "naive", "benchmark": "b", "scenario": "class", "lr": 0.1, "params": {}})
+    cfgs.append({"strategy": "si", "benchmark": "b", "scenario": "class", "lr": 0.1, "params": {"c": 0.1, "xi": 1}})
+    assert short_labels(cfgs) == ["ewc (lam=1)", "ewc (lam=100)", "naive", "si"]
+    cfgs.append(dict(cfgs[0], lr=0.01))  # same parameters, another learning rate: named by it
+    assert short_labels(cfgs)[0] == "ewc (lam=1, lr=0.1)" and short_labels(cfgs)[-1] == "ewc (lam=1, lr=0.01)"
+    rows = compare(Grid(base=dict(TINY, tasks=2, iterations=5, seed=0),
+                        axes={"strategy": ["ewc", "naive"], "params.lam": [1, 100]}), tmp_path)
+    assert sorted(r["label"] for r in rows) == ["ewc (lam=1)", "ewc (lam=100)", "naive"]
+    ewc = next(r for r in rows if r["strategy"] == "ewc")
+    assert len(ewc["params"]) > 1  # the full parameters stay in summary.json
+    table = format_summary(rows)
+    assert "ewc (lam=100)" in table and "gamma" not in table and "fisher" not in table
 
 
 def test_selection_on_validation_never_reads_the_test_split(tmp_path, monkeypatch):

@@ -247,3 +247,24 @@ def test_result_object_plots_and_makes_a_frame():
     frame = r.to_frame()
     assert isinstance(frame, pd.DataFrame) and len(frame) == 4
     assert frame["accuracy"].tolist() == [v for row in r.accuracy_matrix for v in row]
+
+
+def test_matrix_plot_of_the_task_aware_matrix(run_result):
+    TA = [[0.99, 0.12, 0.45], [0.88, 0.97, 0.34], [0.77, 0.86, 0.95]]
+    fig = plots.plot_matrix(dict(run_result, task_aware_accuracy_matrix=TA), key="task_aware_accuracy_matrix")
+    ax = fig.axes[0]
+    cells = {t.get_gid(): t.get_text() for t in ax.texts}
+    assert cells["cell-2-1"] == "86.0" and cells["cell-0-0"] == "99.0"
+    assert ax.get_title().startswith("Task aware accuracy matrix (%)")
+    with pytest.raises(UsageError, match="no task_aware_accuracy_matrix"):
+        plots.plot_matrix(run_result, key="task_aware_accuracy_matrix")
+
+
+def test_methods_legend_comes_from_the_metric_registry(grid):
+    from forgetless.metrics import REGISTRY
+
+    rows, _ = grid
+    fig = plots.plot_methods(rows, metrics=("average_accuracy", "forgetting"))
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == [f"{REGISTRY['average_accuracy'].label}\n(higher is better)",
+                      f"{REGISTRY['forgetting'].label}\n(lower is better)"]

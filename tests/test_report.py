@@ -17,7 +17,8 @@ import pytest
 
 import forgetless as fl
 from forgetless.errors import UsageError
-from forgetless.report import cmd_report, write_report
+from forgetless.cli import cmd_report
+from forgetless.report import write_report
 
 try:
     importlib.import_module("matplotlib")
@@ -166,40 +167,68 @@ def test_bad_directories_are_one_line_usage_errors(tmp_path):
 
 
 def test_report_command_line(run_dir, tmp_path, capsys):
-    """`forgetless report DIR` once cli.py has the sub-command, else the same parser via add_parser."""
+    """`forgetless report DIR`: the sub-command lives in cli.py, the only module with argparse."""
+    import forgetless.report as report
     from forgetless import cli
 
-    wired = "report" in cli.build_parser()._subparsers._group_actions[0].choices
-    if wired:
-        argv = [sys.executable, "-m", "forgetless", "report"]
-        main = cli.main
-    else:
-        code = ("import sys, argparse\nfrom forgetless.report import add_parser, cmd_report\n"
-                "from forgetless.errors import UsageError\n"
-                "p = argparse.ArgumentParser(prog='forgetless'); add_parser(p.add_subparsers(dest='command'))\n"
-                "try:\n    sys.exit(cmd_report(p.parse_args(['report'] + sys.argv[1:])))\n"
-                "except UsageError as e:\n    print(f'forgetless: error: {e}', file=sys.stderr); sys.exit(2)\n")
-        argv = [sys.executable, "-c", code]
-
-        def main(args):
-            from forgetless.report import add_parser
-
-            p = argparse.ArgumentParser(prog="forgetless")
-            add_parser(p.add_subparsers(dest="command"))
-            try:
-                return cmd_report(p.parse_args(args))
-            except UsageError as e:
-                print(f"forgetless: error: {e}", file=sys.stderr)
-                return 2
+    assert not hasattr(report, "add_parser") and "argparse" not in Path(report.__file__).read_text()
     out = tmp_path / "cli.html"
-    done = subprocess.run(argv + [str(run_dir), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "forgetless", "report", str(run_dir), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out) and out.stat().st_size > 10_000
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["report", str(empty)]) == 2
+    assert cli.main(["report", str(empty)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "has no result.json or summary.json" in err
+
+
+def test_grid_report_takes_each_rows_runs_from_the_summary(grid_dir, tmp_path):
+    """The rows list their run directories; the report shows those runs and no others."""
+    rows = json.loads((grid_dir / "summary.json").read_text())
+    assert all(len(r["runs"]) == 2 and all((grid_dir / d / "result.json").exists() for d in r["runs"]) for r in rows)
+    copy = tmp_path / "grid"
+    shutil.copytree(grid_dir, copy, ignore=shutil.ignore_patterns("report.html", "*.pt"))
+    kept, dropped = rows[0]["runs"]
+    rows[0]["runs"], rows[0]["n"] = [kept], 1
+    (copy / "summary.json").write_text(json.dumps(rows))
+    page = write_report(copy).read_text()
+    assert kept in page and dropped not in page  # the dropped run is not matched back by its config
+    assert len(images(page)) == 2 + 2 * 2
+
+
+def test_run_report_shows_the_task_aware_matrix_next_to_the_task_agnostic_one(run_dir, tmp_path, capsys):
+    from forgetless.cli import format_metrics
+
+    r = json.loads((run_dir / "result.json").read_text())
+    TA = [[0.991, 0.123, 0.456], [0.882, 0.977, 0.345], [0.771, 0.866, 0.955]]
+    (tmp_path / "result.json").write_text(json.dumps(dict(r, task_aware_accuracy_matrix=TA)))
+    page = write_report(tmp_path).read_text()
+    assert_self_contained(page)
+    assert "Task-aware accuracy matrix (%): each task's classes alone compete" in page
+    assert "task-agnostic" in page and 'id="fig-matrix-task-aware"' in page
+    for row in TA:
+        assert all(f"<td>{100 * v:.1f}</td>" in page for v in row)
+    assert f"<td>{100 * (0.771 + 0.866 + 0.955) / 3:.1f}</td>" in page  # its A_k column
+    assert len(images(page)) == 4  # curves, two matrices, A_k
+    plain = write_report(run_dir, tmp_path / "plain.html").read_text()
+    assert "Task-aware" not in plain and len(images(plain)) == 3
+    assert format_metrics(r["metrics"]) == format_metrics(json.loads((tmp_path / "result.json").read_text())["metrics"])
+
+
+def test_grid_report_shows_joint_references_and_intransigence_per_task(tmp_path):
+    from forgetless.experiment import Grid, compare
+
+    SPLIT = dict(benchmark="split-digits", tasks=2, model="mlp:32", iterations=10, seed=0)
+    rows = compare(Grid(base=SPLIT, axes={"strategy": ["naive"]}), tmp_path, with_joint=True, threads=1)
+    page = write_report(tmp_path).read_text()
+    naive = next(r for r in rows if r["strategy"] == "naive")
+    ik = naive["intransigence_per_task"]
+    assert "Intransigence per task" in page and "Joint references" in page
+    assert all(f"{100 * mu:.2f} ± {100 * sd:.2f}" in page for mu, sd in zip(ik["mean"], ik["std"]))
+    assert all(d in page for d in naive["per_run"][0]["references"])
+    assert f"{100 * naive['intransigence']['mean']:.2f} ± " in page
 
 
 def chromium(*args, profile: Path) -> subprocess.CompletedProcess:

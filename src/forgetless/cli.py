@@ -1,4 +1,4 @@
-"""Command line: ``forgetless run`` and ``forgetless list``.
+"""Command line: ``forgetless run``, ``compare``, ``list`` and ``report``; the only module with argparse.
 
 Errors a user can fix print one line and exit with code 2; nothing prints a traceback for them.
 """
@@ -11,8 +11,7 @@ from pathlib import Path
 from .benchmarks import parse_data_dir
 from .config import RunConfig, parse_params
 from .errors import UsageError
-from .report import add_parser as add_report_parser
-from .report import cmd_report
+from .metrics import scalar_metrics
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,9 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     c.add_argument("--select-on", choices=["validation"], default=None,
                    help="choose each strategy's parameters on a validation split, then run them on test")
-    c.add_argument("--metric", default="average_accuracy", help="the metric for --select-on (default average_accuracy)")
+    c.add_argument("--metric", default="average_accuracy",
+                   help=f"the metric for --select-on: {', '.join(scalar_metrics())} (default average_accuracy)")
     c.add_argument("--selection-val-fraction", type=float, default=0.1, help="validation part for --select-on")
-    c.add_argument("--with-joint", action="store_true", help="add joint reference runs (upper bound, intransigence)")
+    c.add_argument("--with-joint", action="store_true",
+                   help="add the joint runs on the first k tasks, k = 1..T (upper bound; intransigence)")
     sub.add_parser("list", help="benchmarks, scenarios, strategies and their parameters")
     add_report_parser(sub)
     return p
@@ -121,15 +122,21 @@ def format_matrix(R: list[list[float]], initial: list[float] | None = None) -> s
 
 
 def format_metrics(m: dict) -> str:
+    """Every metric of ``metrics.REGISTRY`` that ``m`` has, one a line: numbers in %, lists of
+    per-task values (A_k, learning accuracy, ...) as space-separated percentages."""
+    from .metrics import REGISTRY
+
     def pct(v):
         return "n/a (one task)" if v is None else f"{100 * v:+.2f} %" if v < 0 else f"{100 * v:.2f} %"
 
-    lines = [f"{'average accuracy':<18}{pct(m['average_accuracy'])}",
-             f"{'BWT':<18}{pct(m['bwt'])}", f"{'FWT':<18}{pct(m['fwt'])}",
-             f"{'forgetting':<18}{pct(m['forgetting'])}",
-             f"{'A_k':<18}" + " ".join(f"{100 * v:.1f}" for v in m["average_accuracies"])]
-    if "intransigence" in m:
-        lines.append(f"{'intransigence':<18}{pct(m['intransigence'])}")
+    width = max(len(info.label) for info in REGISTRY.values()) + 2
+    lines = []
+    for key, info in sorted(REGISTRY.items(), key=lambda kv: not kv[1].scalar):  # numbers first
+        if key not in m:
+            continue
+        v = m[key]
+        text = pct(v) if info.scalar else " ".join(f"{100 * x:.1f}" for x in v)
+        lines.append(f"{info.label:<{width}}{text}")
     return "\n".join(lines)
 
 
@@ -232,6 +239,24 @@ def cmd_list(a: argparse.Namespace) -> int:
         print(f"  {name:<12}{cls.help} (scenarios: {', '.join(cls.scenarios)})")
         for key, decl in cls.params.items():
             print(f"  {'':<14}{key}={decl.default}: {decl.describe()}")
+    return 0
+
+
+def add_report_parser(subparsers) -> argparse.ArgumentParser:
+    """``forgetless report DIR [--out FILE] [--figures DIR]``."""
+    p = subparsers.add_parser("report", help="one self-contained HTML page (figures, tables) of a run or "
+                                             "comparison directory")
+    p.add_argument("dir", metavar="DIR",
+                   help="a directory written by `forgetless run --out` or `forgetless compare --out`")
+    p.add_argument("--out", default=None, metavar="FILE", help="the HTML file to write (default DIR/report.html)")
+    p.add_argument("--figures", default=None, metavar="DIR", help="also save every figure there as PNG and SVG")
+    return p
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(write_report(a.dir, a.out, figures=getattr(a, "figures", None)))
     return 0
 
 

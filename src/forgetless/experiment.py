@@ -7,6 +7,22 @@ Results aggregate over seeds into summary.csv / summary.json (mean, std, s.e.m.)
 Hyperparameter selection (``select_on="validation"``): every grid value of a group is tried on the
 first seed with a validation split held out from the training data (the test split is never read),
 the best by ``metric`` is kept, and the chosen values then run on the test data for every seed.
+
+Joint references and intransigence (``with_joint``, or ``metric="intransigence"``). Intransigence
+is I_k = a*_k - R[k, k] (Chaudhry et al. 2018), where a*_k is the accuracy on task k of a model
+trained from scratch on the data of tasks 1..k together, evaluated as the scenario evaluates task k
+right after task k (class-IL: over the classes of tasks 1..k). The design chosen: T reference runs
+per group and seed, the joint runs with ``first_tasks = k`` for k = 1..T (same seed, same options
+otherwise; k = T is the plain joint run, the usual upper bound and the ``joint`` row of the
+summary), and a*_k = ``accuracy_matrix[-1][k-1]`` of run k. Why T runs and not the last row of
+one joint run over all T tasks: that model was trained on every task, also the later ones, and in
+class-IL it is scored over all classes, so it is not the reference the definition asks for; a
+joint run over tasks 1..k is, and ``first_tasks`` evaluates it with exactly the mask the run met
+when it learnt task k. It costs T joint runs per seed (with ``--iterations N`` the run k trains k·N
+steps), run in two passes: the k = T run with the grid (it tells T), then k = 1..T-1. Those k < T
+runs are references, not rows: each row lists them in ``per_run[i]["references"]``, with every
+run's I and I_k; ``intransigence_per_task`` is the mean and std of I_k over seeds. Every row also
+lists the directories of its runs (``runs``), which the report reads.
 """
 from __future__ import annotations
 
@@ -24,8 +40,10 @@ from typing import Any, Callable
 from .config import RunConfig
 from .data.cache import atomic_write_text
 from .errors import UsageError
+from .metrics import better, scalar_metrics
 
-METRICS = ("average_accuracy", "bwt", "fwt", "forgetting", "intransigence")
+SUMMARY_METRICS = tuple(scalar_metrics())  # the registry in metrics.py: average accuracy, BWT, FWT, ...
+METRICS = SUMMARY_METRICS  # (the old name)
 NOT_GROUPED = ("seed", "data_dir", "download")  # runs differing only in these are repeats
 TUNABLE = ("lr", "epochs", "iterations", "batch_size", "optimizer", "momentum")  # selectable besides params
 
@@ -262,50 +280,141 @@ def group_key(config: dict) -> str:
     return json.dumps({k: v for k, v in config.items() if k not in NOT_GROUPED}, sort_keys=True, default=str)
 
 
-def label(config: dict) -> str:
-    params = ",".join(f"{k}={v}" for k, v in sorted(config.get("params", {}).items()))
-    return f"{config['strategy']}" + (f" ({params})" if params else "")
+def label(config: dict, keys: list[str] | None = None) -> str:
+    """``strategy (k=v,...)`` with the parameters in ``keys`` (all of them when None)."""
+    params = config.get("params", {})
+    shown = sorted(params) if keys is None else [k for k in keys if k in params]
+    text = ", ".join(f"{k}={_fmt(params[k])}" for k in shown)
+    return f"{config['strategy']}" + (f" ({text})" if text else "")
 
 
-def summarize(results: list[dict], reference: dict[str, list[float]] | None = None) -> list[dict]:
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
+
+
+def _differ(dicts: list[dict], skip: tuple = ()) -> list[str]:
+    """The keys whose values are not the same in every dict (a key some lack counts as differing)."""
+    keys = sorted({k for d in dicts for k in d} - set(skip))
+    return [k for k in keys if len({json.dumps(d.get(k), sort_keys=True, default=str) for d in dicts}) > 1]
+
+
+def short_labels(configs: list[dict]) -> list[str]:
+    """One label per config (one per summary row): the strategy, with only the parameters whose
+    values differ between the rows of the same strategy, then the other options (lr, epochs, ...)
+    in which rows with the same strategy, benchmark, scenario and label still differ."""
+    by_strategy: dict[str, list[int]] = {}
+    for i, c in enumerate(configs):
+        by_strategy.setdefault(c["strategy"], []).append(i)
+    labels = [""] * len(configs)
+    for idx in by_strategy.values():
+        keys = _differ([configs[i].get("params", {}) for i in idx])
+        for i in idx:
+            labels[i] = label(configs[i], keys)
+    same: dict[tuple, list[int]] = {}
+    for i, c in enumerate(configs):
+        same.setdefault((labels[i], c.get("benchmark"), c.get("scenario")), []).append(i)
+    for idx in same.values():
+        if len(idx) < 2:
+            continue
+        keys = _differ([configs[i] for i in idx], NOT_GROUPED + ("params", "strategy", "benchmark", "scenario"))
+        for i in idx:
+            extra = ", ".join(f"{k}={_fmt(configs[i].get(k))}" for k in keys)
+            if extra:
+                labels[i] = labels[i][:-1] + f", {extra})" if labels[i].endswith(")") else labels[i] + f" ({extra})"
+    return labels
+
+
+def _stats(values: list[float]) -> dict:
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "sem": std / math.sqrt(len(values)), "n": len(values)}
+
+
+def summarize(results: list[dict] | dict[str, dict], references: dict[str, dict] | list[dict] | None = None
+              ) -> list[dict]:
     """One row per group of runs that differ only in seed: mean, std and s.e.m. of every metric.
 
-    ``reference`` maps a group key without strategy/params to a joint run's final accuracies, for
-    intransigence.
+    ``results``: the runs' result dicts, or {run directory name: result}; with names, each row
+    records the directories it aggregates in ``runs`` (sorted by seed), so the report needs no
+    re-matching. ``references``: joint runs (a list, or {directory name: result}) with
+    ``first_tasks`` = 1..T for intransigence (see ``compare``); each row then also has
+    ``intransigence_per_task`` (mean and std over seeds of every I_k) and ``per_run`` (each run's
+    I, I_k and the directories of the references it used).
     """
-    groups: dict[str, list[dict]] = {}
-    for r in results:
-        groups.setdefault(group_key(r["config"]), []).append(r)
+    items = list(results.items()) if isinstance(results, dict) else [(None, r) for r in results]
+    index = _reference_index(references)
+    groups: dict[str, list[tuple[str | None, dict]]] = {}
+    for d, r in items:
+        groups.setdefault(group_key(r["config"]), []).append((d, r))
     rows = []
     for runs in groups.values():
-        c = runs[0]["config"]
+        runs.sort(key=lambda dr: dr[1]["config"]["seed"])
+        c = runs[0][1]["config"]
         row = {"benchmark": c["benchmark"], "scenario": c["scenario"], "strategy": c["strategy"],
-               "params": c.get("params", {}), "label": label(c), "seeds": sorted(r["config"]["seed"] for r in runs),
-               "n": len(runs)}
-        for m in METRICS:
-            values = []
-            for r in runs:
-                v = r["metrics"].get(m)
-                if m == "intransigence" and v is None and reference:
-                    ref = reference.get(_ref_key(r["config"]))
-                    if ref is not None:
-                        from .metrics import intransigence
+               "params": c.get("params", {}), "label": "", "seeds": [r["config"]["seed"] for _, r in runs],
+               "n": len(runs), "runs": [d for d, _ in runs if d is not None]}
+        per_run = []
+        for d, r in runs:
+            ref = _reference_for(r, index) if index else None
+            if ref is not None:
+                from .metrics import intransigence, intransigence_per_task
 
-                        v = intransigence(r["accuracy_matrix"], ref)
-                if v is not None:
-                    values.append(float(v))
+                per_run.append({"dir": d, "seed": r["config"]["seed"],
+                                "intransigence": intransigence(r["accuracy_matrix"], ref["values"]),
+                                "intransigence_per_task": intransigence_per_task(r["accuracy_matrix"], ref["values"]),
+                                "references": ref["dirs"]})
+        for m in SUMMARY_METRICS:
+            if m == "intransigence" and per_run:
+                values = [p["intransigence"] for p in per_run]
+            else:
+                values = [float(v) for _, r in runs if (v := r["metrics"].get(m)) is not None]
             if values:
-                mean = sum(values) / len(values)
-                std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-                row[m] = {"mean": mean, "std": std, "sem": std / math.sqrt(len(values)), "n": len(values)}
-        row["train_seconds"] = sum(r["timing"]["train_seconds"] for r in runs) / len(runs)
+                row[m] = _stats(values)
+        if per_run:
+            per_task = [p["intransigence_per_task"] for p in per_run]
+            cols = [_stats([v[k] for v in per_task]) for k in range(min(len(v) for v in per_task))]
+            row["intransigence_per_task"] = {"mean": [s["mean"] for s in cols], "std": [s["std"] for s in cols]}
+            row["per_run"] = per_run
+        row["train_seconds"] = sum(r["timing"]["train_seconds"] for _, r in runs) / len(runs)
         rows.append(row)
+    for row, text in zip(rows, short_labels([groups[k][0][1]["config"] for k in groups])):
+        row["label"] = text
     return rows
 
 
-def _ref_key(config: dict) -> str:
-    return json.dumps({k: v for k, v in config.items() if k not in NOT_GROUPED + ("strategy", "params")} |
-                      {"seed": config["seed"]}, sort_keys=True, default=str)
+def _ref_key(config: dict, k: int | None) -> str:
+    """The key of the joint reference of ``config`` (same seed, same everything but the strategy)
+    trained on the first ``k`` tasks (None: all of the benchmark's tasks)."""
+    d = {kk: v for kk, v in config.items() if kk not in NOT_GROUPED + ("strategy", "params", "first_tasks")}
+    return json.dumps(d | {"seed": config["seed"], "first_tasks": k}, sort_keys=True, default=str)
+
+
+def _first(config: dict) -> int | None:
+    """A result config's ``first_tasks``, None when it trains every task of the benchmark."""
+    k = config.get("first_tasks")
+    return None if k is None or k == config.get("tasks") else k
+
+
+def _reference_index(references) -> dict[str, tuple[str | None, dict]]:
+    if not references:
+        return {}
+    items = references.items() if isinstance(references, dict) else [(None, r) for r in references]
+    return {_ref_key(r["config"], _first(r["config"])): (d, r) for d, r in items if r["config"]["strategy"] == "joint"}
+
+
+def _reference_for(result: dict, index: dict) -> dict | None:
+    """a*_k for k = 1..T of ``result`` (the last row of the joint run with first_tasks = k, its
+    entry k) and those runs' directories; None if one is missing."""
+    c, T = result["config"], len(result["accuracy_matrix"])
+    values, dirs = [], []
+    for k in range(1, T + 1):
+        found = index.get(_ref_key(c, None if k == c.get("tasks") else k))
+        if found is None:
+            return None
+        d, r = found
+        values.append(r["accuracy_matrix"][-1][k - 1])
+        dirs.append(d)
+    return {"values": values, "dirs": dirs}
 
 
 def write_summary(rows: list[dict], out: Path) -> None:
@@ -313,16 +422,16 @@ def write_summary(rows: list[dict], out: Path) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["benchmark", "scenario", "strategy", "params", "n"] +
-               [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "sem")] + ["train_seconds"])
+               [f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std", "sem")] + ["train_seconds"])
     for r in rows:
         w.writerow([r["benchmark"], r["scenario"], r["strategy"], json.dumps(r["params"], sort_keys=True), r["n"]] +
-                   [r[m][s] if m in r else "" for m in METRICS for s in ("mean", "std", "sem")] +
+                   [r[m][s] if m in r else "" for m in SUMMARY_METRICS for s in ("mean", "std", "sem")] +
                    [f"{r['train_seconds']:.3f}"])
     atomic_write_text(out / "summary.csv", buf.getvalue())
 
 
 def format_summary(rows: list[dict]) -> str:
-    shown = [m for m in METRICS if any(m in r for r in rows)]
+    shown = [m for m in SUMMARY_METRICS if any(m in r for r in rows)]
     width = max([len(r["label"]) for r in rows] + [8]) + 2
     head = f"{'method':<{width}}{'scenario':<10}{'n':>3}  " + "".join(f"{m.replace('_', ' '):>22}" for m in shown)
     lines = [head]
@@ -339,50 +448,76 @@ def compare(grid: Grid, out: str | Path, *, workers: int = 1, executor: str = "l
             address: str | None = None, select_on: str | None = None, metric: str = "average_accuracy",
             val_fraction: float = 0.1, with_joint: bool = False,
             say: Callable[[str], None] = lambda m: None, threads: int | None = None) -> list[dict]:
-    """Run the grid (after selecting hyperparameters on validation data if asked) and summarize."""
+    """Run the grid (after selecting hyperparameters on validation data if asked) and summarize.
+
+    ``with_joint`` (implied by ``metric="intransigence"``) adds the joint references described in
+    the module docstring: the ``joint`` row, and intransigence for every row.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a directory; choose another path")
+    if metric not in SUMMARY_METRICS:
+        raise UsageError(f"unknown metric {metric!r}; choose one of: {', '.join(SUMMARY_METRICS)}")
     out.mkdir(parents=True, exist_ok=True)
     configs = grid.configs()
     for c in configs:
         c.resolved()  # bad values fail here, before anything runs
+    run = lambda jobs: execute(jobs, workers, executor, address, say, threads)  # noqa: E731
     if select_on is not None:
         if select_on != "validation":
             raise UsageError(f"--select-on {select_on!r}: only 'validation' is supported")
         vary = ("params",) + tuple(k for k in grid.axes if k in TUNABLE)
         configs = _select(configs, out, metric, val_fraction, workers, executor, address, say, vary, threads)
-    if with_joint or "intransigence" == metric:
-        configs += _joint_references(configs)
-    jobs = [(c, run_dir(out, c)) for c in configs]
-    statuses = execute(jobs, workers, executor, address, say, threads)
-    failed = [s for s in statuses if s["status"] == "failed"]
+    joint = with_joint or metric == "intransigence"
+    jobs, references = _with_references(configs, out, run, joint)
+    failed = [s for s in jobs["statuses"] if s["status"] == "failed"]
     for s in failed:
         say(f"  failed: {Path(s['dir']).name}: {s['error']}")
-    results = [r for _, d in jobs if (r := finished(d)) is not None]
-    reference = {_ref_key(r["config"]): r["accuracy_matrix"][-1] for r in results if r["config"]["strategy"] == "joint"}
-    rows = summarize(results, reference)
+    results = {d.name: r for d in jobs["dirs"] if (r := finished(d)) is not None}
+    rows = summarize(results, references)
     write_summary(rows, out)
     if failed:
-        raise UsageError(f"{len(failed)} of {len(jobs)} runs failed (first: {failed[0]['error']}); "
+        n = len(jobs["statuses"])
+        raise UsageError(f"{len(failed)} of {n} runs failed (first: {failed[0]['error']}); "
                          f"the others are in {out}; run again to retry")
     return rows
 
 
-def _joint_references(configs: list[RunConfig]) -> list[RunConfig]:
-    refs = {}
-    for c in configs:
-        if c.strategy != "joint":
-            d = c.to_dict() | {"strategy": "joint", "params": {}}
-            refs[json.dumps(d, sort_keys=True, default=str)] = RunConfig.from_dict(d)
-    return list(refs.values())
+def _joint_of(cfg: RunConfig, k: int | None) -> RunConfig:
+    """The joint run with ``cfg``'s options (same seed) trained and evaluated on the first ``k`` tasks."""
+    return RunConfig.from_dict(cfg.to_dict() | {"strategy": "joint", "params": {}, "first_tasks": k})
+
+
+def _with_references(configs: list[RunConfig], out: Path, run: Callable, joint: bool) -> tuple[dict, dict]:
+    """Run ``configs`` in ``out`` and, with ``joint``, their joint references in two passes: first
+    the joint run over the same tasks (k = T, the ``joint`` row), with the grid; then, once it has
+    told the number of tasks T, the joint runs with first_tasks = 1..T-1.
+
+    Returns ({"dirs": the directories of the rows, "statuses": of every run}, {directory name:
+    result} of every joint reference)."""
+    dirs = list(dict.fromkeys(run_dir(out, c) for c in configs))
+    full = list({run_dir(out, j): j for j in (_joint_of(c, c.first_tasks) for c in configs)}.items()) if joint else []
+    dirs += [d for d, _ in full if d not in dirs]
+    by_dir = {run_dir(out, c): c for c in configs} | dict(full)
+    statuses = run([(by_dir[d], d) for d in dirs])
+    partial = {}
+    for d, j in full:
+        r = finished(d)
+        if r is not None:
+            for k in range(1, len(r["accuracy_matrix"])):
+                p = _joint_of(j, k)
+                partial[run_dir(out, p)] = p
+    if partial:
+        statuses += run([(c, d) for d, c in partial.items()])
+    references = {d.name: r for d in [d for d, _ in full] + list(partial) if (r := finished(d)) is not None}
+    return {"dirs": dirs, "statuses": statuses}, references
 
 
 def _select(configs, out, metric, val_fraction, workers, executor, address, say, vary=("params",), threads=None):
     """Pick each family's values of the ``vary`` options on validation data (first seed); every seed
     then runs with them. A family: the configs that differ only in ``vary`` and the seed."""
-    if metric not in METRICS:
-        raise UsageError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    if metric not in SUMMARY_METRICS:
+        raise UsageError(f"unknown metric {metric!r}; choose one of: {', '.join(SUMMARY_METRICS)}")
     families: dict[str, list[RunConfig]] = {}
     for c in configs:
         key = json.dumps(c.to_dict() | {k: None for k in vary + ("seed",)}, sort_keys=True, default=str)
@@ -397,19 +532,29 @@ def _select(configs, out, metric, val_fraction, workers, executor, address, say,
                                                                      "eval_split": "val"}))
                   for ch in choices.values()]
         plans.append((fam, seed, trials))
-    execute([(t, run_dir(sel_dir, t)) for _, _, trials in plans for _, t in trials], workers, executor, address, say,
-            threads)
+    run = lambda jobs: execute(jobs, workers, executor, address, say, threads)  # noqa: E731
+    # intransigence needs the joint references of every trial, on the same validation data
+    _, references = _with_references([t for _, _, trials in plans for _, t in trials], sel_dir, run,
+                                     metric == "intransigence")
+    index = _reference_index(references)
     chosen_configs, record = [], []
-    lower_better = metric in ("forgetting", "intransigence")
     for fam, seed, trials in plans:
         tried = []
         for choice, t in trials:
             r = finished(run_dir(sel_dir, t))
-            tried.append({"values": choice, metric: None if r is None else r["metrics"].get(metric)})
+            value = None if r is None else r["metrics"].get(metric)
+            if r is not None and metric == "intransigence" and (ref := _reference_for(r, index)) is not None:
+                from .metrics import intransigence
+
+                value = intransigence(r["accuracy_matrix"], ref["values"])
+            tried.append({"values": choice, metric: value})
         valid = [t for t in tried if t[metric] is not None]
         if not valid:
             raise UsageError(f"no selection run of {fam[0].strategy} gave {metric!r}")
-        best = (min if lower_better else max)(valid, key=lambda t: t[metric])
+        best = valid[0]
+        for t in valid[1:]:
+            if better(metric, t[metric], best[metric]):
+                best = t
         flat = {**{k: v for k, v in best["values"].items() if k != "params"}, **best["values"].get("params", {})}
         record.append({"strategy": fam[0].strategy, "benchmark": fam[0].benchmark, "scenario": fam[0].scenario,
                        "metric": metric, "split": f"validation: {val_fraction:g} of each task's training data, "

@@ -1,4 +1,4 @@
-"""Metrics of the accuracy matrix: pure functions, inputs are never modified.
+"""Metrics of the accuracy matrix: pure functions, inputs are never modified, and one registry.
 
 ``R[i][j]`` is the test accuracy on task j after training task i (0-based, T x T, fractions);
 ``b[j]`` is the accuracy of the randomly initialised model on task j.
@@ -9,15 +9,75 @@
 - FWT = 1/(T-1) sum_{j>1} (R[j-1, j] - b[j])                (Lopez-Paz & Ranzato 2017)
 - forgetting f_j = max_{l<T} R[l, j] - R[T, j], averaged over j < T   (Chaudhry et al. 2018)
 - learning accuracy: the diagonal R[j, j]
-- intransigence I_j = a*_j - R[j, j], averaged over j, where a*_j is the accuracy on task j of a
-  reference trained on all data up to task j (Chaudhry et al. 2018; a joint run's accuracies).
+- intransigence I_k = a*_k - R[k, k], averaged over k = 1..T (Chaudhry et al. 2018, "Riemannian
+  Walk for Incremental Learning", eq. 9), where a*_k is the accuracy on task k of a reference model
+  trained from scratch on the data of tasks 1..k together and evaluated as the scenario evaluates
+  task k right after task k (see ``intransigence``).
 Metrics that need two tasks are ``None`` for one.
+
+``REGISTRY`` lists every metric once (name, label, one-line help, higher-is-better, formula): the
+summary tables, the report, the figures and the command line read it instead of listing metrics.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: ``key`` in result.json / summary.json, a short ``label``, one-line ``help``,
+    ``higher_is_better`` (None: neither), the ``formula`` as text, and whether it is one number
+    (``scalar``) or one value per task."""
+
+    key: str
+    label: str
+    help: str
+    higher_is_better: bool | None
+    formula: str
+    scalar: bool = True
+
+
+REGISTRY: dict[str, Metric] = {m.key: m for m in (
+    Metric("average_accuracy", "final average accuracy",
+           "mean accuracy over all tasks after the last one (higher is better)",
+           True, "A_T = (1/T) sum_j R[T, j]"),
+    Metric("bwt", "BWT",
+           "backward transfer: final minus just-learnt accuracy, mean over tasks 1..T-1; negative means forgetting",
+           True, "BWT = 1/(T-1) sum_{j<T} (R[T, j] - R[j, j])"),
+    Metric("fwt", "FWT",
+           "forward transfer: accuracy on a task before training it, minus the untrained model's",
+           True, "FWT = 1/(T-1) sum_{j>1} (R[j-1, j] - b[j])"),
+    Metric("forgetting", "forgetting",
+           "best accuracy a task ever had minus its final one, mean over tasks 1..T-1 (lower is better)",
+           False, "f_j = max_{l<T} R[l, j] - R[T, j]; F = 1/(T-1) sum_{j<T} f_j"),
+    Metric("intransigence", "intransigence",
+           "accuracy of a joint model trained on tasks 1..k minus the run's accuracy on task k just after "
+           "learning it, mean over tasks (lower is better)",
+           False, "I_k = a*_k - R[k, k]; I = (1/T) sum_k I_k"),
+    Metric("average_accuracies", "A_k", "average accuracy over tasks 1..k after each task k",
+           True, "A_k = (1/k) sum_{j<=k} R[k, j]", scalar=False),
+    Metric("learning_accuracy", "learning accuracy", "each task's accuracy just after it was learnt (the diagonal)",
+           True, "R[k, k]", scalar=False),
+    Metric("intransigence_per_task", "intransigence per task",
+           "I_k for every task k: joint reference on tasks 1..k minus the just-learnt accuracy",
+           False, "I_k = a*_k - R[k, k]", scalar=False),
+)}
+
+
+def scalar_metrics() -> list[str]:
+    """The keys of the one-number metrics, in the registry's order (the columns of a summary)."""
+    return [k for k, m in REGISTRY.items() if m.scalar]
+
+
+def better(key: str, a: float, b: float) -> bool:
+    """Whether value ``a`` of metric ``key`` is strictly better than ``b``."""
+    m = REGISTRY[key]
+    if m.higher_is_better is None:
+        raise ValueError(f"{key} has no better direction")
+    return a > b if m.higher_is_better else a < b
 
 
 def _matrix(R) -> np.ndarray:
@@ -66,11 +126,25 @@ def learning_accuracy(R) -> list[float]:
     return [float(v) for v in np.diag(_matrix(R))]
 
 
-def intransigence(R, reference: Sequence[float]) -> float:
+def intransigence_per_task(R, reference: Sequence[float]) -> list[float]:
+    """[I_1, ..., I_T] with I_k = a*_k - R[k, k] (Chaudhry et al. 2018, eq. 9).
+
+    ``reference[k]`` is a*_k: the accuracy on task k of a model trained from scratch on the data of
+    tasks 1..k together, evaluated as the run evaluates task k right after learning it (class-IL:
+    over the classes of tasks 1..k). ``experiment.compare`` gets it from a joint run with
+    ``first_tasks=k``: that run's ``accuracy_matrix[-1][k-1]``. Positive I_k: the run learnt task k
+    less well than a model that saw all the data so far at once could.
+    """
     M, ref = _matrix(R), np.asarray(reference, dtype=float)
     if ref.shape != (len(M),):
         raise ValueError(f"need one reference accuracy per task ({len(M)}), got {ref.shape}")
-    return float(np.mean(ref - np.diag(M)))
+    return [float(v) for v in ref - np.diag(M)]
+
+
+def intransigence(R, reference: Sequence[float]) -> float:
+    """Intransigence I = (1/T) sum_k (a*_k - R[k, k]): the mean of ``intransigence_per_task``
+    (Chaudhry et al. 2018), the inability to learn new tasks; lower is better."""
+    return float(np.mean(intransigence_per_task(R, reference)))
 
 
 def all_metrics(R, b: Sequence[float] | None = None, reference: Sequence[float] | None = None) -> dict:
@@ -85,4 +159,5 @@ def all_metrics(R, b: Sequence[float] | None = None, reference: Sequence[float] 
     }
     if reference is not None:
         out["intransigence"] = intransigence(R, reference)
+        out["intransigence_per_task"] = intransigence_per_task(R, reference)
     return out

@@ -23,9 +23,6 @@ DASHES = ["-", "--", "-.", ":"]
 # The methods bar chart: one colour per metric.
 METRIC_COLOURS = {"average_accuracy": "#0072B2", "bwt": "#D55E00", "forgetting": "#E69F00",
                   "fwt": "#009E73", "intransigence": "#CC79A7"}
-METRIC_NAMES = {"average_accuracy": "final average accuracy", "bwt": "backward transfer (BWT)",
-                "fwt": "forward transfer (FWT)", "forgetting": "forgetting", "intransigence": "intransigence"}
-HIGHER_IS_BETTER = {"average_accuracy": True, "bwt": True, "fwt": True, "forgetting": False, "intransigence": False}
 DPI = 100  # figures are shown 1:1 in the HTML report: a 10-inch figure is 1000 pixels wide
 
 STYLE = {
@@ -208,16 +205,19 @@ def _text_colour(rgba) -> str:
 
 
 @_styled
-def plot_matrix(result: Any, *, title: str | None = None):
+def plot_matrix(result: Any, *, title: str | None = None, key: str = "accuracy_matrix"):
     """The accuracy matrix as a heatmap: row i after training task i, column j task j, values in %.
 
     Every cell is annotated (for up to 20 tasks), in black on light and white on dark cells; the
-    diagonal (each task just after it was learnt) is in bold.
+    diagonal (each task just after it was learnt) is in bold. ``key`` names another matrix of the
+    result, e.g. ``task_aware_accuracy_matrix`` (class-IL: each task's classes alone competing).
     """
     import numpy as np
 
     r = as_dict(result)
-    M = 100 * np.array(r["accuracy_matrix"], dtype=float)
+    if key not in r:
+        raise UsageError(f"the result has no {key}")
+    M = 100 * np.array(r[key], dtype=float)
     T = len(M)
     size = min(11, max(5.5, 3.0 + 0.55 * T))
     fig = _figure(size + 1.6, size)
@@ -242,7 +242,8 @@ def plot_matrix(result: Any, *, title: str | None = None):
     ax.set_ylabel("trained up to")
     cb = fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02)
     cb.set_label("test accuracy (%)")
-    ax.set_title(title or _title(r, "Accuracy matrix (%)"), pad=12)
+    default = "Accuracy matrix (%)" if key == "accuracy_matrix" else key.replace("_", " ").capitalize() + " (%)"
+    ax.set_title(title or _title(r, default), pad=12)
     return fig
 
 
@@ -262,6 +263,16 @@ def _row_labels(rows: Sequence[dict], width: int = 24) -> list[str]:
     if len(contexts) > 1:
         labels = [f"{lab}\n{r.get('benchmark')} ({r.get('scenario')})" for lab, r in zip(labels, rows)]
     return labels
+
+
+def _metric_legend(key: str) -> str:
+    """A metric's label and direction from ``metrics.REGISTRY``: 'forgetting\n(lower is better)'."""
+    from .metrics import REGISTRY
+
+    info = REGISTRY.get(key)
+    if info is None:
+        return key
+    return info.label + {True: "\n(higher is better)", False: "\n(lower is better)", None: ""}[info.higher_is_better]
 
 
 @_styled
@@ -287,8 +298,7 @@ def plot_methods(summary_rows: Sequence[dict], metrics: Iterable[str] = ("averag
         pos = x + (m_i - (k - 1) / 2) * width
         bars = ax.bar(pos, means, width * 0.92, yerr=stds, capsize=4, color=METRIC_COLOURS.get(m, OKABE_ITO[m_i % 8]),
                       edgecolor="black", linewidth=0.6,
-                      label=METRIC_NAMES.get(m, m) + {True: "\n(higher is better)", False: "\n(lower is better)",
-                                                      None: ""}[HIGHER_IS_BETTER.get(m)],
+                      label=_metric_legend(m),
                       error_kw={"elinewidth": 1.2, "ecolor": "#222222"}, gid=f"bars-{m}")
         for b, mean, std in zip(bars, means, stds):
             if np.isnan(mean):

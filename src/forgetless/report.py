@@ -7,7 +7,6 @@ no scripts and nothing fetched from a network, so it can be mailed, archived or 
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UsageError
+from .metrics import REGISTRY, scalar_metrics
 
 CSS = """
 :root { color-scheme: light; }
@@ -55,18 +55,13 @@ table.summary td:last-child { white-space: normal; font-size: 12.5px; color: #3d
 footer { margin-top: 40px; color: #6a707b; font-size: 13px; }
 """
 
-METRIC_HELP = {
-    "average_accuracy": ("final average accuracy",
-                         "mean accuracy over all tasks after the last one (higher is better)"),
-    "bwt": ("BWT", "backward transfer: final minus just-learnt accuracy, mean over tasks 1..T-1; "
-                   "negative means forgetting"),
-    "fwt": ("FWT", "forward transfer: accuracy on a task before training it, minus the untrained model's"),
-    "forgetting": ("forgetting", "best accuracy a task ever had minus its final one, mean over tasks 1..T-1 "
-                                 "(lower is better)"),
-    "intransigence": ("intransigence", "joint reference minus just-learnt accuracy, mean over tasks "
-                                       "(lower is better)"),
-}
-SUMMARY_METRICS = ("average_accuracy", "bwt", "fwt", "forgetting", "intransigence")
+def _metric(key: str) -> tuple[str, str]:
+    """(label, one-line help) of a metric, from ``metrics.REGISTRY``."""
+    info = REGISTRY[key]
+    return info.label, info.help
+
+
+TASK_AWARE = "task_aware_accuracy_matrix"  # class-IL runs: each task's classes alone competing
 
 
 # ---- formatting -----------------------------------------------------------------------------------
@@ -157,7 +152,8 @@ def _page(title: str, subtitle: str, body: str, versions: dict | None) -> str:
 
 def _metric_cards(get: Callable[[str], str | None]) -> str:
     cards = []
-    for key, (name, helptext) in METRIC_HELP.items():
+    for key in scalar_metrics():
+        name, helptext = _metric(key)
         value = get(key)
         if value is None:
             continue
@@ -188,6 +184,27 @@ AVG_CAPTION = ("<b>Average accuracy A<sub>k</sub>.</b> Mean accuracy over the ta
                "training task k; a flat line means nothing is lost as tasks are added.")
 
 
+TASK_AWARE_CAPTION = ("<b>Task-aware accuracy matrix.</b> The same evaluations with each task's classes alone "
+                      "competing (the task identity given): the gap to the matrix above is what the class-IL "
+                      "model loses to confusing tasks with one another.")
+
+
+def _title_of(r: dict, what: str) -> str:
+    c = r.get("config", {})
+    return f"{what}\n{c.get('benchmark')} ({c.get('scenario')}-incremental), {c.get('strategy')}, seed {c.get('seed')}"
+
+
+def _matrix_table(R: list[list[float]], initial: list[float] | None, A: list[float]) -> str:
+    T = len(R)
+    head = ["", *[f"task {j + 1}" for j in range(T)], "A_k (tasks 1..k)"]
+    rows = []
+    if initial:
+        rows.append(["untrained model", *[f"{100 * v:.1f}" for v in initial], ""])
+    rows += [[f"after task {i + 1}", *[f"{100 * v:.1f}" for v in row], f"{100 * A[i]:.1f}" if i < len(A) else ""]
+             for i, row in enumerate(R)]
+    return table(head, rows)
+
+
 def render_run(r: dict, figures: Figures) -> str:
     from . import plots
 
@@ -203,28 +220,34 @@ def render_run(r: dict, figures: Figures) -> str:
                                "accuracy of every task during training", CURVES_CAPTION if has_steps
                                else CURVES_CAPTION_NO_STEPS))
     parts.append(figures.embed(lambda: plots.plot_matrix(r), "matrix", "accuracy matrix heatmap", MATRIX_CAPTION))
+    if r.get(TASK_AWARE):
+        parts.append(figures.embed(lambda: plots.plot_matrix(r, key=TASK_AWARE, title=_title_of(
+            r, "Task-aware accuracy matrix (%): each task's classes alone")), "matrix-task-aware",
+            "task-aware accuracy matrix heatmap", TASK_AWARE_CAPTION))
     if T > 1:
         label = c.get("strategy", "run")
         parts.append(figures.embed(lambda: plots.plot_average_accuracy({label: [r]}), "average_accuracy",
                                    "average accuracy after each task", AVG_CAPTION))
 
-    parts.append("<h2>Accuracy matrix (%)</h2>")
-    head = ["", *[f"task {j + 1}" for j in range(T)], "A_k (tasks 1..k)"]
     A = m.get("average_accuracies") or []
-    rows = []
-    if initial:
-        rows.append(["untrained model", *[f"{100 * v:.1f}" for v in initial], ""])
-    rows += [[f"after task {i + 1}", *[f"{100 * v:.1f}" for v in row], f"{100 * A[i]:.1f}" if i < len(A) else ""]
-             for i, row in enumerate(R)]
-    parts.append(table(head, rows))
+    parts.append("<h2>Accuracy matrix (%)</h2>" if not r.get(TASK_AWARE) else
+                 "<h2>Accuracy matrix (%), task-agnostic: every class seen so far competes</h2>")
+    parts.append(_matrix_table(R, initial, A))
+    if r.get(TASK_AWARE):
+        parts.append("<h2>Task-aware accuracy matrix (%): each task's classes alone compete</h2>")
+        parts.append('<p class="note">The same evaluations with the task identity given: task j is scored '
+                     "over its own classes only (as in task-IL). The metrics above are of the task-agnostic "
+                     "matrix.</p>")
+        TA = r[TASK_AWARE]
+        parts.append(_matrix_table(TA, None, [sum(row[: i + 1]) / (i + 1) for i, row in enumerate(TA)]))
 
     parts.append("<h2>Metrics</h2>")
-    mrows = [[METRIC_HELP[k][0], pct(m.get(k)), METRIC_HELP[k][1]] for k in METRIC_HELP if k in m]
-    if m.get("learning_accuracy"):
-        mrows.append(["learning accuracy", " ".join(f"{100 * v:.1f}" for v in m["learning_accuracy"]),
-                      "each task just after it was learnt (the diagonal), %"])
-    if A:
-        mrows.append(["A_k", " ".join(f"{100 * v:.1f}" for v in A), "average accuracy after each task k, %"])
+    mrows = []
+    for k, info in REGISTRY.items():
+        if m.get(k) is None and not (info.scalar and k in m):
+            continue
+        value = pct(m.get(k)) if info.scalar else " ".join(f"{100 * v:.1f}" for v in m[k])
+        mrows.append([info.label, value, info.help + ("" if info.scalar else ", %")])
     parts.append(table(["metric", "value", "meaning"], mrows, left={0, 2}, cls="values"))
 
     bench = r.get("benchmark") or {}
@@ -278,58 +301,16 @@ def _grid_runs(path: Path) -> list[dict]:
 
 
 def _groups(rows: list[dict], runs: list[dict]) -> list[dict]:
-    """One entry per summary row: its display label and its runs (matched on the grouping key)."""
-    from .experiment import NOT_GROUPED, group_key
-
-    by_key: dict[str, list[dict]] = {}
-    for r in runs:
-        by_key.setdefault(group_key(r["config"]), []).append(r)
-
-    def row_key(row, r):  # does run r belong to summary row `row`?
-        c = r["config"]
-        return (c.get("benchmark"), c.get("scenario"), c.get("strategy"), c.get("params", {})) == (
-            row.get("benchmark"), row.get("scenario"), row.get("strategy"), row.get("params", {})) and \
-            c.get("seed") in row.get("seeds", [])
-
-    groups, used = [], set()
+    """One entry per summary row: its label and its runs, the directories the row lists in ``runs``
+    (written by ``experiment.summarize``; a summary without them gets no runs)."""
+    by_dir = {r["_dir"]: r for r in runs}
+    contexts = {(row.get("benchmark"), row.get("scenario")) for row in rows}
+    groups = []
     for row in rows:
-        match = [k for k, rs in by_key.items() if k not in used and all(row_key(row, r) for r in rs)
-                 and sorted(r["config"]["seed"] for r in rs) == sorted(row.get("seeds", []))]
-        key = match[0] if match else None
-        if key is not None:
-            used.add(key)
-        groups.append({"row": row, "runs": sorted(by_key.get(key, []), key=lambda r: r["config"].get("seed", 0)),
-                       "extra": []})
-    # short labels: the strategy, plus the parameters in which groups of the same strategy differ
-    by_strategy: dict[tuple, list[dict]] = {}
-    for g in groups:
-        r = g["row"]
-        by_strategy.setdefault((r.get("strategy"), r.get("benchmark"), r.get("scenario")), []).append(g)
-    for same in by_strategy.values():
-        params = [g["row"].get("params") or {} for g in same]
-        differ = sorted({k for p in params for k in p if len({json.dumps(q.get(k), default=str) for q in params}) > 1})
-        for g, p in zip(same, params):
-            g["extra"] += [f"{k}={_value(p.get(k))}" for k in differ]
-    # then the other options in which groups with the same label differ (lr, epochs, ...)
-    seen: dict[tuple, list[dict]] = {}
-    for g in groups:
-        r = g["row"]
-        seen.setdefault((r.get("strategy"), r.get("benchmark"), r.get("scenario"), *g["extra"]), []).append(g)
-    for same in seen.values():
-        if len(same) < 2 or not all(g["runs"] for g in same):
-            continue
-        cfgs = [g["runs"][0]["config"] for g in same]
-        differ = [k for k in cfgs[0] if k not in NOT_GROUPED + ("params",) and
-                  len({json.dumps(c.get(k), sort_keys=True, default=str) for c in cfgs}) > 1]
-        for g, c in zip(same, cfgs):
-            g["extra"] += [f"{k}={_value(c.get(k))}" for k in differ]
-    contexts = {(g["row"].get("benchmark"), g["row"].get("scenario")) for g in groups}
-    for g in groups:
-        r = g["row"]
-        g["label"] = str(r.get("strategy") or r.get("label") or "?") + (
-            f" ({', '.join(g['extra'])})" if g["extra"] else "")
+        label = str(row.get("label") or row.get("strategy") or "?")
         if len(contexts) > 1:
-            g["label"] += f" · {r.get('benchmark')} ({r.get('scenario')})"
+            label += f" · {row.get('benchmark')} ({row.get('scenario')})"
+        groups.append({"row": row, "label": label, "runs": [by_dir[d] for d in row.get("runs", []) if d in by_dir]})
     return groups
 
 
@@ -337,14 +318,21 @@ def _mean_result(runs: list[dict]) -> dict:
     """A result-like dict whose accuracy matrix is the mean over ``runs`` (same shape)."""
     import numpy as np
 
-    R = np.mean([np.array(r["accuracy_matrix"], dtype=float) for r in runs], axis=0)
-    return {"accuracy_matrix": R.tolist(), "config": runs[0]["config"], "benchmark": runs[0].get("benchmark", {})}
+    out = {"config": runs[0]["config"], "benchmark": runs[0].get("benchmark", {})}
+    for key in ("accuracy_matrix", TASK_AWARE):
+        if all(r.get(key) for r in runs):
+            out[key] = np.mean([np.array(r[key], dtype=float) for r in runs], axis=0).tolist()
+    return out
 
 
 def render_grid(path: Path, rows: list[dict], runs: list[dict], selection: list | None, figures: Figures) -> str:
     from . import plots
 
     groups = _groups(rows, runs)
+    listed = {d for row in rows for d in row.get("runs", [])}
+    ref_dirs = {d for row in rows for p in row.get("per_run", []) for d in p.get("references", [])} - listed
+    references = [r for r in runs if r["_dir"] in ref_dirs]  # joint runs on the first k tasks (intransigence)
+    runs = [r for g in groups for r in g["runs"]]
     benches = sorted({f"{r.get('benchmark')} ({r.get('scenario')}-incremental)" for r in rows})
     title = "forgetless comparison: " + ", ".join(sorted({str(r.get("benchmark")) for r in rows}))
     seeds = sorted({s for r in rows for s in r.get("seeds", [])})
@@ -352,17 +340,30 @@ def render_grid(path: Path, rows: list[dict], runs: list[dict], selection: list 
                    f"{len(runs)} runs, seeds {', '.join(map(str, seeds))}")
     if runs:
         subtitle += "<br>" + esc(_describe(runs[0]["config"]))
-    shown = [m for m in SUMMARY_METRICS if any(isinstance(r.get(m), dict) for r in rows)]
+    shown = [m for m in scalar_metrics() if any(isinstance(r.get(m), dict) for r in rows)]
     parts = ["<h2>Summary</h2>",
              '<p class="note">Percent, mean ± standard deviation over seeds (n runs each). '
-             + "; ".join(f"<b>{esc(METRIC_HELP[m][0])}</b>: {esc(METRIC_HELP[m][1])}" for m in shown) + ".</p>"]
+             + "; ".join(f"<b>{esc(_metric(m)[0])}</b>: {esc(_metric(m)[1])}" for m in shown) + ".</p>"]
     srows = [[g["label"], g["row"].get("benchmark"), g["row"].get("scenario"), g["row"].get("n"),
               *[mean_std(g["row"].get(m)) for m in shown],
               f"{g['row']['train_seconds']:.2f}" if isinstance(g["row"].get("train_seconds"), (int, float)) else "",
               ", ".join(f"{k}={_value(v)}" for k, v in sorted((g["row"].get("params") or {}).items())) or "–"]
              for g in groups]
-    parts.append(table(["method", "benchmark", "scenario", "n", *[METRIC_HELP[m][0] for m in shown],
+    parts.append(table(["method", "benchmark", "scenario", "n", *[_metric(m)[0] for m in shown],
                         "train s (mean)", "parameters"], srows, left={0, 1, 2, 5 + len(shown)}, cls="summary"))
+    with_ik = [g for g in groups if isinstance(g["row"].get("intransigence_per_task"), dict)]
+    if with_ik:
+        T = max(len(g["row"]["intransigence_per_task"]["mean"]) for g in with_ik)
+        parts.append("<h3>Intransigence per task</h3>")
+        parts.append('<p class="note">I<sub>k</sub> = a*<sub>k</sub> − R<sub>k,k</sub> (Chaudhry et al. 2018), '
+                     "percent, mean ± std over seeds: a*<sub>k</sub> is the accuracy on task k of the joint run "
+                     "trained and evaluated on tasks 1..k only (same seed and options).</p>")
+        irows = []
+        for g in with_ik:
+            ik = g["row"]["intransigence_per_task"]
+            irows.append([g["label"], *[mean_std({"mean": mu, "std": sd}) for mu, sd in zip(ik["mean"], ik["std"])],
+                          *[""] * (T - len(ik["mean"]))])
+        parts.append(table(["method", *[f"I_{k + 1}" for k in range(T)]], irows))
 
     parts.append("<h2>Figures</h2>")
     labelled_rows = [dict(g["row"], label=g["label"]) for g in groups]
@@ -391,6 +392,15 @@ def render_grid(path: Path, rows: list[dict], runs: list[dict], selection: list 
                                    f"<b>Accuracy matrix of {esc(g['label'])}</b>, mean over {n} "
                                    f"seed{'s' if n != 1 else ''}: row i is the accuracy on every task after "
                                    "training task i; the bold diagonal is each task just after it was learnt."))
+        if TASK_AWARE in mean:
+            ta_title = (f"Task-aware accuracy matrix (%): each task's classes alone, mean over {n} "
+                        f"seed{'s' if n != 1 else ''}\n{c.get('benchmark')} ({c.get('scenario')}-incremental), "
+                        f"{g['label']}")
+            parts.append(figures.embed(lambda: plots.plot_matrix(mean, key=TASK_AWARE, title=ta_title),
+                                       f"matrix-task-aware-{name}", f"task-aware accuracy matrix of {g['label']}",
+                                       f"<b>Task-aware accuracy matrix of {esc(g['label'])}</b>: the same "
+                                       "evaluations with each task's classes alone competing (the task identity "
+                                       "given), next to the task-agnostic matrix above."))
         first = g["runs"][0]
         has_steps = bool(first.get("curves")) and plots._task_ends(first) is not None
         parts.append(figures.embed(lambda: plots.plot_curves(first), f"curves-{name}",
@@ -422,6 +432,16 @@ def render_grid(path: Path, rows: list[dict], runs: list[dict], selection: list 
                  for g in groups for r in g["runs"]]
         parts.append(table(["method", "seed", "average accuracy", "BWT", "forgetting", "train s", "directory"],
                            rrows, left={0, 6}))
+        if references:
+            parts.append("<h2>Joint references</h2>")
+            parts.append('<p class="note">Joint runs trained and evaluated on the first k tasks only: a*<sub>k</sub> '
+                         "of intransigence is the last row, entry k, of run k (k = T is the joint row above).</p>")
+            parts.append(table(["strategy", "first tasks", "seed", "final row (%)", "directory"],
+                               [[r["config"].get("strategy"), r["config"].get("first_tasks") or r["config"].get("tasks"),
+                                 r["config"].get("seed"), " ".join(f"{100 * v:.1f}" for v in r["accuracy_matrix"][-1]),
+                                 r["_dir"]] for r in sorted(references, key=lambda r: (
+                                     r["config"].get("seed", 0), r["config"].get("first_tasks") or 0))],
+                               left={0, 4}))
         parts.append("<h2>Configuration</h2>")
         keys = sorted({k for r in runs for k in r["config"]})
         common = [(k, runs[0]["config"].get(k)) for k in keys
@@ -489,21 +509,4 @@ def write_report(path: str | Path, out: str | Path | None = None, *, figures: st
     return target
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``forgetless report DIR [--out FILE]`` to the CLI's sub-commands."""
-    p = subparsers.add_parser("report", help="one self-contained HTML page (figures, tables) of a run or "
-                                             "comparison directory")
-    p.add_argument("dir", metavar="DIR",
-                   help="a directory written by `forgetless run --out` or `forgetless compare --out`")
-    p.add_argument("--out", default=None, metavar="FILE", help="the HTML file to write (default DIR/report.html)")
-    p.add_argument("--figures", default=None, metavar="DIR", help="also save every figure there as PNG and SVG")
-    return p
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    path = write_report(args.dir, args.out, figures=getattr(args, "figures", None))
-    print(path)
-    return 0
-
-
-__all__ = ["add_parser", "cmd_report", "write_report"]
+__all__ = ["write_report"]
