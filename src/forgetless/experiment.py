@@ -77,9 +77,11 @@ class Grid:
                 else:
                     d[k] = v
             strategy = d.get("strategy", RunConfig.strategy)
-            declared = {p for n in strategy.split("+") if n in STRATEGIES for p in STRATEGIES[n].params}
+            parts = strategy.split("+")
+            declared = {p for n in parts if n in STRATEGIES for p in STRATEGIES[n].params}
+            declared |= {f"{n}.{p}" for n in parts if n in STRATEGIES for p in STRATEGIES[n].params}
             d["params"] = {k: v for k, v in params.items() if k in declared or not all(
-                n in STRATEGIES for n in strategy.split("+"))}
+                n in STRATEGIES for n in parts)}
             cfg = RunConfig.from_dict(d)
             key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
             if key not in seen:

@@ -24,13 +24,19 @@ from typing import Any
 
 import torch
 
-from ..errors import UsageError
-from .base import ALL_SCENARIOS, Context, Strategy
+from .base import ALL_SCENARIOS, Context, Param, Strategy
 from .fisher import LABELS, fisher_diagonal
 from .mas import mas_hebbian, mas_importance
 from .path_integral import PathIntegral, RiemannianWalk, minmax
 from .scp import scp_importance
 from .penalty import QuadraticPenalty, flatten, views
+
+
+CLOSED_FORM = Param(True, help="add the penalty's gradient in closed form (false: through autograd)")
+
+
+def lam(default: float) -> Param:
+    return Param(default, ">=0", "strength of the quadratic penalty")
 
 
 def task_generator(ctx: Context, task, salt: int) -> torch.Generator:
@@ -44,14 +50,12 @@ class Regularizer(Strategy):
 
     name = "regularizer"
     family = "regularization"
-    params: dict[str, Any] = {"lam": 1.0, "closed_form": True}
+    params: dict[str, Param] = {"lam": lam(1.0), "closed_form": CLOSED_FORM}
     scenarios = ALL_SCENARIOS
     keep_terms = False  # keep every task's (Omega, anchor) separately (separate-penalty EWC)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        if not (isinstance(self.lam, (int, float)) and self.lam >= 0):
-            raise UsageError(f"{self.name}: lam must be a number >= 0, got {self.lam!r}")
         self.quad = QuadraticPenalty(keep_terms=self.keep_terms)
         self.tasks_seen_ = 0
 
@@ -122,7 +126,7 @@ class L2(Regularizer):
 
     name = "l2"
     help = "L2 pull towards the parameters after the previous task (every parameter equally important)"
-    params = {"lam": 0.001, "closed_form": True}  # lam: see the module docstring
+    params = {"lam": lam(0.001), "closed_form": CLOSED_FORM}  # lam: see the module docstring
 
     def consolidate(self, ctx, task):
         params = ctx.params()
@@ -145,13 +149,11 @@ class EWC(Regularizer):
     help = "Elastic Weight Consolidation: Fisher-weighted pull towards each task's parameters"
     # lam: see the module docstring; samples: 1000 per-sample gradients are plenty for
     # a diagonal Fisher and keep the cost per task small on 60k-image tasks
-    params = {"lam": 100.0, "fisher": "empirical", "samples": 1000, "closed_form": True}
+    params = {"lam": lam(100.0),
+              "fisher": Param("empirical", LABELS, "labels of the Fisher: true (empirical), sampled, or exact"),
+              "samples": Param(1000, ">=1", "training samples the Fisher is estimated on", optional=True),
+              "closed_form": CLOSED_FORM}
     keep_terms = True
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        if self.fisher not in LABELS:
-            raise UsageError(f"{self.name}: fisher must be one of {', '.join(LABELS)}, got {self.fisher!r}")
 
     def _fisher(self, ctx, task) -> list[torch.Tensor]:
         x, y, classes = self._data(ctx, task)
@@ -179,13 +181,8 @@ class OnlineEWC(EWC):
 
     name = "online-ewc"
     help = "online EWC: one running Fisher (decayed by gamma) and one anchor; memory does not grow"
-    params = {**EWC.params, "gamma": 1.0}
+    params = {**EWC.params, "gamma": Param(1.0, "(0, 1]", "decay of the running Fisher")}
     keep_terms = False
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        if not (isinstance(self.gamma, (int, float)) and 0 < self.gamma <= 1):
-            raise UsageError(f"{self.name}: gamma must be in (0, 1], got {self.gamma!r}")
 
     def consolidate(self, ctx, task):
         fisher = flatten(self._fisher(ctx, task))
@@ -205,7 +202,8 @@ class SI(Regularizer):
 
     name = "si"
     help = "Synaptic Intelligence: importance = path integral of the loss decrease along training"
-    params = {"lam": 10.0, "xi": 0.1, "closed_form": True}  # lam: module docstring (Zenke et al.: c = 0.1 on permuted MNIST)
+    params = {"lam": lam(10.0), "xi": Param(0.1, ">0", "damping of the path-integral importance"),
+              "closed_form": CLOSED_FORM}  # lam: module docstring (Zenke et al.: c = 0.1 on permuted MNIST)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -244,7 +242,8 @@ class MAS(Regularizer):
 
     name = "mas"
     help = "Memory Aware Synapses: importance = sensitivity of the output norm (no labels needed)"
-    params = {"lam": 0.01, "hebbian": False, "closed_form": True}  # lam: see the module docstring
+    params = {"lam": lam(0.01), "hebbian": Param(False, help="the local Hebbian form (Linear layers only)"),
+              "closed_form": CLOSED_FORM}  # lam: see the module docstring
 
     def consolidate(self, ctx, task):
         x, _, classes = self._data(ctx, task)
@@ -277,7 +276,9 @@ class RWalk(Regularizer):
 
     name = "rwalk"
     help = "Riemannian Walk: normalized online Fisher + KL-normalized path-integral scores"
-    params = {"lam": 1.0, "alpha": 0.9, "eps": 1e-3, "interval": 10, "closed_form": True}  # lam: module docstring
+    params = {"lam": lam(1.0), "alpha": Param(0.9, "(0, 1]", "weight of the new interval in the Fisher's EMA"),
+              "eps": Param(1e-3, ">0", "damping of the KL-normalized score"),
+              "interval": Param(10, ">=1", "steps between score updates"), "closed_form": CLOSED_FORM}  # lam: module docstring
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -339,7 +340,9 @@ class SCP(Regularizer):
 
     name = "scp"
     help = "Sliced Cramer Preservation: importance from random projections of the mean output"
-    params = {"lam": 100.0, "slices": 50, "alpha": 0.5, "closed_form": True}  # lam: module docstring
+    params = {"lam": lam(100.0), "slices": Param(50, ">=1", "random projections of the mean output"),
+              "alpha": Param(0.5, "[0, 1)", "weight of the old importance in the running average"),
+              "closed_form": CLOSED_FORM}  # lam: module docstring
 
     def consolidate(self, ctx, task):
         x, _, classes = self._data(ctx, task)
