@@ -6,7 +6,7 @@ al. 2019); MLP 784-400-400, Adam 1e-3, batch 128, ITERATIONS optimizer steps per
 A-GEM, GEM, iCaRL, BiC); every other hyperparameter at the library's default (recorded in each
 run's result.json). iCaRL and BiC are class-incremental methods and run only there.
 
-    python benchmarks/reproduce_split.py --dataset mnist --data-dir ../shared/data/mnist-subset --out runs/split-mnist
+    python benchmarks/reproduce_split.py --dataset mnist --data-dir tests/data/mnist-subset --out runs/split-mnist
     python benchmarks/reproduce_split.py --dataset fashion-mnist --seeds 0 --out runs/split-fashion
 
 Writes OUT/split.md (final average accuracy, mean ± std over seeds, per scenario) and OUT/*/summary.*.

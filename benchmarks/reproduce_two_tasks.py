@@ -9,8 +9,8 @@
 lam is chosen on a validation split (10 % of each task's training data, seed 0; the test split is
 never read) by final average accuracy, then runs on the test data for seeds 0, 1, 2.
 
-    python benchmarks/reproduce_two_tasks.py keras --mnist ../shared/data/mnist-subset --out runs/keras
-    python benchmarks/reproduce_two_tasks.py mnist-fashion --mnist ../shared/data/mnist-subset --out runs/mf
+    python benchmarks/reproduce_two_tasks.py keras --mnist tests/data/mnist-subset --out runs/keras
+    python benchmarks/reproduce_two_tasks.py mnist-fashion --mnist tests/data/mnist-subset --out runs/mf
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ validation split (10 % of each task's training data, seed 0; the test split is n
 chosen value runs on the test data with every seed. Writes OUT/selected.md and, per method,
 OUT/METHOD/selection.json (every value tried with its validation accuracy).
 
-    python benchmarks/select_split.py --data-dir ../shared/data/mnist-subset --iterations 500 --out runs/split-mnist-sel
+    python benchmarks/select_split.py --data-dir tests/data/mnist-subset --iterations 500 --out runs/split-mnist-sel
 """
 from __future__ import annotations
 

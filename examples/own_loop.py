@@ -1,19 +1,23 @@
-"""EWC (or any forgetless strategy) inside your own PyTorch training loop.
+"""EWC, ER (or any forgetless strategy) inside your own PyTorch training loop.
 
 Your data stays yours: wrap each task's tensors in a ``Task``, describe the output space in a
-``Benchmark`` (this is what tells a strategy which outputs compete), and call the strategy's
-hooks around your usual step. Here: scikit-learn's digits, task A = digits 0-4, task B = 5-9, both
-mapped onto the same five outputs (domain-incremental: digit d -> output d % 5), a small MLP,
-plain Adam.
+``Benchmark`` (this is what tells a strategy which outputs compete), and replace your step by
+``forgetless.train_step``: it runs the strategy's hooks (replay, the loss, the penalty, gradient
+projection, path integrals) around forward, backward and the optimizer step, exactly as the
+library's own loop does. Three calls per task: ``before_task``, ``train_step`` per batch,
+``after_task``. (Exemplar methods such as iCaRL and BiC train on more than your data: take the
+data from ``s.train_data(ctx, task)``, which is the task's own training set for every other method.)
+
+Here: scikit-learn's digits, task A = digits 0-4, task B = 5-9, both mapped onto the same five
+outputs (domain-incremental: digit d -> output d % 5), a small MLP, plain Adam.
 
     python examples/own_loop.py
 """
 import torch
-import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
-from forgetless import Benchmark, Context, Task, make_strategy
+from forgetless import Batch, Benchmark, Context, Task, make_strategy, train_step
 from forgetless.data import TensorData
 
 digits = load_digits()
@@ -38,25 +42,17 @@ def accuracy(task):
         return (model(task.test.x).argmax(1) == task.test.y).float().mean().item()
 
 
-for name in ("naive", "ewc"):
+for name, params in (("naive", {}), ("ewc", {"lam": 1000}), ("er", {"memory": 200})):
     torch.manual_seed(0)
     model[1].reset_parameters(), model[3].reset_parameters()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    s = make_strategy(name, {"lam": 1000} if name == "ewc" else {})
-    ctx = Context(model=model, optimizer=opt, benchmark=bench)
+    s = make_strategy(name, params)
+    ctx = Context(model=model, optimizer=opt, benchmark=bench, batch_size=32)
     for task in tasks:
-        ctx.task_id = task.id
-        s.before_task(ctx, task)                                        # 1
+        s.before_task(ctx, task)                                          # 1
         for epoch in range(20):
             for idx in torch.randperm(len(task.train)).split(32):
-                xb, yb = task.train.x[idx], task.train.y[idx]
-                out = model(xb)
-                loss = F.cross_entropy(out, yb)
-                pen = s.penalty(ctx, xb, yb, out)                       # 2
-                opt.zero_grad()
-                (loss if pen is None else loss + pen).backward()
-                s.after_backward(ctx)                                   # 3
-                opt.step()
-                s.after_step(ctx)                                       # 4
-        s.after_task(ctx, task)                                         # 5
+                batch = Batch(task.train.x[idx], task.train.y[idx], task.ids(len(idx)))
+                loss = train_step(ctx, s, batch)                          # 2 (a tensor: no host sync)
+        s.after_task(ctx, task)                                           # 3
     print(f"{name:>5}: task A {accuracy(tasks[0]):.3f}, task B {accuracy(tasks[1]):.3f}")

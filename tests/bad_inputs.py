@@ -55,6 +55,20 @@ CASES = [
     ("zero grid workers", ["compare", "--workers", "0"], "--workers must be at least 1"),
     ("overrides without a config file", ["compare", "epochs=2"], "overrides apply on top of --config"),
     ("an unknown command", ["frobnicate"], "invalid choice"),
+    ("two composed parts that both replace the prediction", ["run", "--benchmark", "split-digits", "--strategy",
+                                                             "icarl+bic"], "cannot be composed"),
+    ("an ambiguous parameter of a composed strategy", ["run", "--strategy", "ewc+lwf", "--param", "lam=10"],
+     "write ewc.lam or lwf.lam"),
+    ("a parameter for a part that is not composed", ["run", "--strategy", "ewc+lwf", "--param", "si.lam=1"],
+     "'si' is not a part"),
+    ("a parameter that would be ignored", ["run", "--strategy", "dgr", "--param", "temperature=3"],
+     "no effect without distill=true"),
+    ("online EWC's decay on plain EWC", ["run", "--strategy", "ewc", "--param", "gamma=0.5"], "unknown parameter 'gamma'"),
+    ("a choice that does not exist", ["run", "--strategy", "ewc", "--param", "fisher=emprical"],
+     "did you mean 'empirical'"),
+    ("a finished run of another configuration in --out", ["run", "--quiet", "--tasks", "1", "--epochs", "1", "--model",
+                                                          "mlp:8", "--lr", "0.01", "--out", "{tmp}/finished"],
+     "holds a run with other settings (lr: 0.001 -> 0.01)"),
     ("a learning rate that makes training diverge", ["run", "--quiet", "--optimizer", "sgd", "--lr", "1e20", "--tasks", "1",
                                                      "--model", "mlp:32"], "lower the learning rate"),
 ]
@@ -69,6 +83,9 @@ def make_places(tmp, mnist_dir) -> dict[str, str]:
     (tmp / "unknown.toml").write_text('benchmarc = "split-digits"\n')
     (tmp / "a-file").write_text("not a directory")
     (tmp / "empty").mkdir()
+    from forgetless import RunConfig, run
+
+    run(RunConfig(tasks=1, epochs=1, model="mlp:8"), out=tmp / "finished")  # a finished run, lr 0.001
     bad = tmp / "idx"
     for kind in ("truncated", "magic", "count"):
         (bad / kind).mkdir(parents=True)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from forgetless.errors import UsageError
-from forgetless.strategies.base import ALL_SCENARIOS, Context, Strategy
+from forgetless.strategies.base import ALL_SCENARIOS, Batch, Context, Param, Strategy
 from forgetless.strategies.fisher import fisher_diagonal
 from forgetless.strategies.path_integral import minmax
 from forgetless.strategies.penalty import flatten
@@ -64,14 +64,14 @@ def train(strategy, ctx, task, steps, batch=40, loss_fn=None, finish=True):
         xb, yb = x[i:i + batch], y[i:i + batch]
         out = ctx.model(xb)
         loss = F.cross_entropy(out, yb) if loss_fn is None else loss_fn(ctx.model)
-        ctx.loss = loss
-        pen = strategy.penalty(ctx, xb, yb, out)
+        b = Batch(xb, yb, torch.full((len(yb),), task.id, dtype=torch.long))
+        pen = strategy.penalty(ctx, b, out)
         total = loss if pen is None else loss + pen
         ctx.optimizer.zero_grad(set_to_none=True)
         total.backward()
         strategy.after_backward(ctx)
         ctx.optimizer.step()
-        strategy.after_step(ctx)
+        strategy.after_step(ctx, b)
     if finish:
         strategy.after_task(ctx, task)
 
@@ -90,7 +90,8 @@ def test_registry_and_declarations():
         assert cls.scenarios == ALL_SCENARIOS
         assert "lam" in cls.params and cls.help and cls.__doc__
         s = cls()
-        assert s.hparams() == cls.params
+        assert s.hparams() == {k: p.default for k, p in cls.params.items()}
+        assert all(isinstance(p, Param) and p.help for p in cls.params.values())  # declared once, with meaning
     # online EWC is its own strategy: EWC has no online switch and no gamma
     assert set(EWC.params) == {"lam", "fisher", "samples", "closed_form"}
     assert set(OnlineEWC.params) == {"lam", "fisher", "samples", "closed_form", "gamma"}
@@ -207,7 +208,7 @@ def test_si_strategy_matches_hand_computation():
         loss1(model).backward()
         s.after_backward(ctx)
         ctx.optimizer.step()
-        s.after_step(ctx)
+        s.after_step(ctx, None)
     s.after_task(ctx, dummy)
     r = 1 - eta * h
     omega = eta * h ** 2 * theta0 ** 2 * (1 - r ** (2 * T)) / (1 - r ** 2)
@@ -231,7 +232,7 @@ def test_si_strategy_matches_hand_computation():
         (0.5 * ((model.theta - c) ** 2).sum()).backward()
         s.after_backward(ctx)
         ctx.optimizer.step()
-        s.after_step(ctx)
+        s.after_step(ctx, None)
     assert torch.allclose(model.theta.detach(), theta, rtol=1e-12)
     assert torch.allclose(s.path.omega[0], expect_omega, rtol=1e-12)
     s.after_task(ctx, dummy)
@@ -312,10 +313,17 @@ def test_resume_after_a_task_gives_the_same_run(tmp_path, name):
         pass
 
     class Interrupted(cls):
+        stop_at = 2
+
         def before_task(self, ctx, task):
-            if task.id == 2:
+            if task.id == self.stop_at:
                 raise Stop
             super().before_task(ctx, task)
+
+    def again():  # the same strategy (recorded as custom:Interrupted), this time not stopped
+        s = Interrupted()
+        s.stop_at = None
+        return s
 
     cfg = RunConfig(benchmark="permuted-digits", scenario="domain", tasks=3, model="mlp:32", epochs=1,
                     batch_size=64, strategy=name)
@@ -323,7 +331,7 @@ def test_resume_after_a_task_gives_the_same_run(tmp_path, name):
     full = run(cfg, strategy=cls(), benchmark=bench(), out=tmp_path / "full")
     with pytest.raises(Stop):
         run(cfg, strategy=Interrupted(), benchmark=bench(), out=tmp_path / "cut")
-    resumed = run(cfg, strategy=cls(), benchmark=bench(), out=tmp_path / "cut", resume=True)
+    resumed = run(cfg, strategy=again(), benchmark=bench(), out=tmp_path / "cut", resume=True)
     assert resumed.accuracy_matrix == full.accuracy_matrix
 
 

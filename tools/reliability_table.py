@@ -301,8 +301,8 @@ def tests_sections(tests: dict) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mnist", default=str(REPO.parent / "shared" / "data" / "mnist-subset"),
-                    help="the MNIST subset (default ../shared/data/mnist-subset)")
+    ap.add_argument("--mnist", default=str(REPO / "tests" / "data" / "mnist-subset"),
+                    help="the MNIST subset (default tests/data/mnist-subset)")
     ap.add_argument("--out", default=str(REPO / "docs" / "reliability.md"))
     ap.add_argument("--real-processes", action="store_true", help="run every bad input as its own process")
     ap.add_argument("--no-tests", action="store_true", help="only the bad inputs and the malicious checkpoint")
