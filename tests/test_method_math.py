@@ -240,6 +240,20 @@ def direct_kd(new: torch.Tensor, old: torch.Tensor, T: float) -> torch.Tensor:
     return T * T * (q * (torch.log(q) - torch.log(p))).sum(1).mean()
 
 
+def direct_padded_kd(new: torch.Tensor, old: torch.Tensor, s_cols: list[int], t_cols: list[int], T: float):
+    """Class-IL: the student's softmax over ``s_cols`` (every class seen so far), the teacher's over
+    ``t_cols`` (the old classes), the new classes' target probability 0: T^2 * mean_n sum_{c in t_cols}
+    q_c (log q_c - log p_c)."""
+    def log_softmax(z):
+        z = z / T
+        return z - torch.logsumexp(z, 1, keepdim=True)
+
+    log_p = log_softmax(new[:, s_cols])
+    log_q = log_softmax(old[:, t_cols])
+    where = [s_cols.index(c) for c in t_cols]
+    return T * T * (log_q.exp() * (log_q - log_p[:, where])).sum(1).mean()
+
+
 @pytest.mark.parametrize("balance", [False, True])
 @pytest.mark.parametrize("scenario", ["task", "class"])
 def test_lwf_loss_is_the_direct_formula(scenario, balance, one_thread):
@@ -270,7 +284,11 @@ def test_lwf_loss_is_the_direct_formula(scenario, balance, one_thread):
         far = out + 2.0 * torch.randn(out.shape, generator=torch.Generator().manual_seed(task.id))
         for logits, rtol in ((out, 1e-3), (far, 1e-5)):  # the trained model's logits, and logits far
             # from the old model's (large KL terms: a reversed KL or a missing factor shows clearly)
-            terms = torch.stack([direct_kd(logits[:, g].double(), old[:, g].double(), T) for g in groups])
+            if scenario == "task":
+                terms = torch.stack([direct_kd(logits[:, g].double(), old[:, g].double(), T) for g in groups])
+            else:  # the student over every class seen so far, the old model's targets padded with 0
+                terms = torch.stack([direct_padded_kd(logits.double(), old.double(), bench.classes_upto(task.id),
+                                                      bench.classes_before(task.id), T)])
             assert float(terms.detach().min()) > 1e-6  # the model moved: the terms are not trivially 0
             if not balance:
                 expected = lam * terms.sum()

@@ -13,7 +13,7 @@ from forgetless.errors import UsageError
 from forgetless.strategies import Batch, Context, make_strategy
 from forgetless.strategies.bic import BiC
 from forgetless.strategies.dgr import DGR, VAE
-from forgetless.strategies.distill import LwF, distillation_loss
+from forgetless.strategies.distill import LwF, distillation_loss, old_output_groups
 from forgetless.strategies.gem import GEM, gem_dual, gem_project, solve_nonneg_qp
 from forgetless.strategies.icarl import ICaRL, features
 from forgetless.strategies.registry_replay import REPLAY
@@ -246,13 +246,13 @@ def test_vae_samples_have_the_data_shape_and_the_previous_model_labels_them(benc
     assert isinstance(s.vae, VAE) and s.vae.loss(bench.tasks[0].train.x[:5]).shape == (5,)
     ctx.task_id = 2
     s.before_task(ctx, bench.tasks[2])
-    (student_cols, target_cols), = s.heads(bench, 2)
+    (student_cols, target_cols), = old_output_groups(bench, 2)
     assert student_cols.tolist() == list(range(6)) and target_cols.tolist() == list(range(4))
     teacher = s.old_model(ctx)(xr)
     labels = s.hard_labels(teacher, student_cols, target_cols)
     assert torch.equal(labels, teacher[:, :4].argmax(1))
     # task-IL: one head per old task
-    heads = s.heads(benchmarks["task"], 2)
+    heads = old_output_groups(benchmarks["task"], 2)
     assert [h[0].tolist() for h in heads] == [[0, 1], [2, 3]]
     with pytest.raises(UsageError):
         DGR(distill="yes")

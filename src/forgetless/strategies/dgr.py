@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import ALL_SCENARIOS, Param
-from .distill import WithOldModel, distillation_loss, frozen_copy
+from .distill import WithOldModel, frozen_copy, group_distillation, old_output_groups
 
 HIDDEN = 256
 
@@ -115,16 +115,6 @@ class DGR(WithOldModel):
             self.vae_opt.step()
 
     # ---- replay -----------------------------------------------------------------------------
-    def heads(self, benchmark, task_id: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(student outputs, target outputs) for every group the replayed data is scored on."""
-        tasks = benchmark.tasks
-        if benchmark.scenario == "task":
-            return [(torch.tensor(t.classes), torch.tensor(t.classes)) for t in tasks[:task_id]]
-        if benchmark.scenario == "class":
-            return [(torch.tensor(benchmark.classes_upto(task_id)), torch.tensor(benchmark.classes_before(task_id)))]
-        every = torch.arange(benchmark.n_outputs)
-        return [(every, every)]
-
     def hard_labels(self, teacher_logits, student_cols, target_cols) -> torch.Tensor:
         """The previous model's predicted class among ``target_cols``, as a position in ``student_cols``."""
         cls = target_cols[teacher_logits[:, target_cols].argmax(1)]
@@ -136,12 +126,9 @@ class DGR(WithOldModel):
             teacher = old(xr)
         student = ctx.model(xr)
         losses = []
-        for s_cols, t_cols in self.heads(ctx.benchmark, ctx.task_id):
+        for s_cols, t_cols in old_output_groups(ctx.benchmark, ctx.task_id):
             if self.distill:
-                target = torch.full((len(xr), len(s_cols)), float("-inf"))
-                pos = (s_cols[None, :] == t_cols[:, None]).int().argmax(1)
-                target[:, pos] = teacher[:, t_cols]
-                losses.append(distillation_loss(student[:, s_cols], target, self.temperature))
+                losses.append(group_distillation(student, teacher, s_cols, t_cols, self.temperature))
             else:
                 losses.append(F.cross_entropy(student[:, s_cols], self.hard_labels(teacher, s_cols, t_cols)))
         return sum(losses) / len(losses)
