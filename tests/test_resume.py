@@ -49,7 +49,7 @@ def test_resume_refuses_another_config(tmp_path):
 def test_a_finished_run_of_another_config_is_never_replaced_silently(tmp_path):
     first = fl.run(cfg(tasks=2), out=tmp_path)
     before = (tmp_path / "result.json").read_text()
-    with pytest.raises(fl.UsageError, match=r"params.lam: None -> 100.0|strategy: 'naive' -> 'ewc'"):
+    with pytest.raises(fl.UsageError, match=r"params.lam: None -> 1000.0|strategy: 'naive' -> 'ewc'"):
         fl.run(cfg(tasks=2, strategy="ewc"), out=tmp_path)
     assert (tmp_path / "result.json").read_text() == before  # nothing was touched
     again = fl.run(cfg(tasks=2), out=tmp_path)  # the same config may run again in place
