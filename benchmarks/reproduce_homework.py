@@ -24,7 +24,7 @@ from forgetless.experiment import Grid, compare, execute, finished, run_dir
 
 METHODS = ["naive", "l2", "ewc", "online-ewc", "si", "mas", "rwalk", "scp"]
 PROTOCOL = dict(tasks=5, first_unpermuted=True, model="mlp:1024,512,256", optimizer="adam", lr=1e-4,
-                batch_size=128, epochs=10, scenario="domain", seed=0)
+                batch_size=128, epochs=10, scenario="domain", reset_optimizer=True, seed=0)
 
 
 def main():
