@@ -81,10 +81,11 @@ def decades(lo: int, hi: int) -> list[float]:
     return [float(f"1e{k}") for k in range(lo, hi + 1)]
 
 
-# candidate windows (x10 steps), widened automatically at an edge (protocol step 2)
+# candidate windows (x10 steps, three values around the expected optimum: machine time), widened
+# automatically at an edge (protocol step 2)
 GRIDS = {
-    "B3": {"l2": decades(-4, 0), "ewc": decades(2, 6), "online-ewc": decades(2, 6), "si": decades(-1, 3),
-           "mas": decades(-3, 1), "rwalk": decades(-1, 3), "scp": decades(0, 4)},
+    "B3": {"l2": decades(-3, -1), "ewc": decades(5, 7), "online-ewc": decades(5, 7), "si": decades(0, 2),
+           "mas": decades(-2, 0), "rwalk": decades(0, 2), "scp": decades(2, 4)},
     "B1": {"l2": decades(-3, -1), "ewc": decades(1, 3), "online-ewc": decades(1, 3), "si": decades(-1, 1),
            "mas": decades(-2, 0), "rwalk": decades(-1, 1), "scp": decades(0, 2)},
     "HW": {"l2": decades(-4, -2), "ewc": decades(1, 3), "online-ewc": decades(1, 3), "si": decades(0, 2),
