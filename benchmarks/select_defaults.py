@@ -138,7 +138,7 @@ def select(a) -> None:
     out = out_root(a)
     bench = a.bench
     refs = [(val_config(bench, s, {}), run_dir(out / bench / "val" / s, val_config(bench, s, {})))
-            for s in ("naive", "joint")]
+            for s in getattr(a, "refs", ("naive", "joint"))]
     run_all(refs, out)
     for m in a.methods.split(","):
         grid = sorted(GRIDS[bench][m])
