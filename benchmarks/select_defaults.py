@@ -19,13 +19,15 @@ Protocol, every benchmark alike:
    to a window around the optimum). If the best candidate is at an edge of the window, the next x10
    value beyond that edge is run too, repeatedly (at most ``MAX_EXTEND`` times per edge), so the
    best is inside the window.
-3. The default of a method (the rule): over the benchmarks named in ``--rule-benchmarks`` whose
-   selection is complete, rank, on each benchmark, the candidates run there by validation score
-   (1 = best, ties share their mean rank); a candidate value of the method that was not run on a
-   benchmark (outside that benchmark's window, which was widened until its best was inside) gets
-   rank (number run there) + 1 on it. The default is the value with the lowest mean rank over those
-   benchmarks; ties go to the higher mean validation score over the benchmarks where it was run,
-   then to the smaller lam.
+3. The default of a method (the rule): the candidates are the union U of the values run on the
+   benchmarks named in ``--rule-benchmarks`` whose selection is complete (the cheap B3 also runs
+   every value tried on the others: ``select --bench B3 --fill B1``). On each benchmark every value
+   of U gets a rank (1 = best, ties share their mean rank): the values run there by validation
+   score; below them, the values of U not run there (outside that benchmark's window, which was
+   widened until its best was inside, so the validation curve is assumed to keep falling away from
+   the window), ordered by their distance in decades from the nearest value run there (closer =
+   better). The default is the value with the lowest mean rank over those benchmarks; ties go to
+   the higher mean validation score over the benchmarks where it was run, then to the smaller lam.
 4. Test: with the defaults, naive, joint and every regularizer on the test split, seeds 0, 1, 2;
    final average accuracy mean +- std; on B1 also the fraction of the naive -> joint gap closed,
    (A_method - A_naive) / (A_joint - A_naive), from the means.
@@ -35,6 +37,7 @@ is not selected here. LwF (lam x temperature) is optional (``--lwf``).
 
     PYTHONPATH=$PWD/src python benchmarks/select_defaults.py select --bench B3
     PYTHONPATH=$PWD/src python benchmarks/select_defaults.py select --bench B1
+    PYTHONPATH=$PWD/src python benchmarks/select_defaults.py select --bench B3 --fill B1
     PYTHONPATH=$PWD/src python benchmarks/select_defaults.py rule            # -> benchmarks/defaults_selection.json
     PYTHONPATH=$PWD/src python benchmarks/select_defaults.py test --bench B3 --seeds 0,1,2
     PYTHONPATH=$PWD/src python benchmarks/select_defaults.py table           # -> OUT/tables.md
@@ -159,6 +162,12 @@ def select(a) -> None:
             grid = sorted(grid + [new])
             c = val_config(bench, m, {"lam": new})
             run_all([(c, run_dir(out / bench / "val" / m, c))], out)
+    if getattr(a, "fill", None):  # also every value tried on the other benchmarks (for the rule's common ranks)
+        for other in a.fill.split(","):
+            for m in a.methods.split(","):
+                vals = sorted({t["lam"] for t in tried(out, other, m)} - set(GRIDS[bench][m]))
+                run_all([(c, run_dir(out / bench / "val" / m, c))
+                         for c in (val_config(bench, m, {"lam": v}) for v in vals)], out)
     if a.lwf:
         run_all([(c, run_dir(out / bench / "val" / "lwf", c)) for c in (val_config(bench, "lwf", p) for p in LWF)],
                 out)
@@ -172,7 +181,7 @@ def tried(out: Path, bench: str, m: str) -> list[dict]:
         if r is None or r["config"].get("eval_split") != "val":
             continue
         rows.append({**r["config"]["params"], "validation_average_accuracy": r["metrics"]["average_accuracy"]})
-    key = (lambda t: t["lam"]) if m != "lwf" else (lambda t: (t["lam"], t["temperature"]))
+    key = (lambda t: t.get("lam", 0)) if m != "lwf" else (lambda t: (t["lam"], t["temperature"]))
     return sorted(rows, key=key)
 
 
@@ -223,12 +232,24 @@ def rule(a) -> None:
         table = {v: {"ranks": {}, "scores": {}} for v in cands}
         for b in used:
             rows = record["selection"][b][m]["candidates"]
-            rk = ranks([t["validation_average_accuracy"] for t in rows])
-            for t, r in zip(rows, rk):
-                table[t["lam"]]["ranks"][b] = r
+            run_here = [t["lam"] for t in rows]
+            for t in rows:
                 table[t["lam"]]["scores"][b] = t["validation_average_accuracy"]
-            for v in cands:
-                table[v]["ranks"].setdefault(b, len(rows) + 1)
+            # values not run here: below every value run here, farther from the window = worse
+            def key(v):
+                if v in run_here:
+                    return (0.0, -table[v]["scores"][b])
+                return (1.0, min(abs(math.log10(v) - math.log10(u)) for u in run_here))
+            keys = [key(v) for v in cands]
+            order = sorted(range(len(cands)), key=lambda i: keys[i])
+            i = 0
+            while i < len(order):
+                j = i
+                while j + 1 < len(order) and keys[order[j + 1]] == keys[order[i]]:
+                    j += 1
+                for k in range(i, j + 1):
+                    table[cands[order[k]]]["ranks"][b] = (i + j) / 2 + 1
+                i = j + 1
         for v in cands:
             table[v]["mean_rank"] = sum(table[v]["ranks"].values()) / len(used)
             s = table[v]["scores"]
@@ -323,6 +344,7 @@ def main():
     ap.add_argument("--bench", default="B3", choices=list(BENCHMARKS))
     ap.add_argument("--methods", default=None)
     ap.add_argument("--lwf", action="store_true", help="also LwF, lam x temperature (select stage)")
+    ap.add_argument("--fill", default=None, help="select stage: also run every lam tried on these benchmarks")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--lams", default="defaults", choices=["defaults", "own"],
                     help="test with the chosen defaults, or with this benchmark's own validation choice")
