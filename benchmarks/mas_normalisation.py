@@ -12,6 +12,12 @@ the same model, and prints their ratio: the lam that makes our penalty as large 
 lam = 0.1 is 0.1 * sum(Omega_hw) / sum(Omega_ours).
 
     PYTHONPATH=$PWD/src python benchmarks/mas_normalisation.py > benchmarks/results/mas_normalisation.txt
+    PYTHONPATH=$PWD/src python benchmarks/mas_normalisation.py --check benchmarks/results/mas_normalisation.txt
+
+``--check FILE``: the cheap experiment: the whole homework protocol (MNIST subset, fresh Adam per
+task, test split, seed 0) with MAS at the lam equivalent to the homework's 0.1 (read from FILE) and
+beside naive (runs in runs/defaults/HW/..., results copied to
+benchmarks/results/defaults/HW/...).
 """
 from __future__ import annotations
 
@@ -66,5 +72,36 @@ def main():
         print(f"  {n:>12}: ours mean {float(o.mean()):.3e}  homework mean {float(h.mean()):.3e}  ratio {float(h.sum() / o.sum()):.3g}")
 
 
+def check(path: str) -> None:
+    import re
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import select_defaults as sd
+    from forgetless.experiment import finished, run_dir
+
+    line = [ln for ln in Path(path).read_text().splitlines() if ln.startswith("homework: test data")][0]
+    lam = float(re.search(r"our lam ([0-9.e+-]+)", line).group(1))
+    lam = float(f"{10 ** round(__import__('math').log10(lam)):.0e}")  # the nearest decade
+    out = Path("runs/defaults")
+    jobs = [(sd.test_config("HW", "naive", {}, 0), None)]
+    jobs[0] = (jobs[0][0], run_dir(out / "HW" / "test-own" / "naive", jobs[0][0]))
+    for v in (lam,):
+        c = sd.test_config("HW", "mas", {"lam": v}, 0)
+        jobs.append((c, run_dir(out / "HW" / "mas-check" / "mas", c)))
+    sd.run_all(jobs, out)
+    for c, d in jobs:
+        r = finished(d)
+        if r:
+            print(f"{c.strategy} lam {c.params.get('lam', '-')}: final average accuracy {100 * r['metrics']['average_accuracy']:.2f} %"
+                  f" (BWT {100 * r['metrics']['bwt']:+.2f})")
+
+
 if __name__ == "__main__":
-    main()
+    import sys as _sys
+
+    if len(_sys.argv) > 2 and _sys.argv[1] == "--check":
+        check(_sys.argv[2])
+    else:
+        main()
