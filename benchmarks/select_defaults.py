@@ -338,9 +338,40 @@ def table(a) -> None:
     print("\n".join(lines))
 
 
+def report(a) -> None:
+    """Markdown of the validation scores and the chosen defaults, from the JSON of the rule stage."""
+    rec = json.loads(Path(a.json).read_text())
+    lines = ["Validation final average accuracy (%), seed 0, by lam (** = best on that benchmark):", "",
+             "| method | " + " | ".join(rec["selection"]) + " |", "|---|" + "---|" * len(rec["selection"])]
+    for m in ["naive", "joint"] + REGULARIZERS + ["lwf"]:
+        cells = []
+        for b, sel in rec["selection"].items():
+            e = sel.get(m)
+            if e is None:
+                cells.append("not run")
+                continue
+            best = e.get("best_on_this_benchmark", {})
+            parts = []
+            for t in e["candidates"]:
+                acc = f"{100 * t['validation_average_accuracy']:.2f}"
+                if "lam" not in t:
+                    parts.append(acc)
+                    continue
+                lab = f"{t['lam']:g}" + (f", T {t['temperature']:g}" if "temperature" in t else "")
+                is_best = all(t.get(k) == v for k, v in best.items())
+                parts.append(f"{lab}: " + (f"**{acc}**" if is_best else acc))
+            cells.append("; ".join(parts) + ("" if e.get("complete", True) else " (incomplete)"))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", "| method | chosen default lam | mean rank | over | best per benchmark |", "|---|---|---|---|---|"]
+    for m, d in rec["defaults"].items():
+        per = ", ".join(f"{b} {rec['selection'][b][m]['best_on_this_benchmark']['lam']:g}" for b in d["over"])
+        lines.append(f"| {m} | {d['lam']:g} | {d['mean_rank']:.2f} | {', '.join(d['over'])} | {per} |")
+    print("\n".join(lines))
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("stage", choices=["select", "rule", "test", "table"])
+    ap.add_argument("stage", choices=["select", "rule", "test", "table", "report"])
     ap.add_argument("--bench", default="B3", choices=list(BENCHMARKS))
     ap.add_argument("--methods", default=None)
     ap.add_argument("--lwf", action="store_true", help="also LwF, lam x temperature (select stage)")
@@ -354,7 +385,7 @@ def main():
     a = ap.parse_args()
     if a.methods is None:
         a.methods = ",".join(REGULARIZERS if a.stage == "select" else ["naive", "joint"] + REGULARIZERS)
-    {"select": select, "rule": rule, "test": test, "table": table}[a.stage](a)
+    {"select": select, "rule": rule, "test": test, "table": table, "report": report}[a.stage](a)
 
 
 if __name__ == "__main__":
