@@ -20,8 +20,9 @@ Protocol, every benchmark alike:
    value beyond that edge is run too, repeatedly (at most ``MAX_EXTEND`` times per edge), so the
    best is inside the window.
 3. The default of a method (the rule): the candidates are the union U of the values run on the
-   benchmarks named in ``--rule-benchmarks`` whose selection is complete (the cheap B3 also runs
-   every value tried on the others: ``select --bench B3 --fill B1``). On each benchmark every value
+   benchmarks named in ``--rule-benchmarks`` whose selection is complete (``select --bench B3
+   --fill B1`` would also run every value tried on B1 on the cheap B3; optional, and not run for
+   the recorded choice: machine time). On each benchmark every value
    of U gets a rank (1 = best, ties share their mean rank): the values run there by validation
    score; below them, the values of U not run there (outside that benchmark's window, which was
    widened until its best was inside, so the validation curve is assumed to keep falling away from
@@ -37,7 +38,7 @@ is not selected here. LwF (lam x temperature) is optional (``--lwf``).
 
     PYTHONPATH=$PWD/src python benchmarks/select_defaults.py select --bench B3
     PYTHONPATH=$PWD/src python benchmarks/select_defaults.py select --bench B1
-    PYTHONPATH=$PWD/src python benchmarks/select_defaults.py select --bench B3 --fill B1
+    PYTHONPATH=$PWD/src python benchmarks/select_defaults.py select --bench B3 --fill B1    # optional
     PYTHONPATH=$PWD/src python benchmarks/select_defaults.py rule            # -> benchmarks/defaults_selection.json
     PYTHONPATH=$PWD/src python benchmarks/select_defaults.py test --bench B3 --seeds 0,1,2
     PYTHONPATH=$PWD/src python benchmarks/select_defaults.py table           # -> OUT/tables.md
