@@ -28,7 +28,8 @@ Protocol, every benchmark alike:
    widened until its best was inside, so the validation curve is assumed to keep falling away from
    the window), ordered by their distance in decades from the nearest value run there (closer =
    better). The default is the value with the lowest mean rank over those benchmarks; ties go to
-   the higher mean validation score over the benchmarks where it was run, then to the smaller lam.
+   the value run on more of them, then to the smaller lam (a too weak pull costs at most what
+   naive loses; a too strong one can fall far below naive).
 4. Test: with the defaults, naive, joint and every regularizer on the test split, seeds 0, 1, 2;
    final average accuracy mean +- std; on B1 also the fraction of the naive -> joint gap closed,
    (A_method - A_naive) / (A_joint - A_naive), from the means.
@@ -255,7 +256,7 @@ def rule(a) -> None:
             table[v]["mean_rank"] = sum(table[v]["ranks"].values()) / len(used)
             s = table[v]["scores"]
             table[v]["mean_score_where_run"] = sum(s.values()) / len(s)
-        best = min(cands, key=lambda v: (table[v]["mean_rank"], -table[v]["mean_score_where_run"], v))
+        best = min(cands, key=lambda v: (table[v]["mean_rank"], -len(table[v]["scores"]), v))
         record["defaults"][m] = {"lam": best, "mean_rank": table[best]["mean_rank"], "over": used,
                                  "table": [{"lam": v, **table[v]} for v in cands]}
     path = Path(a.json)
