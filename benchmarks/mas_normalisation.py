@@ -26,9 +26,9 @@ import torch
 import forgetless as fl
 from forgetless.benchmarks import build
 from forgetless.models import build_model
-from forgetless.strategies.importance import mas_importance
+from forgetless.strategies.mas import mas_importance
 
-SUBSET = "/work/shared/data/mnist-subset"
+SUBSET = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tests" / "data" / "mnist-subset")
 
 
 def homework_mas(model, x, batch):
