@@ -183,8 +183,10 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
     lock = lock_dir(out) if out is not None else None
     try:
         if out is not None:
-            _claim(out, cfg, resume, overwrite)
-        return _train_all(cfg, ctx, strategy, out, resume, say, show_progress, t0, t_setup)
+            ck = _claim(out, cfg, overwrite)
+            if resume and ck is None:
+                ck = load_checkpoint(out / CHECKPOINT)
+        return _train_all(cfg, ctx, strategy, out, ck if resume else None, say, show_progress, t0, t_setup)
     finally:
         if lock is not None:
             lock.close()
@@ -211,21 +213,22 @@ def _same_config(stored: dict[str, Any], cfg: RunConfig) -> list[str]:
     return _differences(stored, now)
 
 
-def _claim(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
-    """Refuse to write over a run of another configuration in ``out`` (unless ``overwrite``)."""
+def _claim(out: Path, cfg: RunConfig, overwrite: bool) -> dict | None:
+    """Refuse to write over a run of another configuration in ``out`` (unless ``overwrite``).
+    Returns the checkpoint if it had to be read (no result.json) and is still there, else None."""
     import json
 
-    stored = None
+    stored = ck = None
     try:
         stored = json.loads((out / "result.json").read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError):
         ck = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).exists() else None
         stored = ck["config"] if ck is not None else None
     if stored is None:
-        return
+        return None
     diff = _same_config(stored, cfg)
     if not diff:
-        return
+        return ck
     if not overwrite:
         shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
         raise UsageError(f"{out} holds a run with other settings ({shown}); choose another --out, "
@@ -236,13 +239,14 @@ def _claim(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+    return None
 
 
-def _train_all(cfg, ctx, strategy, out, resume, say, show_progress, t0, t_setup) -> Result:
-    """The body of ``run`` once everything is built: resume, train every task, write the result."""
+def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> Result:
+    """The body of ``run`` once everything is built: resume from ``ck`` (a checkpoint, or None),
+    train every task, write the result."""
     model, benchmark = ctx.model, ctx.benchmark
     state = RunState()
-    ck = load_checkpoint(out / CHECKPOINT) if (out is not None and resume) else None
     if ck is not None:
         if _same_config(ck["config"], cfg):
             raise UsageError(f"{out} holds a run with another configuration; use another --out or drop --resume")
