@@ -391,6 +391,29 @@ def test_online_ewc_omega_is_gamma_times_the_decayed_running_fisher():
     assert not torch.allclose(s.quad.omega, want, rtol=1e-3)
 
 
+def test_normalized_fisher_is_each_tasks_fisher_scaled_to_unit_range():
+    """normalize=minmax (RWalk's normalization): each task's F_k -> (F_k - min)/(max - min) over all
+    parameters, before EWC keeps it as a term and before online EWC adds it to its running sum."""
+    bench = _real_tasks(2)
+    ctx = _real_ctx(bench)
+    s = EWC(samples=None, normalize="minmax")
+    o = OnlineEWC(samples=None, normalize="minmax", gamma=0.5)
+    raw = []
+    for task in bench.tasks:
+        _fit(ctx, task)
+        s.after_task(ctx, task)
+        o.after_task(ctx, task)
+        raw.append(flatten(fisher_diagonal(ctx.model, task.train.x, task.train.y,
+                                           classes=bench.active_outputs(task.id))))
+    scaled = [(f - f.min()) / (f.max() - f.min()) for f in raw]
+    for (omega, _), want in zip(s.quad.terms, scaled):
+        assert torch.allclose(omega, want, rtol=1e-5, atol=1e-7)
+        assert float(omega.max()) == pytest.approx(1.0) and float(omega.min()) == pytest.approx(0.0, abs=1e-7)
+    assert float(raw[0].max()) < 0.5  # the raw Fisher is not already on that scale: the test can fail
+    assert torch.allclose(o.quad.omega, 0.5 * (0.5 * scaled[0] + scaled[1]), rtol=1e-5, atol=1e-7)
+    assert EWC().normalize == "none"  # the paper's penalty unless asked
+
+
 def test_mas_over_two_tasks_is_the_sum_of_the_task_importances():
     bench = _real_tasks(2)
     ctx = _real_ctx(bench)

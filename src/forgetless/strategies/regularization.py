@@ -39,6 +39,9 @@ from .penalty import QuadraticPenalty, flatten, views
 CLOSED_FORM = Param(True, help="add the penalty's gradient in closed form (false: through autograd)")
 
 
+NORMALIZE = Param("none", ("none", "minmax"), "scale of each task's Fisher: raw (the paper), or min-max to [0, 1]")
+
+
 def lam(default: float) -> Param:
     return Param(default, ">=0", "strength of the quadratic penalty")
 
@@ -147,6 +150,14 @@ class EWC(Regularizer):
     to ``samples`` training samples (None: all). Separate penalties: one (F_k, theta*_k) per task,
     all kept (memory grows with the tasks, as in the paper), merged exactly for the gradient.
     Online EWC (one running Fisher, one anchor) is the strategy ``online-ewc`` (``OnlineEWC``).
+
+    ``normalize="minmax"`` rescales each task's Fisher to [0, 1] over all parameters at once,
+    ``(F - min F) / (max F - min F)``, before it enters the penalty: RWalk's normalization of its
+    Fisher (Chaudhry et al. 2018; facebookresearch/agem ``normalize_fisher_at_minima``). The raw
+    Fisher's scale follows how confident the model is (a fitted 2-class head has a Fisher thousands
+    of times smaller than a 10-class one), so a raw lam that works on one benchmark does nothing on
+    another; normalized, lam means "stiffness of the most important parameter" on every benchmark.
+    ``normalize="none"`` is the paper's penalty exactly.
     """
 
     name = "ewc"
@@ -156,13 +167,17 @@ class EWC(Regularizer):
     params = {"lam": lam(1000.0),
               "fisher": Param("empirical", LABELS, "labels of the Fisher: true (empirical), sampled, or exact"),
               "samples": Param(1000, ">=1", "training samples the Fisher is estimated on", optional=True),
+              "normalize": NORMALIZE,
               "closed_form": CLOSED_FORM}
     keep_terms = True
 
     def _fisher(self, ctx, task) -> list[torch.Tensor]:
         x, y, classes = self._data(ctx, task)
-        return fisher_diagonal(ctx.model, x, y, classes=classes, labels=self.fisher, samples=self.samples,
-                               generator=task_generator(ctx, task, 1))
+        fisher = fisher_diagonal(ctx.model, x, y, classes=classes, labels=self.fisher, samples=self.samples,
+                                 generator=task_generator(ctx, task, 1))
+        if self.normalize == "minmax":
+            fisher = views(minmax(flatten(fisher)), fisher)
+        return fisher
 
     def consolidate(self, ctx, task):
         self.quad.add(self._fisher(ctx, task), ctx.params())
