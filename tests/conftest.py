@@ -16,6 +16,22 @@ IDX_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
 
 
+# The device every training test uses: CPU here, CUDA where present; FORGETLESS_TEST_DEVICE chooses
+# (e.g. cpu on a GPU machine). It is also exported as FORGETLESS_DEVICE, which --device auto (the
+# default of every RunConfig and of the CLI) follows, so runs a test starts, in-process or as a
+# subprocess, land on the same device as the tensors a test builds with the ``device`` fixture.
+from forgetless import devices as _devices  # noqa: E402
+
+DEVICE = _devices.resolve(os.environ.get("FORGETLESS_TEST_DEVICE") or "auto")
+os.environ["FORGETLESS_DEVICE"] = str(DEVICE)
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """The device of the test suite's training (see DEVICE above)."""
+    return DEVICE
+
+
 def _shipped(folder: Path) -> Path:
     missing = [f for f in IDX_FILES if not (folder / f).is_file()]
     if missing:

@@ -93,8 +93,8 @@ def test_registry_and_declarations():
         assert s.hparams() == {k: p.default for k, p in cls.params.items()}
         assert all(isinstance(p, Param) and p.help for p in cls.params.values())  # declared once, with meaning
     # online EWC is its own strategy: EWC has no online switch and no gamma
-    assert set(EWC.params) == {"lam", "fisher", "samples", "closed_form"}
-    assert set(OnlineEWC.params) == {"lam", "fisher", "samples", "closed_form", "gamma"}
+    assert set(EWC.params) == {"lam", "fisher", "samples", "normalize", "closed_form"}
+    assert set(OnlineEWC.params) == {"lam", "fisher", "samples", "normalize", "closed_form", "gamma"}
     for bad in ({"online": True}, {"gamma": 0.5}):
         with pytest.raises(UsageError, match="unknown parameter"):
             EWC(**bad)

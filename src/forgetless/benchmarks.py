@@ -53,7 +53,7 @@ class Task:
 
     def ids(self, n: int | None = None) -> torch.Tensor:
         """The task index of each of ``n`` samples (default: every training sample), as a LongTensor."""
-        return torch.full((len(self.train) if n is None else n,), self.id, dtype=torch.long)
+        return torch.full((len(self.train) if n is None else n,), self.id, dtype=torch.long, device=self.train.device)
 
 
 @dataclass
@@ -89,6 +89,22 @@ class Benchmark:
         """The output indices of tasks 0..``task_id`` (sorted)."""
         return self._seen[task_id].nonzero().flatten().tolist()
 
+    def index_before(self, task_id: int) -> torch.Tensor:
+        """``classes_before`` as a LongTensor on the benchmark's device (made once, for per-step use)."""
+        return self._index("before", task_id, self.classes_before)
+
+    def index_upto(self, task_id: int) -> torch.Tensor:
+        """``classes_upto`` as a LongTensor on the benchmark's device (made once, for per-step use)."""
+        return self._index("upto", task_id, self.classes_upto)
+
+    def _index(self, kind: str, task_id: int, classes) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_index_cache", {})
+        key = (kind, task_id, self._bias.device)
+        if key not in cache:
+            with torch.inference_mode(False):  # (may be made first during an evaluation)
+                cache[key] = torch.tensor(classes(task_id), dtype=torch.long, device=self._bias.device)
+        return cache[key]
+
     def active_outputs(self, task_id: int) -> torch.Tensor:
         """Output indices that compete when task ``task_id`` trains on its own data."""
         return self._masks[task_id].nonzero().flatten()
@@ -110,6 +126,19 @@ class Benchmark:
             return self._bias[max(trained_upto, task_id)]
         return self._bias[task_id]
 
+    def to(self, device) -> "Benchmark":
+        """Move every task's data and the scenario's masks to ``device`` (in place); returns self."""
+        for t in self.tasks:
+            t.train = t.train.to(device)
+            t.test = None if t.test is None else t.test.to(device)
+            t.val = None if t.val is None else t.val.to(device)
+        self._bias, self._own_bias = self._bias.to(device), self._own_bias.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.tasks[0].train.device
+
     def first(self, k: int) -> "Benchmark":
         """The same benchmark reduced to its first ``k`` tasks (same outputs, same masks for them)."""
         if not 1 <= k <= len(self.tasks):
@@ -117,7 +146,7 @@ class Benchmark:
         if k == len(self.tasks):
             return self
         return Benchmark(name=self.name, scenario=self.scenario, tasks=self.tasks[:k], n_outputs=self.n_outputs,
-                         input_shape=self.input_shape, info=dict(self.info, first_tasks=k))
+                         input_shape=self.input_shape, info=dict(self.info, first_tasks=k)).to(self.device)
 
     def describe(self) -> str:
         sizes = ", ".join(f"{len(t.train)}/{len(t.test) if t.test is not None else '-'}" for t in self.tasks)
@@ -168,7 +197,7 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
         for d in names:
             train, test = load(d)
             raw.append((d, train, test, sorted(int(c) for c in train.y.unique())))
-        shapes = {tuple(r[1].x.shape[1:]) for r in raw}
+        shapes = {tuple(r[1].shape[1:]) for r in raw}
         if len(shapes) != 1:
             raise UsageError(f"{name}: the datasets have different image shapes {sorted(shapes)}")
     else:
@@ -187,9 +216,9 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
             if kind == "permuted":
                 raw = []
                 for k in range(n):
-                    perm = torch.randperm(train.x[0].numel(), generator=g)
+                    perm = torch.randperm(math.prod(train.shape[1:]), generator=g)
                     if k == 0 and first_unpermuted:
-                        perm = torch.arange(train.x[0].numel())
+                        perm = torch.arange(math.prod(train.shape[1:]))
                     raw.append((f"{dataset} permutation {k + 1}", _permute(train, perm),
                                 _permute(test, perm), labels))
             else:
@@ -209,7 +238,7 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
             order = torch.randperm(len(task.train), generator=g)
             task.val, task.train = task.train.subset(order[:n_val]), task.train.subset(order[n_val:])
     return Benchmark(name=name, scenario=scenario, tasks=task_list, n_outputs=n_outputs,
-                     input_shape=tuple(raw[0][1].x.shape[1:]),
+                     input_shape=tuple(raw[0][1].shape[1:]),
                      info={"seed": seed, "val_fraction": val_fraction})
 
 
@@ -304,8 +333,8 @@ def _apply_scenario(raw, scenario):
         lut = torch.full((max(labels) + 1,), -1, dtype=torch.long)
         lut[torch.tensor(labels)] = torch.tensor(outputs)
         tasks.append(Task(id=k, name=name, classes=outputs,
-                          train=TensorData(train.x, lut[train.y]),
-                          test=None if test is None else TensorData(test.x, lut[test.y])))
+                          train=train.with_labels(lut[train.y]),
+                          test=None if test is None else test.with_labels(lut[test.y])))
     return tasks, n_outputs
 
 
@@ -313,7 +342,7 @@ def _permute(data: TensorData | None, perm: torch.Tensor) -> TensorData | None:
     if data is None:
         return None
     n = len(data)
-    return TensorData(data.x.reshape(n, -1)[:, perm].reshape(data.x.shape), data.y)
+    return TensorData(data.raw.reshape(n, -1)[:, perm].reshape(data.shape), data.y, data.scale)
 
 
 def _rotate(data: TensorData, degrees: float) -> TensorData:
@@ -322,9 +351,9 @@ def _rotate(data: TensorData, degrees: float) -> TensorData:
         return data
     a = math.radians(degrees)
     theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]])
-    out = torch.empty_like(data.x)
+    out = torch.empty(data.shape, dtype=torch.float32)
     for i in range(0, len(data), 8192):  # chunks bound the grid's memory
-        x = data.x[i:i + 8192]
+        x = data.take(slice(i, i + 8192))
         grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
         out[i:i + 8192] = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
     return TensorData(out, data.y)

@@ -45,13 +45,16 @@ RUN_OPTIONS = [  # (flag, keyword arguments): shared by `run` and `compare`
     ("--angles", dict(type=None, help="rotated: one angle per task, e.g. 0,45,90")),
     ("--val-fraction", dict(type=float, help="hold out this part of each task's training data")),
     ("--eval-every", dict(type=int, help="evaluate every N steps (curves)")),
-    ("--precision", dict(choices=["float32", "bf16"],
-                         help="bf16: train with CPU autocast to bfloat16 (fast on CPUs with AVX512-BF16/AMX); "
-                              "default float32")),
+    ("--precision", dict(choices=["float32", "bf16", "fp16"],
+                         help="autocast of the forward passes: bf16 (GPUs, CPUs with AVX512-BF16/AMX) or fp16 "
+                              "(with a gradient scaler); default float32")),
+    ("--device", dict(help="auto (CUDA when present, else CPU; $FORGETLESS_DEVICE overrides), cpu, cuda, "
+                           "cuda:N or mps (default auto)")),
     ("--data-dir", dict(help="where the dataset files are, or NAME=DIR,NAME=DIR "
                              "(else $FORGETLESS_DATA, the cache, system copies)")),
 ]
 FLAGS = [("--reset-optimizer", "a fresh optimizer at every task"),
+         ("--compile", "torch.compile the model (off by default; see docs/performance.md)"),
          ("--first-unpermuted", "permuted: the first task keeps the original images")]
 
 
@@ -103,10 +106,10 @@ def _config(a: argparse.Namespace) -> RunConfig:
     given = {name: getattr(a, name) for name in ("benchmark", "scenario", "tasks", "strategy", "model", "epochs",
                                                  "iterations", "batch_size", "optimizer", "lr", "momentum", "seed",
                                                  "classes", "angles", "val_fraction", "eval_every",
-                                                 "precision")}
+                                                 "precision", "device")}
     cfg = RunConfig(**{k: v for k, v in given.items() if v is not None})
     cfg.params = parse_params(a.param)
-    cfg.reset_optimizer, cfg.first_unpermuted = a.reset_optimizer, a.first_unpermuted
+    cfg.reset_optimizer, cfg.first_unpermuted, cfg.compile = a.reset_optimizer, a.first_unpermuted, a.compile
     cfg.data_dir, cfg.download = parse_data_dir(a.data_dir), not a.no_download
     return cfg
 

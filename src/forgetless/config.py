@@ -12,7 +12,10 @@ from .models import DEFAULT_MODEL
 OPTIMIZERS = ("sgd", "adam")
 
 
-PRECISIONS = ("float32", "bf16")
+PRECISIONS = ("float32", "bf16", "fp16")
+# options that say where and how a run computes, not what it computes: not in a run's name, and a
+# run may resume with other values (a checkpoint made on a GPU resumes on a CPU)
+PLACEMENT = ("device", "compile")
 
 
 @dataclass
@@ -39,7 +42,9 @@ class RunConfig:
     eval_split: str = "test"  # "val": evaluate on the held-out validation data; the test split is never read
     data_dir: str | dict[str, str] | None = None  # a directory, or {dataset: directory}
     download: bool = True
-    precision: str = "float32"  # "bf16": CPU autocast to bfloat16 for the forward passes (training and evaluation)
+    precision: str = "float32"  # bf16 / fp16: autocast of the forward passes (training and evaluation); fp16 adds a GradScaler
+    device: str = "auto"  # auto (CUDA when present, else CPU), cpu, cuda, cuda:N, mps (devices.py)
+    compile: bool = False  # torch.compile the model
     first_tasks: int | None = None  # train and evaluate only the first K tasks (the benchmark is built whole)
 
     def resolved(self) -> "RunConfig":
@@ -62,6 +67,10 @@ class RunConfig:
             raise UsageError("evaluating on validation data needs --val-fraction > 0")
         if c.precision not in PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}")
+        if not isinstance(c.device, str) or not c.device.strip():
+            raise UsageError(f"--device must be a device name (auto, cpu, cuda, cuda:N, mps), got {c.device!r}")
+        if not isinstance(c.compile, bool):
+            raise UsageError(f"compile must be true or false, got {c.compile!r}")
         if not c.lr > 0:
             raise UsageError(f"--lr must be positive, got {c.lr}")
         return c
@@ -86,6 +95,8 @@ class RunConfig:
                   f"i{c.iterations}" if c.iterations else f"e{c.epochs}",
                   f"b{c.batch_size}", f"{c.optimizer}{c.lr:g}", f"s{c.seed}"]
         d = self.to_dict()
+        for name in PLACEMENT:
+            del d[name]
         if d["precision"] == "float32":  # (runs stamped before the option existed keep their names)
             del d["precision"]
         else:

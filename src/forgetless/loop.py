@@ -6,22 +6,24 @@ alike (``examples/own_loop.py``)::
     s.before_task(ctx, task)
     data, t = s.train_data(ctx, task)
     for idx in my_batches:
-        loss = forgetless.train_step(ctx, s, Batch(data.x[idx], data.y[idx], t[idx]))
+        loss = forgetless.train_step(ctx, s, Batch(data.take(idx), data.y[idx], t[idx]))
     s.after_task(ctx, task)
 
 A step makes no host synchronisation: ``train_step`` returns the loss as a tensor; ``train_task``
 reads the losses every ``LOG_EVERY`` steps (and at the end of the task) to log them and to stop a
-run whose loss is no longer finite.
+run whose loss is no longer finite. Data lives on ``ctx.device`` (uint8 where the source is) and is
+scaled batch by batch; batch indices are drawn on the CPU with ``ctx.generator`` (one permutation
+per epoch, moved to the device at once).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
+from . import devices
 from .benchmarks import Task
 from .data.base import TensorData
 from .errors import UsageError
@@ -36,10 +38,8 @@ class TrainingDiverged(UsageError):
 
 
 def autocast(ctx: Context):
-    """The precision of the run's forward passes and losses (bf16: CPU autocast)."""
-    if ctx.precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """The precision of the run's forward passes and losses (``devices.autocast``)."""
+    return devices.autocast(ctx.device, ctx.precision)
 
 
 def train_step(ctx: Context, strategy: Strategy, batch: Batch) -> torch.Tensor:
@@ -47,9 +47,14 @@ def train_step(ctx: Context, strategy: Strategy, batch: Batch) -> torch.Tensor:
     detached tensor: reading it is the caller's choice).
 
     adapt_batch -> forward -> the scenario's masked cross-entropy -> task_loss -> + penalty ->
-    backward -> after_backward -> optimizer step -> after_step.
+    backward -> after_backward -> optimizer step -> after_step. ``ctx.augment`` (if any) transforms
+    the adapted batch, so replayed samples are augmented like incoming ones. With a GradScaler
+    (fp16), the gradients are unscaled before after_backward, so hooks see true gradients (zeros
+    in a step that overflowed, which the scaler then skips).
     """
     batch = strategy.adapt_batch(ctx, batch)
+    if ctx.augment is not None:
+        batch = batch._replace(x=ctx.augment(batch.x))
     with autocast(ctx):
         out = ctx.model(batch.x)
         loss = F.cross_entropy(ctx.mask(out, batch.t), batch.y)
@@ -57,24 +62,48 @@ def train_step(ctx: Context, strategy: Strategy, batch: Batch) -> torch.Tensor:
         pen = strategy.penalty(ctx, batch, out)
         total = loss if pen is None else loss + pen
     ctx.optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    strategy.after_backward(ctx)
-    ctx.optimizer.step()
+    scaler = ctx.scaler
+    if scaler is None:
+        total.backward()
+        strategy.after_backward(ctx)
+        ctx.optimizer.step()
+    else:
+        scaler.scale(total).backward()
+        scaler.unscale_(ctx.optimizer)
+        _zero_if_overflowed(scaler, ctx.optimizer)
+        strategy.after_backward(ctx)
+        scaler.step(ctx.optimizer)
+        scaler.update()
     ctx.step += 1
     ctx.global_step += 1
     strategy.after_step(ctx, batch)
     return total.detach()
 
 
+def _zero_if_overflowed(scaler, optimizer) -> None:
+    """After ``unscale_``: set every gradient to 0 if any was inf/NaN (on the device, no host read)."""
+    found = scaler._found_inf_per_device(optimizer)  # {device: 0-dim tensor, 1.0 if inf/NaN was found}
+    if not found:
+        return
+    bad = sum(v.to(next(iter(found))) for v in found.values()) > 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                p.grad.masked_fill_(bad.to(p.grad.device), 0.0)
+
+
 def iterate_batches(n: int, batch_size: int, generator: torch.Generator, epochs: int | None,
-                    iterations: int | None):
+                    iterations: int | None, device: torch.device | None = None):
     """Yield (epoch, index batch): ``epochs`` passes over a fresh permutation each, or exactly
-    ``iterations`` batches (drawing new permutations as needed)."""
+    ``iterations`` batches (drawing new permutations as needed). The permutation is drawn with
+    ``generator`` (CPU) and moved to ``device`` once per epoch."""
     epoch, done = 0, 0
     while True:
         if iterations is None and epoch >= epochs:
             return
-        perm = torch.randperm(n, generator=generator)
+        perm = torch.randperm(n, generator=generator, device="cpu")
+        if device is not None:
+            perm = devices.put(perm, device)
         for i in range(0, n, batch_size):
             if iterations is not None and done >= iterations:
                 return
@@ -98,7 +127,7 @@ def train_task(ctx: Context, strategy: Strategy, task: Task, *, epochs: int = 1,
     if got is None:
         return {"steps": 0, "samples": 0, "mean_loss": None}
     data, task_ids = got
-    X, Y = data.x, data.y
+    Y = data.y
     if iterations is not None:
         iterations *= max(strategy.trains_upto(ctx, task), task.id) - task.id + 1
     ctx.model.train()
@@ -126,9 +155,10 @@ def train_task(ctx: Context, strategy: Strategy, task: Task, *, epochs: int = 1,
         pending.clear()
 
     samples = 0
-    for epoch, idx in iterate_batches(len(Y), ctx.batch_size, ctx.generator, epochs, iterations):
+    for epoch, idx in iterate_batches(len(Y), ctx.batch_size, ctx.generator, epochs, iterations, Y.device):
         ctx.epoch = epoch
-        pending.append((ctx.global_step + 1, epoch, train_step(ctx, strategy, Batch(X[idx], Y[idx], task_ids[idx]))))
+        pending.append((ctx.global_step + 1, epoch,
+                        train_step(ctx, strategy, Batch(data.take(idx), Y[idx], task_ids[idx]))))
         samples += len(idx)
         if len(pending) >= LOG_EVERY:
             flush()
@@ -170,12 +200,12 @@ def evaluate(ctx: Context, strategy: Strategy, trained_upto: int, split: str = "
         data: TensorData = task.test if split == "test" else task.val
         bias = bench.eval_bias(trained_upto, task.id)
         own = bench.eval_bias(trained_upto, task.id, task_aware=True) if task_aware else None
-        correct = torch.zeros((), dtype=torch.long)
-        correct_own = torch.zeros((), dtype=torch.long)
+        correct = torch.zeros((), dtype=torch.long, device=data.device)
+        correct_own = torch.zeros((), dtype=torch.long, device=data.device)
         for i in range(0, len(data), EVAL_BATCH):
             y = data.y[i:i + EVAL_BATCH]
             with autocast(ctx):
-                scores = strategy.predict(ctx, data.x[i:i + EVAL_BATCH]).float()
+                scores = strategy.predict(ctx, data.take(slice(i, i + EVAL_BATCH))).float()
             correct += ((scores + bias).argmax(1) == y).sum()
             if own is not None:
                 correct_own += ((scores + own).argmax(1) == y).sum()

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .devices import put
 from .errors import UsageError
 
 POLICIES = ("reservoir", "balanced")
@@ -40,7 +41,7 @@ def check_memory(memory: Any, who: str) -> int:
 
 
 def _randint(high: int, generator: torch.Generator | None) -> int:
-    return int(torch.randint(high, (1,), generator=generator))
+    return int(torch.randint(high, (1,), generator=generator, device="cpu"))
 
 
 class ReplayBuffer:
@@ -52,9 +53,10 @@ class ReplayBuffer:
         if policy not in POLICIES:
             raise UsageError(f"unknown memory policy {policy!r}; choose one of: {', '.join(POLICIES)}")
         self.capacity, self.policy = capacity, policy
-        self.x: torch.Tensor | None = None  # [capacity, ...] once the first example arrives
-        self.y = torch.zeros(capacity, dtype=torch.long)
-        self.t = torch.zeros(capacity, dtype=torch.long)
+        self.x: torch.Tensor | None = None  # [capacity, ...] once the first example arrives (on its device)
+        self.y = torch.zeros(capacity, dtype=torch.long, device="cpu")
+        self.t = torch.zeros(capacity, dtype=torch.long, device="cpu")
+        self.labels = torch.zeros(capacity, dtype=torch.long, device="cpu")  # a CPU copy of y: the balanced policy's bookkeeping
         self.size = 0
         self.seen = 0  # examples offered so far (the stream length n)
         self.class_seen: dict[int, int] = {}  # balanced: examples offered per class
@@ -63,8 +65,14 @@ class ReplayBuffer:
         return self.size
 
     # ---- filling ----------------------------------------------------------------------------
-    def _store(self, slot: int, x, y, t) -> None:
+    def _allocate(self, x: torch.Tensor) -> None:
+        self.x = torch.zeros((self.capacity, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        self.y, self.t = self.y.to(x.device), self.t.to(x.device)
+
+    def _store(self, slot: int, x, y, t, label: int | None = None) -> None:
         self.x[slot], self.y[slot], self.t[slot] = x, y, t
+        if label is not None:
+            self.labels[slot] = label
 
     def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Offer a batch of examples to the buffer, in order (a stream)."""
@@ -72,37 +80,46 @@ class ReplayBuffer:
         if len(x) == 0:
             return
         if self.x is None:
-            self.x = torch.zeros((self.capacity, *x.shape[1:]), dtype=x.dtype)
+            self._allocate(x)
         if self.policy == "reservoir":
             self._add_reservoir(x, y, t, generator)
         else:
+            ys, ts = y.tolist(), t.tolist()  # (the balanced policy decides example by example on the host)
             for i in range(len(x)):
-                self._add_balanced(x[i], int(y[i]), int(t[i]), generator)
+                self._add_balanced(x[i], ys[i], ts[i], generator)
 
     def _add_reservoir(self, x, y, t, generator) -> None:
         n = len(x)
-        position = self.seen + torch.arange(1, n + 1)  # each example's 1-based place in the stream
+        position = self.seen + torch.arange(1, n + 1, device="cpu")  # each example's 1-based place in the stream
         # algorithm R: the k-th example draws j uniform in [0, k) and replaces slot j if j < capacity
-        # (the draws are independent of earlier replacements, so they can be made at once)
-        j = (torch.rand(n, generator=generator, dtype=torch.float64) * position.double()).long()
+        # (the draws are independent of earlier replacements, so they can be made at once). All of
+        # this is decided on the host with CPU tensors; only the copies touch the device.
+        j = (torch.rand(n, generator=generator, dtype=torch.float64, device="cpu") * position.double()).long()
         j = torch.minimum(j, position - 1)  # guards the (measure-zero) rounding up to k
         self.seen += n
         fill = position <= self.capacity  # the buffer is not full yet: the k-th example goes to slot k-1
         if fill.any():
-            slots = position[fill] - 1
-            self.x[slots], self.y[slots], self.t[slots] = x[fill], y[fill], t[fill]
+            src = put(fill.nonzero().flatten(), x.device)
+            slots = put(position[fill] - 1, x.device)
+            self.x[slots], self.y[slots], self.t[slots] = x[src], y[src], t[src]
             self.size = int(position[fill].max())
-        for i in ((~fill) & (j < self.capacity)).nonzero().flatten().tolist():  # in stream order
-            self._store(int(j[i]), x[i], y[i], t[i])
+        replace = ((~fill) & (j < self.capacity)).nonzero().flatten()  # in stream order
+        if len(replace):
+            # a later example overwrites an earlier one that drew the same slot: keep the last writer
+            slots = j[replace]
+            last = {int(s): i for i, s in zip(replace.tolist(), slots.tolist())}
+            src = put(torch.tensor(list(last.values()), dtype=torch.long, device="cpu"), x.device)
+            dst = put(torch.tensor(list(last.keys()), dtype=torch.long, device="cpu"), x.device)
+            self.x[dst], self.y[dst], self.t[dst] = x[src], y[src], t[src]
 
     def _add_balanced(self, x, y: int, t: int, generator) -> None:
         self.seen += 1
         self.class_seen[y] = self.class_seen.get(y, 0) + 1
         if self.size < self.capacity:
-            self._store(self.size, x, y, t)
+            self._store(self.size, x, y, t, y)
             self.size += 1
             return
-        labels = self.y[: self.size]
+        labels = self.labels[: self.size]
         classes, counts = labels.unique(return_counts=True)
         largest = int(counts.max())
         own = int((labels == y).sum())
@@ -110,19 +127,19 @@ class ReplayBuffer:
             big = classes[counts == largest]
             victim = int(big[_randint(len(big), generator)])
             slots = (labels == victim).nonzero().flatten()
-            self._store(int(slots[_randint(len(slots), generator)]), x, y, t)
+            self._store(int(slots[_randint(len(slots), generator)]), x, y, t, y)
         else:  # reservoir sampling within its own class
             j = _randint(self.class_seen[y], generator)
             if j < own:
                 slots = (labels == y).nonzero().flatten()
-                self._store(int(slots[j]), x, y, t)
+                self._store(int(slots[j]), x, y, t, y)
 
     # ---- reading ----------------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator | None = None):
         """A batch of min(n, size) distinct stored examples, uniformly at random: (x, y, t)."""
         if self.size == 0:
             raise ValueError("the replay buffer is empty")
-        idx = torch.randperm(self.size, generator=generator)[: min(n, self.size)]
+        idx = put(torch.randperm(self.size, generator=generator, device="cpu")[: min(n, self.size)], self.x.device)
         return self.x[idx], self.y[idx], self.t[idx]
 
     def tensors(self):
@@ -140,7 +157,7 @@ class ReplayBuffer:
         x, y, t = self.tensors()
         return {"capacity": self.capacity, "policy": self.policy, "seen": self.seen,
                 "x": None if x is None else x.clone(), "y": y.clone(), "t": t.clone(),
-                "class_seen": torch.tensor(sorted(self.class_seen.items()), dtype=torch.long).reshape(-1, 2)}
+                "class_seen": torch.tensor(sorted(self.class_seen.items()), dtype=torch.long, device="cpu").reshape(-1, 2)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.__init__(int(state["capacity"]), state["policy"])
@@ -148,8 +165,9 @@ class ReplayBuffer:
         self.class_seen = {int(c): int(k) for c, k in state["class_seen"].tolist()}
         if state["x"] is not None:
             n = len(state["y"])
-            self.x = torch.zeros((self.capacity, *state["x"].shape[1:]), dtype=state["x"].dtype)
-            self.x[:n], self.y[:n], self.t[:n] = state["x"], state["y"], state["t"]
+            self._allocate(state["x"])
+            self.x[:n], self.y[:n], self.t[:n] = state["x"], state["y"].to(self.x.device), state["t"].to(self.x.device)
+            self.labels[:n] = state["y"].cpu()
             self.size = n
 
 
@@ -169,7 +187,7 @@ def herding(features: torch.Tensor, m: int) -> torch.Tensor:
     mu = phi.mean(0)
     chosen: list[int] = []
     running = torch.zeros_like(mu)  # sum of the chosen features
-    available = torch.ones(n, dtype=torch.bool)
+    available = torch.ones(n, dtype=torch.bool, device=phi.device)
     for k in range(1, m + 1):
         dist = ((mu - (running + phi) / k) ** 2).sum(1)
         dist[~available] = float("inf")
@@ -177,7 +195,7 @@ def herding(features: torch.Tensor, m: int) -> torch.Tensor:
         chosen.append(i)
         available[i] = False
         running += phi[i]
-    return torch.tensor(chosen, dtype=torch.long)
+    return torch.tensor(chosen, dtype=torch.long, device=features.device)
 
 
 class ExemplarSet:
@@ -208,8 +226,8 @@ class ExemplarSet:
         if not classes:
             return None
         x = torch.cat([self.x[c] for c in classes])
-        y = torch.cat([torch.full((len(self.x[c]),), c, dtype=torch.long) for c in classes])
-        t = torch.cat([torch.full((len(self.x[c]),), self.t[c], dtype=torch.long) for c in classes])
+        y = torch.cat([torch.full((len(self.x[c]),), c, dtype=torch.long, device=x.device) for c in classes])
+        t = torch.cat([torch.full((len(self.x[c]),), self.t[c], dtype=torch.long, device=x.device) for c in classes])
         return x, y, t
 
     def state_dict(self) -> dict[str, Any]:

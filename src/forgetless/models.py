@@ -76,7 +76,8 @@ def check_model(model: nn.Module, input_shape: tuple[int, ...], n_outputs: int) 
     """One forward pass on a zero batch: the input must fit and the output must be [2, n_outputs]."""
     try:
         with torch.no_grad():
-            out = model(torch.zeros(2, *input_shape))
+            first = next(iter(model.parameters()), None)
+            out = model(torch.zeros(2, *input_shape, device=first.device if first is not None else None))
     except Exception as e:  # noqa: BLE001 - any failure means the model does not fit
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"the model does not accept the benchmark's input {tuple(input_shape)}: {first}") from None

@@ -17,10 +17,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from . import devices
 from . import metrics as M
 from .benchmarks import Benchmark, Task, build
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from .config import RunConfig
+from .config import PLACEMENT, RunConfig
 from .data.cache import atomic_write_text
 from .errors import UsageError
 from .loop import TrainingDiverged, evaluate, train_task
@@ -48,11 +49,18 @@ def lock_dir(out: Path):
     return f
 
 
-def make_optimizer(name: str, params, lr: float, momentum: float = 0.0) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params, lr: float, momentum: float = 0.0,
+                   device: torch.device | None = None) -> torch.optim.Optimizer:
+    """SGD or Adam with the device's fastest implementation (``devices.optimizer_options``: fused
+    kernels on CPU and CUDA)."""
+    params = list(params)
+    if device is None:
+        device = params[0].device if params else torch.device("cpu")
+    kind = devices.optimizer_options(name, device)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, foreach=True)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, **kind)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, foreach=True)
+        return torch.optim.Adam(params, lr=lr, **kind)
     raise UsageError(f"unknown optimizer {name!r}; choose sgd or adam")
 
 
@@ -148,6 +156,8 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
     t0 = time.perf_counter()
     cfg = (config or RunConfig()).resolved()
     say = progress or (lambda msg: None)
+    device = devices.resolve(cfg.device)
+    devices.check_precision(cfg.precision, device)
     if benchmark is None:
         benchmark = build(cfg.benchmark, scenario=cfg.scenario, tasks=cfg.tasks, seed=cfg.seed,
                           data_dir=cfg.data_dir, classes=cfg.classes, val_fraction=cfg.val_fraction,
@@ -156,6 +166,7 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
     cfg.scenario, cfg.tasks = benchmark.scenario, len(benchmark.tasks)
     if cfg.first_tasks is not None:
         benchmark = benchmark.first(cfg.first_tasks)
+    benchmark.to(device)
     if strategy is None:
         strategy = make_strategy(cfg.strategy, cfg.params, benchmark.scenario)
     elif benchmark.scenario not in strategy.scenarios:
@@ -166,11 +177,15 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
         model = build_model(cfg.model, benchmark.input_shape, benchmark.n_outputs)
     else:
         cfg.model = f"custom:{type(model).__name__}"
+    model.to(device)
     check_model(model, benchmark.input_shape, benchmark.n_outputs)
+    if cfg.compile:
+        devices.compile_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    ctx = Context(model=model, optimizer=make_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum),
+    ctx = Context(model=model, optimizer=make_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum, device),
                   benchmark=benchmark, batch_size=cfg.batch_size, precision=cfg.precision,
-                  generator=torch.Generator().manual_seed(cfg.seed))
+                  generator=torch.Generator().manual_seed(cfg.seed), device=device,
+                  scaler=devices.grad_scaler(device, cfg.precision))
     out = Path(out) if out is not None else None
     if out is not None:
         if out.exists() and not out.is_dir():
@@ -208,8 +223,9 @@ def _same_config(stored: dict[str, Any], cfg: RunConfig) -> list[str]:
     """The differences between a stored config and ``cfg``; options added since the stored run was
     made count as equal when ``cfg`` has their default."""
     defaults = RunConfig().to_dict()
-    now = cfg.to_dict()
-    stored = {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
+    now = {k: v for k, v in cfg.to_dict().items() if k not in PLACEMENT}
+    stored = {k: v for k, v in {**{k: v for k, v in defaults.items() if k not in stored}, **stored}.items()
+              if k not in PLACEMENT}  # where a run computes is not what it computes: it may resume elsewhere
     return _differences(stored, now)
 
 
@@ -252,9 +268,11 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
             raise UsageError(f"{out} holds a run with another configuration; use another --out or drop --resume")
         model.load_state_dict(ck["model"])
         ctx.optimizer.load_state_dict(ck["optimizer"])
-        strategy.load_state_dict(ck["strategy"])
-        ctx.generator.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
+        strategy.load_state_dict(devices.to_device(ck["strategy"], ctx.device))
+        ctx.generator.set_state(ck["generator"].cpu())
+        devices.set_rng_state(ck["torch_rng"])
+        if ctx.scaler is not None and ck.get("scaler"):
+            ctx.scaler.load_state_dict(ck["scaler"])
         ctx.global_step, ctx.seen_upto = ck["global_step"], ck["seen_upto"]
         state = RunState.from_dict(ck["state"])
         say(f"resuming after task {state.done} from {out / CHECKPOINT}")
@@ -269,7 +287,8 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
                 save_checkpoint(out / CHECKPOINT, {
                     "config": cfg.to_dict(), "state": asdict(state), "model": model.state_dict(),
                     "optimizer": ctx.optimizer.state_dict(), "strategy": strategy.state_dict(),
-                    "generator": ctx.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                    "generator": ctx.generator.get_state(), "torch_rng": devices.rng_state(ctx.device),
+                    "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
                     "global_step": ctx.global_step, "seen_upto": ctx.seen_upto})
     finally:
         if log is not None:
@@ -280,6 +299,7 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
         accuracy_matrix=state.R, initial_accuracy=state.initial, metrics=M.all_metrics(state.R, state.initial),
         config=cfg.to_dict(),
         timing={"total_seconds": total, "setup_seconds": t_setup, "threads": torch.get_num_threads(),
+                "device": devices.describe(ctx.device),
                 "train_seconds": sum(p["train_seconds"] for p in state.per_task), "per_task": state.per_task},
         versions=versions(), curves=state.curves,
         benchmark={"name": benchmark.name, "scenario": benchmark.scenario, "n_outputs": benchmark.n_outputs,
@@ -297,7 +317,7 @@ def _run_task(cfg: RunConfig, ctx: Context, strategy: Strategy, task: Task, stat
               log: RunLog | None, say: Callable[[str], None], show_progress: bool) -> None:
     """One task of ``run``: hooks, training, evaluation on every task; appends to ``state``."""
     if cfg.reset_optimizer and task.id > 0:
-        ctx.optimizer = make_optimizer(cfg.optimizer, ctx.params(), cfg.lr, cfg.momentum)
+        ctx.optimizer = make_optimizer(cfg.optimizer, ctx.params(), cfg.lr, cfg.momentum, ctx.device)
     say(f"task {task.id + 1}/{len(ctx.benchmark.tasks)}: {task.name}")
     ts = time.perf_counter()
     strategy.before_task(ctx, task)

@@ -143,8 +143,8 @@ def _file_key(path: Path) -> tuple:
 
 
 def _to_images(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 [N, C, H, W] -> float32 in [0, 1]."""
-    return torch.from_numpy(pixels).to(torch.float32).div_(255)
+    """uint8 [N, C, H, W], kept as uint8 (``TensorData`` scales each batch by 1/255 when it is taken)."""
+    return torch.from_numpy(np.ascontiguousarray(pixels))
 
 
 def _check_labels(labels: np.ndarray, num_classes: int, where) -> None:
@@ -173,7 +173,7 @@ def _idx_split(info: dict, images_path: str, labels_path: str) -> TensorData:
         raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels; "
                         "the files do not belong together")
     _check_labels(labels, info["num_classes"], labels_path)
-    return TensorData(_to_images(images[:, None]), torch.from_numpy(labels.astype(np.int64)))
+    return TensorData(_to_images(images[:, None]), torch.from_numpy(labels.astype(np.int64)), scale=255)
 
 
 @functools.lru_cache(maxsize=2)
@@ -187,7 +187,7 @@ def _load_cifar(name, archive):
         parts = [_parse_cifar(blobs[m], label_bytes, f"{path}: {m}") for m in members]
         labels = np.concatenate([p[1] for p in parts])
         _check_labels(labels, num_classes, path)
-        return TensorData(_to_images(np.concatenate([p[0] for p in parts])), torch.from_numpy(labels))
+        return TensorData(_to_images(np.concatenate([p[0] for p in parts])), torch.from_numpy(labels), scale=255)
 
     return split(train_members), split(test_members)
 
@@ -224,8 +224,8 @@ def _load_digits():
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    x = (digits.images / 16.0).astype(np.float32)[:, None]
+    x = digits.images.astype(np.uint8)[:, None]  # 0..16; TensorData divides by 16 (exact, as before)
     x_train, x_test, y_train, y_test = train_test_split(
         x, digits.target.astype(np.int64), test_size=0.2, random_state=0, stratify=digits.target)
-    return (TensorData(torch.from_numpy(x_train), torch.from_numpy(y_train)),
-            TensorData(torch.from_numpy(x_test), torch.from_numpy(y_test)))
+    return (TensorData(torch.from_numpy(x_train), torch.from_numpy(y_train), scale=16),
+            TensorData(torch.from_numpy(x_test), torch.from_numpy(y_test), scale=16))

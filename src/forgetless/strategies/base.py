@@ -151,8 +151,23 @@ class Context:
     global_step: int = 0  # optimizer steps since the start of the run
     seen_upto: int = -1  # the highest task index whose data the model has trained on (class-IL masks)
     batch_size: int = 128
-    precision: str = "float32"  # "bf16": forward passes, losses and evaluation under CPU autocast
-    generator: torch.Generator = field(default_factory=torch.Generator)
+    precision: str = "float32"  # bf16 / fp16: forward passes, losses and evaluation under autocast (devices.py)
+    generator: torch.Generator = field(default_factory=torch.Generator)  # on the CPU: seeded choices
+    device: torch.device | None = None  # where everything lives; None: the model's device
+    scaler: Any = None  # torch.amp.GradScaler for fp16, else None
+    augment: Any = None  # a callable x -> x applied to every training batch after adapt_batch, or None
+
+    def __post_init__(self):
+        if self.device is None:
+            first = next(iter(self.model.parameters()), None)
+            self.device = first.device if first is not None else torch.device("cpu")
+        self.device = torch.device(self.device)
+
+    def put(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` (e.g. indices drawn on the CPU with ``generator``) on the run's device, without a sync."""
+        from ..devices import put
+
+        return put(t, self.device)
 
     def begin_task(self, task: "Task", upto: int | None = None) -> None:
         """Record that ``task`` starts (its data, and data of tasks up to ``upto``, will be trained on)."""
@@ -224,7 +239,7 @@ class Strategy:
 
     def train_data(self, ctx: Context, task: "Task") -> tuple["TensorData", torch.Tensor] | None:
         """(data, task index of every sample) to train on for ``task``; None to skip training."""
-        return task.train, torch.full((len(task.train),), task.id, dtype=torch.long)
+        return task.train, task.ids()
 
     def adapt_batch(self, ctx: Context, batch: Batch) -> Batch:
         return batch

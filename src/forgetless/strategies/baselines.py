@@ -9,10 +9,7 @@ from .base import Strategy
 
 def union(tasks) -> tuple[TensorData, torch.Tensor]:
     """All training data of ``tasks`` in one set, with each sample's task index."""
-    x = torch.cat([t.train.x for t in tasks])
-    y = torch.cat([t.train.y for t in tasks])
-    t = torch.cat([torch.full((len(t.train),), t.id, dtype=torch.long) for t in tasks])
-    return TensorData(x, y), t
+    return TensorData.cat([t.train for t in tasks]), torch.cat([t.ids() for t in tasks])
 
 
 class Naive(Strategy):

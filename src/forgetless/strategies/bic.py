@@ -72,18 +72,28 @@ class BiC(WithOldModel):
         bias = self.bias_ if bias is None else bias
         if bias is None:
             return logits
-        owner = torch.full((benchmark.n_outputs,), -1, dtype=torch.long)
-        for task in benchmark.tasks:
-            owner[task.classes] = task.id
-        ones = torch.ones(1, dtype=bias.dtype)
-        zeros = torch.zeros(1, dtype=bias.dtype)
+        bias = bias.to(logits.device)
+        owner = self._owner(benchmark, logits.device)
+        ones = torch.ones(1, dtype=bias.dtype, device=bias.device)
+        zeros = torch.zeros(1, dtype=bias.dtype, device=bias.device)
         alpha = torch.where(owner >= 0, torch.cat([bias[:, 0], ones])[owner], ones)
         beta = torch.where(owner >= 0, torch.cat([bias[:, 1], zeros])[owner], zeros)
         return logits * alpha + beta
 
-    def _ensure_bias(self, benchmark) -> None:
+    def _owner(self, benchmark, device) -> torch.Tensor:
+        """The task owning each output (-1: none), on ``device``; made once per benchmark."""
+        key = (id(benchmark), device)
+        if getattr(self, "_owner_key", None) != key:
+            with torch.inference_mode(False):  # (first made during an evaluation, used in training)
+                owner = torch.full((benchmark.n_outputs,), -1, dtype=torch.long, device="cpu")
+                for task in benchmark.tasks:
+                    owner[task.classes] = task.id
+                self._owner_key, self._owner_t = key, owner.to(device)
+        return self._owner_t
+
+    def _ensure_bias(self, benchmark, device=None) -> None:
         if self.bias_ is None or len(self.bias_) != len(benchmark.tasks):
-            self.bias_ = torch.tensor([[1.0, 0.0]] * len(benchmark.tasks))
+            self.bias_ = torch.tensor([[1.0, 0.0]] * len(benchmark.tasks), device=device)
 
     # ---- hooks ------------------------------------------------------------------------------
     def quotas(self, benchmark, task_id: int) -> tuple[int, int]:
@@ -97,7 +107,7 @@ class BiC(WithOldModel):
         return m - n_val, n_val
 
     def before_task(self, ctx, task):
-        self._ensure_bias(ctx.benchmark)
+        self._ensure_bias(ctx.benchmark, ctx.device)
         if task.id > 0:
             self.snapshot(ctx)
         n_train, n_val = self.quotas(ctx.benchmark, task.id)
@@ -106,11 +116,11 @@ class BiC(WithOldModel):
         keep = []
         for c in task.classes:
             rows = (task.train.y == c).nonzero().flatten()
-            rows = rows[torch.randperm(len(rows), generator=ctx.generator)]
+            rows = rows[ctx.put(torch.randperm(len(rows), generator=ctx.generator, device="cpu"))]
             if len(rows) <= n_val:
                 raise UsageError(f"bic: class {c} has {len(rows)} training examples, too few to hold out "
                                  f"{n_val} for validation; lower memory or val_fraction")
-            self.val.set(c, task.train.x[rows[:n_val]], task.id)
+            self.val.set(c, task.train.take(rows[:n_val]), task.id)
             keep.append(rows[n_val:])
         self._keep = torch.cat(keep).sort().values
 
@@ -129,9 +139,9 @@ class BiC(WithOldModel):
         fitted = ctx.task_id >= 2  # bias layers are learnt after tasks 2, 3, ...: none changes task 1 or 2's logits
         z = self.correct(bench, out) if fitted else out
         ce = F.cross_entropy(ctx.mask(z, batch.t), batch.y) if fitted else loss
-        old_classes = bench.classes_before(ctx.task_id)
+        old_classes = bench.index_before(ctx.task_id)
         old = self.old_model(ctx)
-        if not old_classes or old is None:
+        if not len(old_classes) or old is None:
             return ce
         lam = self.distill_weight(bench, ctx.task_id)
         with torch.no_grad():
@@ -141,13 +151,13 @@ class BiC(WithOldModel):
         return lam * kd + (1 - lam) * ce
 
     def after_task(self, ctx, task):
-        self._ensure_bias(ctx.benchmark)
+        self._ensure_bias(ctx.benchmark, ctx.device)
         if task.id > 0:
             self.fit_bias(ctx, task)
         n_train, _ = self.quotas(ctx.benchmark, task.id)
         keep = task.train.subset(self._keep) if self._keep is not None else task.train
         for c in task.classes:
-            xc = keep.x[keep.y == c]
+            xc = keep.take(keep.y == c)
             if len(xc):
                 self.exemplars.set(c, xc[herding(features(ctx.model, xc), n_train)], task.id)
         self._keep = None
@@ -159,10 +169,10 @@ class BiC(WithOldModel):
         _, logits = extract(ctx.model, vx)
         logits = logits.detach().double()
         fixed = self.bias_.double()
-        ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+        ab = torch.tensor([1.0, 0.0], dtype=torch.float64, device=logits.device, requires_grad=True)
         opt = torch.optim.LBFGS([ab], lr=1.0, max_iter=200, tolerance_grad=1e-10, tolerance_change=1e-14,
                                 line_search_fn="strong_wolfe")
-        rows = torch.arange(len(fixed))
+        rows = torch.arange(len(fixed), device=fixed.device)
 
         def closure():
             opt.zero_grad()

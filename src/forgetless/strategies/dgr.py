@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import put
 from .base import ALL_SCENARIOS, Param
 from .distill import WithOldModel, frozen_copy, group_distillation, old_output_groups
 
@@ -37,7 +38,7 @@ class VAE(nn.Module):
         """The negative ELBO of every example: [N]."""
         h = self.encoder(x)
         mu, logvar = self.mu(h), self.logvar(h)
-        eps = torch.randn(mu.shape, generator=generator)
+        eps = put(torch.randn(mu.shape, generator=generator, device="cpu"), mu.device)  # drawn with the run's CPU generator
         z = mu + torch.exp(0.5 * logvar) * eps
         logits = self.decoder(z)
         rec = F.binary_cross_entropy_with_logits(logits, x.flatten(1).clamp(0, 1), reduction="none").sum(1)
@@ -47,7 +48,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` images [n, *shape]: decoder means of z ~ N(0, I)."""
-        z = torch.randn((n, self.latent), generator=generator)
+        z = put(torch.randn((n, self.latent), generator=generator, device="cpu"), self.mu.weight.device)
         return torch.sigmoid(self.decoder(z)).view(n, *self.shape)
 
 
@@ -93,20 +94,22 @@ class DGR(WithOldModel):
         self._steps = 0
 
     # ---- the generator ----------------------------------------------------------------------
-    def build(self, shape, seed: int) -> None:
+    def build(self, shape, seed: int, device=None) -> None:
         with torch.random.fork_rng(devices=[]):  # the VAE's init does not move the global RNG
             torch.manual_seed(seed)
-            self.vae = VAE(tuple(shape), self.latent)
+            with torch.device("cpu"):  # initialised on the CPU: the same generator on every device
+                self.vae = VAE(tuple(shape), self.latent)
+            self.vae.to(device)
         self.vae_opt = torch.optim.Adam(self.vae.parameters(), lr=self.gen_lr)
 
     def train_generator(self, ctx, task, iterations: int) -> None:
         k = task.id + 1
         previous = frozen_copy(self.vae) if task.id > 0 else None
-        data = task.train.x
+        data = task.train
         self.vae.train()
         for _ in range(iterations):
-            idx = torch.randint(len(data), (min(ctx.batch_size, len(data)),), generator=ctx.generator)
-            loss = self.vae.loss(data[idx], ctx.generator).mean()
+            idx = ctx.put(torch.randint(len(data), (min(ctx.batch_size, len(data)),), generator=ctx.generator, device="cpu"))
+            loss = self.vae.loss(data.take(idx), ctx.generator).mean()
             if previous is not None:
                 replay = previous.sample(len(idx), ctx.generator)
                 loss = loss / k + (1 - 1 / k) * self.vae.loss(replay, ctx.generator).mean()
@@ -126,7 +129,10 @@ class DGR(WithOldModel):
             teacher = old(xr)
         student = ctx.model(xr)
         losses = []
-        for s_cols, t_cols in old_output_groups(ctx.benchmark, ctx.task_id):
+        key = (ctx.task_id, ctx.device)
+        if getattr(self, "_groups_key", None) != key:
+            self._groups_key, self._groups = key, old_output_groups(ctx.benchmark, ctx.task_id, ctx.device)
+        for s_cols, t_cols in self._groups:
             if self.distill:
                 losses.append(group_distillation(student, teacher, s_cols, t_cols, self.temperature))
             else:
@@ -136,7 +142,7 @@ class DGR(WithOldModel):
     # ---- hooks ------------------------------------------------------------------------------
     def before_task(self, ctx, task):
         if self.vae is None:
-            self.build(ctx.benchmark.input_shape, ctx.generator.initial_seed() + 1)
+            self.build(ctx.benchmark.input_shape, ctx.generator.initial_seed() + 1, ctx.device)
         if task.id > 0:
             self.snapshot(ctx)
         self._steps = 0
@@ -154,7 +160,7 @@ class DGR(WithOldModel):
 
     def after_task(self, ctx, task):
         if self.vae is None:
-            self.build(ctx.benchmark.input_shape, ctx.generator.initial_seed() + 1)
+            self.build(ctx.benchmark.input_shape, ctx.generator.initial_seed() + 1, ctx.device)
         iterations = self.gen_iters or self._steps or math.ceil(len(task.train) / ctx.batch_size)
         self.train_generator(ctx, task, iterations)
 
@@ -170,7 +176,8 @@ class DGR(WithOldModel):
         if state["vae_"] is None:
             self.vae = self.vae_opt = None
             return
-        self.build(state["shape_"], 0)
+        device = next(iter(state["vae_"].values())).device
+        self.build(state["shape_"], 0, device)
         self.vae.load_state_dict(state["vae_"])
         self.vae_opt.load_state_dict(state["vae_opt_"])
 

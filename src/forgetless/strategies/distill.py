@@ -1,12 +1,12 @@
 """Knowledge distillation: the loss, a frozen copy of the old model, and LwF."""
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from ..devices import copy_model
 from ..errors import UsageError
 from .base import ALL_SCENARIOS, Context, Param, Strategy
 
@@ -35,25 +35,38 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A deep copy of ``model`` in eval mode with gradients off (the "old model" of a method)."""
-    old = copy.deepcopy(model)
+    old = copy_model(model)
     old.eval()
     old.requires_grad_(False)
     return old
 
 
-def old_output_groups(benchmark, task_id: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def old_output_groups(benchmark, task_id: int, device=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(student outputs, teacher outputs) of every group distilled while training task ``task_id``,
     one softmax each. task-IL: each old task's head (the same outputs on both sides); class-IL: the
     student over every class seen so far, the teacher over the classes seen before this task (the
     new classes get target probability 0: van de Ven et al.'s targets, ``loss_fn_kd`` in
-    GMvandeVen/continual-learning); domain-IL: all outputs. Empty before the second task."""
+    GMvandeVen/continual-learning); domain-IL: all outputs. Empty before the second task. The
+    index tensors are made on ``device`` (once per task: callers keep them)."""
+    groups = _output_groups(benchmark, task_id)
+    if device is None:
+        return groups
+    moved = []
+    for s, t in groups:
+        s_dev = s.to(device)
+        moved.append((s_dev, s_dev if t is s else t.to(device)))
+    return moved
+
+
+def _output_groups(benchmark, task_id: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if task_id == 0:
         return []
     if benchmark.scenario == "task":
-        return [(torch.tensor(t.classes), torch.tensor(t.classes)) for t in benchmark.tasks[:task_id]]
+        return [(c, c) for c in (torch.tensor(t.classes, device="cpu") for t in benchmark.tasks[:task_id])]
     if benchmark.scenario == "class":
-        return [(torch.tensor(benchmark.classes_upto(task_id)), torch.tensor(benchmark.classes_before(task_id)))]
-    every = torch.arange(benchmark.n_outputs)
+        return [(torch.tensor(benchmark.classes_upto(task_id), device="cpu"),
+                 torch.tensor(benchmark.classes_before(task_id), device="cpu"))]
+    every = torch.arange(benchmark.n_outputs, device="cpu")
     return [(every, every)]
 
 
@@ -61,9 +74,9 @@ def group_distillation(student: torch.Tensor, teacher: torch.Tensor, s_cols: tor
                        T: float) -> torch.Tensor:
     """``distillation_loss`` of the student's outputs ``s_cols`` towards the teacher's ``t_cols``
     (a subset of ``s_cols``): student outputs the teacher does not have get target probability 0."""
-    if len(s_cols) == len(t_cols) and bool((s_cols == t_cols).all()):
+    if s_cols is t_cols:  # (old_output_groups gives the same tensor when the groups are the same)
         return distillation_loss(student[:, s_cols], teacher[:, t_cols], T)
-    target = torch.full((len(teacher), len(s_cols)), float("-inf"), dtype=teacher.dtype)
+    target = torch.full((len(teacher), len(s_cols)), float("-inf"), dtype=teacher.dtype, device=teacher.device)
     pos = (s_cols[None, :] == t_cols[:, None]).int().argmax(1)
     target[:, pos] = teacher[:, t_cols]
     return distillation_loss(student[:, s_cols], target, T)
@@ -136,7 +149,10 @@ class LwF(WithOldModel):
     def distillation(self, ctx, batch, out) -> torch.Tensor | None:
         """The list of KD terms, one per group of old outputs (None before the second task)."""
         old = self.old_model(ctx)
-        groups = old_output_groups(ctx.benchmark, ctx.task_id)
+        key = (ctx.task_id, ctx.device)
+        if getattr(self, "_groups_key", None) != key:  # index tensors made once per task, on the device
+            self._groups_key, self._groups = key, old_output_groups(ctx.benchmark, ctx.task_id, ctx.device)
+        groups = self._groups
         if old is None or not groups:
             return None
         with torch.no_grad():

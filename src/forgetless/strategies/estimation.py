@@ -13,12 +13,12 @@ to positions within ``classes`` (``positions``). ``None`` means every output.
 from __future__ import annotations
 
 import contextlib
-import copy
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
+from ..devices import copy_model
 from ..errors import UsageError
 
 CHUNK_FLOATS = 1 << 22  # per-sample gradients held at once: 2^22 floats = 16 MB (measured fastest on CPU)
@@ -48,7 +48,7 @@ def split(model: nn.Module):
         raise UsageError("the model has no trainable parameters: there is nothing to protect")
     target = model
     if len(list(model.named_modules(remove_duplicate=False))) != len(list(model.named_modules())):
-        target = copy.deepcopy(model).eval()
+        target = copy_model(model).eval()
     return names, tuple(params), frozen, target
 
 
@@ -80,7 +80,7 @@ def subsample(x, y, samples: int | None, generator: torch.Generator | None):
     samples = int(samples)
     if samples < 1:
         raise UsageError(f"samples must be >= 1 (or None for all), got {samples}")
-    idx = torch.randperm(n, generator=default_generator(generator))[:samples]
+    idx = torch.randperm(n, generator=default_generator(generator), device="cpu")[:samples].to(x.device)
     return x[idx], (None if y is None else y[idx])
 
 
@@ -118,4 +118,8 @@ def batch_fn(model, names, frozen, classes):
 
 
 def as_long(classes) -> torch.Tensor | None:
-    return None if classes is None else torch.as_tensor(classes, dtype=torch.long).flatten()
+    if classes is None:
+        return None
+    if isinstance(classes, torch.Tensor):
+        return classes.long().flatten()
+    return torch.tensor(list(classes), dtype=torch.long, device="cpu").flatten()

@@ -31,9 +31,10 @@ def fisher_targets(labels: str, probs: torch.Tensor | None, y: torch.Tensor | No
     ``probs`` [B, C] is p(. | x) over the competing classes (unused for "empirical").
     """
     if labels == "empirical":
-        return y[:, None], torch.ones(len(y), 1)
+        return y[:, None], torch.ones(len(y), 1, device=y.device)
     if labels == "sample":
-        drawn = torch.multinomial(probs, 1, generator=generator)
+        # drawn on the CPU with the run's (CPU) generator: the same labels on every device
+        drawn = torch.multinomial(probs.float().cpu(), 1, generator=generator).to(probs.device)
         return drawn, torch.ones(drawn.shape, dtype=probs.dtype, device=probs.device)
     if labels == "exact":
         B, C = probs.shape

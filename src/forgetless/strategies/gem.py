@@ -148,8 +148,8 @@ class GEM(Strategy):
 
     def after_task(self, ctx, task):
         m = self.per_task(ctx)
-        idx = torch.randperm(len(task.train), generator=ctx.generator)[:m]
-        self.mem_x_[task.id] = task.train.x[idx].clone()
+        idx = ctx.put(torch.randperm(len(task.train), generator=ctx.generator, device="cpu")[:m])
+        self.mem_x_[task.id] = task.train.take(idx).clone()
         self.mem_y_[task.id] = task.train.y[idx].clone()
 
 

@@ -62,7 +62,7 @@ def with_exemplars(task, keep: torch.Tensor | None, exemplars: ExemplarSet, old_
     if stored is None:
         return data, t
     ex, ey, et = stored
-    return TensorData(torch.cat([data.x, ex]), torch.cat([data.y, ey])), torch.cat([t, et])
+    return TensorData.cat([data, TensorData(ex, ey)]), torch.cat([t, et])
 
 
 class ICaRL(WithOldModel):
@@ -115,11 +115,11 @@ class ICaRL(WithOldModel):
     def task_loss(self, ctx, batch, out, loss):
         """Replaces the cross-entropy it is given by iCaRL's sigmoid loss with distillation."""
         bench = ctx.benchmark
-        seen = bench.classes_upto(ctx.seen_upto)
+        seen = bench.index_upto(ctx.seen_upto)
         target = F.one_hot(batch.y, bench.n_outputs).to(out.dtype)
-        old_classes = bench.classes_before(ctx.task_id)
+        old_classes = bench.index_before(ctx.task_id)
         old = self.old_model(ctx)
-        if old_classes and old is not None:
+        if len(old_classes) and old is not None:
             with torch.no_grad():
                 target[:, old_classes] = torch.sigmoid(old(batch.x)[:, old_classes]).to(out.dtype)
         bce = F.binary_cross_entropy_with_logits(out[:, seen], target[:, seen], reduction="none")
@@ -133,7 +133,7 @@ class ICaRL(WithOldModel):
                              f"it needs at least one exemplar per class")
         self.exemplars.reduce(m)
         for c in task.classes:
-            xc = task.train.x[task.train.y == c]
+            xc = task.train.take(task.train.y == c)
             if len(xc):
                 self.exemplars.set(c, xc[herding(features(ctx.model, xc), m)], task.id)
         self._means_key = None
@@ -157,11 +157,11 @@ class ICaRL(WithOldModel):
         task = ctx.benchmark.tasks[ctx.task_id]
         for c in task.classes:
             if c not in sources:
-                sources[c] = task.train.x[task.train.y == c]
+                sources[c] = task.train.take(task.train.y == c)
         sources = {c: v for c, v in sources.items() if len(v)}
         xs = torch.cat(list(sources.values()))
         phi = F.normalize(features(ctx.model, xs), dim=1)
-        means = torch.full((ctx.benchmark.n_outputs, phi.shape[1]), float("nan"))
+        means = torch.full((ctx.benchmark.n_outputs, phi.shape[1]), float("nan"), device=phi.device)
         i = 0
         for c, v in sources.items():
             means[c] = F.normalize(phi[i:i + len(v)].mean(0), dim=0)

@@ -129,7 +129,8 @@ class QuadraticPenalty:
     def value(self, params: Tensors, lam: float) -> torch.Tensor:
         """``lam * sum Omega (theta - theta*)^2`` as a differentiable scalar (0 when inactive)."""
         if self.omega is None:
-            return torch.zeros((), dtype=params[0].dtype if params else torch.float32)
+            return torch.zeros((), dtype=params[0].dtype if params else torch.float32,
+                               device=params[0].device if params else None)
         A, m = self._views(params)
         d = torch._foreach_sub(list(params), m)
         sq = torch._foreach_mul(d, d)

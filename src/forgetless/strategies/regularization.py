@@ -95,7 +95,7 @@ class Regularizer(Strategy):
 
     @staticmethod
     def _data(ctx: Context, task):
-        return task.train.x, task.train.y, ctx.benchmark.active_outputs(task.id)
+        return task.train.x, task.train.y, ctx.benchmark.active_outputs(task.id).to(task.train.y.device)
 
     def _task_grads(self, ctx: Context, buffer_owner) -> None:
         """Give ``buffer_owner.capture`` the gradient of the task loss alone (before this

@@ -99,23 +99,21 @@ class ER(_Buffered):
 
     def after_task(self, ctx, task):
         if self.sampling == "balanced":
-            order = torch.randperm(len(task.train), generator=ctx.generator)
-            self.buffer_.add(task.train.x[order], task.train.y[order], task.ids(), ctx.generator)
+            order = ctx.put(torch.randperm(len(task.train), generator=ctx.generator, device="cpu"))
+            self.buffer_.add(task.train.take(order), task.train.y[order], task.ids(), ctx.generator)
 
 
 def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
     """A-GEM's projection: g if g . g_ref >= 0, else g - (g . g_ref / g_ref . g_ref) g_ref.
 
     The result has a non-negative dot product with g_ref (zero when projected): the update does not
-    increase the loss on the memory batch to first order.
+    increase the loss on the memory batch to first order. Computed without asking the host which
+    case holds: the coefficient is 0 when g is kept (and g - 0 * g_ref is g exactly).
     """
     dot = torch.dot(g, g_ref)
-    if dot >= 0:
-        return g
     norm2 = torch.dot(g_ref, g_ref)
-    if norm2 <= 0:
-        return g
-    return g - (dot / norm2) * g_ref
+    coef = torch.where((dot < 0) & (norm2 > 0), dot / norm2.clamp_min(torch.finfo(norm2.dtype).tiny), 0.0)
+    return g - coef * g_ref
 
 
 class AGEM(_Buffered):
@@ -144,13 +142,11 @@ class AGEM(_Buffered):
         x, y, t = self.buffer_.sample(self.replay_size(ctx), ctx.generator)
         g_ref = memory_loss_grad(ctx, x, y, t)
         g = flat_grad(params)
-        projected = agem_project(g, g_ref)
-        if projected is not g:
-            set_flat_grad(params, projected)
+        set_flat_grad(params, agem_project(g, g_ref))
 
     def after_task(self, ctx, task):
-        order = torch.randperm(len(task.train), generator=ctx.generator)
-        self.buffer_.add(task.train.x[order], task.train.y[order], task.ids(), ctx.generator)
+        order = ctx.put(torch.randperm(len(task.train), generator=ctx.generator, device="cpu"))
+        self.buffer_.add(task.train.take(order), task.train.y[order], task.ids(), ctx.generator)
 
 
 __all__ = ["AGEM", "ER", "agem_project", "flat_grad", "memory_loss_grad", "set_flat_grad"]

@@ -36,10 +36,10 @@ def scp_importance(model: nn.Module, x: torch.Tensor, *, classes=None, slices: i
     with eval_mode(model):
         with torch.no_grad():
             K = fb(params, x[:1]).shape[1]
-        xi = torch.randn(slices, K, generator=default_generator(generator))
+        xi = torch.randn(slices, K, generator=default_generator(generator), device="cpu")  # on the CPU (the run's generator)
         xi = (xi / xi.norm(dim=1, keepdim=True)).to(params[0])
         # project now (fewer slices than outputs), or build the Jacobian and project after
-        cot = xi if slices <= K else torch.eye(K).to(params[0])
+        cot = xi if slices <= K else torch.eye(K, device=params[0].device, dtype=params[0].dtype)
         acc = [p.new_zeros(len(cot), *p.shape) for p in params]
         for i in range(0, n, size):
             xc = x[i:i + size]
