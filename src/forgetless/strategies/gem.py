@@ -88,10 +88,10 @@ def gem_dual(G, g, margin: float = 0.5, eps: float = EPS) -> np.ndarray:
 def gem_project(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps: float = EPS) -> torch.Tensor:
     """The GEM update: g if G g >= 0 (no past task's loss increases), else g~ = G^T v + g with v
     from ``gem_dual``; then G g~ >= 0 (up to the eps regularisation)."""
-    if G.numel() == 0 or bool((G @ g >= 0).all()):
+    if G.numel() == 0 or bool((G @ g >= 0).all()):  # (GEM asks the host every step: the QP is solved there)
         return g
-    v = gem_dual(G.double().numpy(), g.double().numpy(), margin, eps)
-    return (G.double().T @ torch.from_numpy(v) + g.double()).to(g.dtype)
+    v = gem_dual(G.double().cpu().numpy(), g.double().cpu().numpy(), margin, eps)
+    return (G.double().T @ torch.from_numpy(v).to(G.device) + g.double()).to(g.dtype)
 
 
 class GEM(Strategy):
