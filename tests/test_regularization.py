@@ -364,6 +364,11 @@ def _fit(ctx, task, steps=15, batch=64):
         ctx.optimizer.step()
 
 
+def _classes(bench, task):
+    """The competing outputs on the data's device, as ``Regularizer._data`` passes them."""
+    return bench.active_outputs(task.id).to(task.train.y.device)
+
+
 def _flat_params(ctx):
     return flatten([p.detach().clone() for p in ctx.params()])
 
@@ -379,7 +384,7 @@ def test_online_ewc_omega_is_gamma_times_the_decayed_running_fisher(device):
         _fit(ctx, task)
         s.after_task(ctx, task)
         fishers.append(flatten(fisher_diagonal(ctx.model, task.train.x, task.train.y,
-                                               classes=bench.active_outputs(task.id))))
+                                               classes=_classes(bench, task))))
     F1, F2, F3 = fishers
     want = 0.5 * F3 + 0.25 * F2 + 0.125 * F1
     assert float(F1.abs().max()) > 0 and float((0.5 * F1 - 0.125 * F1).abs().max()) > 1e-6  # gamma matters
@@ -407,7 +412,7 @@ def test_normalized_fisher_is_each_tasks_fisher_scaled_to_unit_range(device):
         s.after_task(ctx, task)
         o.after_task(ctx, task)
         raw.append(flatten(fisher_diagonal(ctx.model, task.train.x, task.train.y,
-                                           classes=bench.active_outputs(task.id))))
+                                           classes=_classes(bench, task))))
     scaled = [(f - f.min()) / (f.max() - f.min()) for f in raw]
     for (omega, _), want in zip(s.quad.terms, scaled):
         assert torch.allclose(omega, want, rtol=1e-5, atol=1e-7)
@@ -425,7 +430,7 @@ def test_mas_over_two_tasks_is_the_sum_of_the_task_importances(device):
     for task in bench.tasks:
         _fit(ctx, task)
         s.after_task(ctx, task)
-        parts.append(flatten(mas_importance(ctx.model, task.train.x, classes=bench.active_outputs(task.id))))
+        parts.append(flatten(mas_importance(ctx.model, task.train.x, classes=_classes(bench, task))))
     assert float(parts[0].abs().max()) > 0 and float(parts[1].abs().max()) > 0
     assert torch.allclose(s.quad.omega, parts[0] + parts[1], rtol=1e-5, atol=1e-10)
     assert not torch.allclose(s.quad.omega, parts[1], rtol=1e-3)
@@ -444,7 +449,7 @@ def test_scp_over_two_tasks_is_the_authors_running_average(device):
     for task in bench.tasks:
         _fit(ctx, task)
         s.after_task(ctx, task)
-        parts.append(flatten(scp_importance(ctx.model, task.train.x, classes=bench.active_outputs(task.id),
+        parts.append(flatten(scp_importance(ctx.model, task.train.x, classes=_classes(bench, task),
                                             slices=7, generator=task_generator(ctx, task, 2))))
         if task.id == 0:
             assert torch.allclose(s.quad.omega, (1 - alpha) * parts[0], rtol=1e-5, atol=1e-12)
