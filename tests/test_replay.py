@@ -250,7 +250,7 @@ def test_vae_samples_have_the_data_shape_and_the_previous_model_labels_them(benc
     assert isinstance(s.vae, VAE) and s.vae.loss(bench.tasks[0].train.x[:5]).shape == (5,)
     ctx.task_id = 2
     s.before_task(ctx, bench.tasks[2])
-    (student_cols, target_cols), = old_output_groups(bench, 2)
+    (student_cols, target_cols), = old_output_groups(bench, 2, ctx.device)  # on the device, as DGR makes them
     assert student_cols.tolist() == list(range(6)) and target_cols.tolist() == list(range(4))
     teacher = s.old_model(ctx)(xr)
     labels = s.hard_labels(teacher, student_cols, target_cols)
