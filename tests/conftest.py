@@ -24,6 +24,12 @@ from forgetless import devices as _devices  # noqa: E402
 
 DEVICE = _devices.resolve(os.environ.get("FORGETLESS_TEST_DEVICE") or "auto")
 os.environ["FORGETLESS_DEVICE"] = str(DEVICE)
+if DEVICE.type == "cuda":
+    # Full float32 in the tests' matrix products and convolutions (cuDNN takes TF32 for convolutions
+    # by default on Ampere and later): the hand computations and loop oracles are compared with
+    # tolerances chosen for IEEE float32, which TF32's 10-bit mantissa would exceed.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 @pytest.fixture(scope="session")

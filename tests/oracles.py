@@ -18,6 +18,8 @@ def per_sample_grads_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor | N
     int c (log p(c | x_n), with c a position within ``classes``).
     """
     classes = as_long(classes)
+    if classes is not None:
+        classes = classes.to(x.device)  # compared with y on the data's device below
     params = trainable(model)
     rows = []
     with eval_mode(model):

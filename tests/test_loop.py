@@ -108,7 +108,7 @@ def test_task_incremental_evaluates_only_the_tasks_classes():
     assert all(0.2 < v < 0.8 for v in r.initial_accuracy)
 
 
-def test_any_module_returning_logits_works():
+def test_any_module_returning_logits_works(device):
     class Tiny(nn.Module):
         def __init__(self):
             super().__init__()
@@ -117,9 +117,11 @@ def test_any_module_returning_logits_works():
         def forward(self, x):
             return self.fc(x.flatten(1))
 
-    r = run(small(scenario="domain", epochs=5, lr=0.01), model=Tiny())
+    model = Tiny()  # made on the CPU, as a user makes it
+    r = run(small(scenario="domain", epochs=5, lr=0.01), model=model)
     assert r.accuracy_matrix[0][0] > 0.5
     assert r.config["model"] == "custom:Tiny"
+    assert model.fc.weight.device == device  # the run trained it on the run's device
 
 
 def test_model_that_does_not_fit_is_refused():

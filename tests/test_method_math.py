@@ -25,13 +25,14 @@ from forgetless.strategies.replay import flat_grad
 BATCH = 32
 
 
-def setup(scenario: str, classes: str | None = None, seed: int = 0, width: int = 32):
-    bench = build("split-digits", scenario=scenario, seed=0, classes=classes)
+def setup(scenario: str, device: torch.device, classes: str | None = None, seed: int = 0, width: int = 32):
+    """The benchmark, the model and the context on ``device`` (the optimizer made for it, as a run makes it)."""
+    bench = build("split-digits", scenario=scenario, seed=0, classes=classes).to(device)
     torch.manual_seed(seed)
-    model = build_model(f"mlp:{width}", bench.input_shape, bench.n_outputs)
-    opt = make_optimizer("adam", list(model.parameters()), 1e-3)
+    model = build_model(f"mlp:{width}", bench.input_shape, bench.n_outputs).to(device)
+    opt = make_optimizer("adam", list(model.parameters()), 1e-3, device=device)
     ctx = Context(model=model, optimizer=opt, benchmark=bench, batch_size=BATCH,
-                  generator=torch.Generator().manual_seed(seed))
+                  generator=torch.Generator().manual_seed(seed), device=device)
     return bench, ctx
 
 
@@ -40,14 +41,14 @@ def train(ctx, s, task, steps: int) -> None:
     s.before_task(ctx, task)
     data, t = s.train_data(ctx, task)
     for i in range(steps):
-        idx = torch.randperm(len(data), generator=ctx.generator)[:BATCH]
+        idx = ctx.put(torch.randperm(len(data), generator=ctx.generator)[:BATCH])
         fl.train_step(ctx, s, Batch(data.x[idx], data.y[idx], t[idx]))
 
 
 def masked(logits: torch.Tensor, allowed) -> torch.Tensor:
     """Logits with every output outside ``allowed`` set to -inf (written out, not ctx.mask)."""
-    keep = torch.zeros(logits.shape[1], dtype=torch.bool)
-    keep[torch.as_tensor(allowed)] = True
+    keep = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+    keep[torch.as_tensor(allowed, device=logits.device)] = True
     return logits.masked_fill(~keep, float("-inf"))
 
 
@@ -60,8 +61,8 @@ def clone_gen(g: torch.Generator) -> torch.Generator:
 # ---- 1. ER's adapt_batch ------------------------------------------------------------------------
 @pytest.mark.parametrize("replay_batch_size", [0, 7])
 @pytest.mark.parametrize("scenario", ["task", "class"])
-def test_er_batch_is_current_then_memory_sample(scenario, replay_batch_size, one_thread):
-    bench, ctx = setup(scenario)
+def test_er_batch_is_current_then_memory_sample(scenario, replay_batch_size, one_thread, device):
+    bench, ctx = setup(scenario, device)
     er = make_strategy("er", {"memory": 60, "replay_batch_size": replay_batch_size})
     train(ctx, er, bench.tasks[0], 5)
     er.after_task(ctx, bench.tasks[0])
@@ -91,8 +92,8 @@ def test_er_batch_is_current_then_memory_sample(scenario, replay_batch_size, one
     assert torch.equal(ctx.generator.get_state(), gen.get_state())  # nothing else drew from it
 
 
-def test_er_empty_buffer_returns_the_batch_unchanged(one_thread):
-    bench, ctx = setup("class")
+def test_er_empty_buffer_returns_the_batch_unchanged(one_thread, device):
+    bench, ctx = setup("class", device)
     task = bench.tasks[0]
     for sampling in ("reservoir", "balanced"):
         er = make_strategy("er", {"memory": 50, "sampling": sampling})
@@ -104,8 +105,8 @@ def test_er_empty_buffer_returns_the_batch_unchanged(one_thread):
         assert er.buffer_.seen == (BATCH if sampling == "reservoir" else 0)
 
 
-def test_er_small_memory_replays_all_of_it(one_thread):
-    bench, ctx = setup("class")
+def test_er_small_memory_replays_all_of_it(one_thread, device):
+    bench, ctx = setup("class", device)
     er = make_strategy("er", {"memory": 5})
     task = bench.tasks[0]
     er.before_task(ctx, task)
@@ -124,8 +125,8 @@ def direct_memory_grad(model, x, y, allowed) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("scenario", ["task", "class"])
-def test_gem_constraints_and_projection(scenario, one_thread):
-    bench, ctx = setup(scenario)
+def test_gem_constraints_and_projection(scenario, one_thread, device):
+    bench, ctx = setup(scenario, device)
     gem = make_strategy("gem", {"memory": 100})
     for task in bench.tasks[:2]:
         train(ctx, gem, task, 20)
@@ -159,7 +160,7 @@ def test_gem_constraints_and_projection(scenario, one_thread):
     g_new = flat_grad(params)
     assert torch.allclose(g_new, gem_project(g, G, gem.margin), rtol=1e-6, atol=1e-8)
     Gd, gd = G.double(), g_new.double()
-    v = torch.from_numpy(gem_dual(G.double().numpy(), g.double().numpy(), gem.margin))
+    v = torch.from_numpy(gem_dual(G.double().cpu().numpy(), g.double().cpu().numpy(), gem.margin)).to(device)
     assert (v >= gem.margin - 1e-12).all()
     # g~ = g + G^T v, and the dual's KKT condition (G G^T + eps I) v + G g >= 0, i.e. G g~ >= -eps v
     assert torch.allclose(gd, g.double() + Gd.T @ v, rtol=1e-5, atol=1e-7)
@@ -200,12 +201,12 @@ def stage2_objective(bic, bench, model, task_id, ab):
             a, b = bic.bias_[owner, 0].double(), bic.bias_[owner, 1].double()
         cols.append(a * logits[:, c] + b)
     z = torch.stack(cols, 1)
-    target = torch.tensor([seen.index(int(c)) for c in vy])
+    target = torch.tensor([seen.index(int(c)) for c in vy], device=z.device)
     return F.cross_entropy(z, target) + BETA_L2 / 2 * ab[1] ** 2
 
 
-def test_bic_bias_layer_is_at_the_stage2_optimum(one_thread):
-    bench, ctx = setup("class", classes=UNEVEN)
+def test_bic_bias_layer_is_at_the_stage2_optimum(one_thread, device):
+    bench, ctx = setup("class", device, classes=UNEVEN)
     bic = make_strategy("bic", {"memory": 200}, "class")
     for task in bench.tasks:
         train(ctx, bic, task, 30)
@@ -216,7 +217,7 @@ def test_bic_bias_layer_is_at_the_stage2_optimum(one_thread):
         f = stage2_objective(bic, bench, ctx.model, task.id, ab_star)
         (grad,) = torch.autograd.grad(f, ab_star)
         assert grad.abs().max() < 1e-4, (task.id, grad)
-        assert not torch.allclose(ab_star.detach(), torch.tensor([1.0, 0.0], dtype=torch.float64)), \
+        assert not torch.allclose(ab_star.detach(), torch.tensor([1.0, 0.0], dtype=torch.float64, device=device)), \
             "the bias layer did not move from the identity: the test would not see a wrong optimum"
         best = float(f.detach())
         a0, b0 = ab_star.detach().tolist()
@@ -224,7 +225,7 @@ def test_bic_bias_layer_is_at_the_stage2_optimum(one_thread):
         with torch.no_grad():
             for da, db in itertools.product(steps, [s * 5 for s in steps]):
                 value = float(stage2_objective(bic, bench, ctx.model, task.id,
-                                               torch.tensor([a0 + da, b0 + db], dtype=torch.float64)))
+                                               torch.tensor([a0 + da, b0 + db], dtype=torch.float64, device=device)))
                 assert value >= best - 1e-9, (task.id, da, db, value, best)
     assert len(bic.val.classes) == 10
 
@@ -256,8 +257,8 @@ def direct_padded_kd(new: torch.Tensor, old: torch.Tensor, s_cols: list[int], t_
 
 @pytest.mark.parametrize("balance", [False, True])
 @pytest.mark.parametrize("scenario", ["task", "class"])
-def test_lwf_loss_is_the_direct_formula(scenario, balance, one_thread):
-    bench, ctx = setup(scenario)
+def test_lwf_loss_is_the_direct_formula(scenario, balance, one_thread, device):
+    bench, ctx = setup(scenario, device)
     lam, T = 0.7, 3.0
     lwf = make_strategy("lwf", {"lam": lam, "temperature": T, "balance": balance})
     checked = 0
@@ -281,7 +282,7 @@ def test_lwf_loss_is_the_direct_formula(scenario, balance, one_thread):
         else:
             groups = [bench.classes_before(task.id)]
         k = task.id + 1
-        far = out + 2.0 * torch.randn(out.shape, generator=torch.Generator().manual_seed(task.id))
+        far = out + 2.0 * torch.randn(out.shape, generator=torch.Generator().manual_seed(task.id)).to(device)
         for logits, rtol in ((out, 1e-3), (far, 1e-5)):  # the trained model's logits, and logits far
             # from the old model's (large KL terms: a reversed KL or a missing factor shows clearly)
             if scenario == "task":

@@ -15,14 +15,14 @@ CASES = [(name, "class") for name in STRATEGIES] + [("er+ewc", "class")] + \
         [(name, "task") for name in ("er", "agem", "gem", "lwf", "dgr", "si", "er+ewc")]
 
 
-def own_loop(spec: str, scenario: str) -> list[list[float]]:
-    """What a user writes: their model, optimizer and batches; forgetless only for the method."""
-    bench = build(CFG["benchmark"], scenario=scenario, seed=CFG["seed"])
+def own_loop(spec: str, scenario: str, device: torch.device) -> list[list[float]]:
+    """What a user writes: their model, optimizer and batches on their device; forgetless only for the method."""
+    bench = build(CFG["benchmark"], scenario=scenario, seed=CFG["seed"]).to(device)
     torch.manual_seed(CFG["seed"])
-    model = build_model(CFG["model"], bench.input_shape, bench.n_outputs)
-    opt = make_optimizer("adam", [p for p in model.parameters()], 1e-3)
+    model = build_model(CFG["model"], bench.input_shape, bench.n_outputs).to(device)
+    opt = make_optimizer("adam", [p for p in model.parameters()], 1e-3, device=device)
     ctx = Context(model=model, optimizer=opt, benchmark=bench, batch_size=CFG["batch_size"],
-                  generator=torch.Generator().manual_seed(CFG["seed"]))
+                  generator=torch.Generator().manual_seed(CFG["seed"]), device=device)
     s = make_strategy(spec, {}, scenario)
     rows = []
     for task in bench.tasks:
@@ -31,7 +31,7 @@ def own_loop(spec: str, scenario: str) -> list[list[float]]:
         if got is not None:
             data, t = got
             for _ in range(CFG["epochs"]):
-                perm = torch.randperm(len(data), generator=ctx.generator)
+                perm = torch.randperm(len(data), generator=ctx.generator).to(device)  # drawn on the CPU
                 for i in range(0, len(data), CFG["batch_size"]):
                     idx = perm[i:i + CFG["batch_size"]]
                     loss = fl.train_step(ctx, s, Batch(data.x[idx], data.y[idx], t[idx]))
@@ -42,15 +42,16 @@ def own_loop(spec: str, scenario: str) -> list[list[float]]:
 
 
 @pytest.mark.parametrize("spec,scenario", CASES, ids=[f"{s}-{sc}" for s, sc in CASES])
-def test_library_loop_and_own_loop_agree(spec, scenario, one_thread):
-    library = fl.run(RunConfig(strategy=spec, scenario=scenario, **CFG)).accuracy_matrix
-    assert own_loop(spec, scenario) == library
+def test_library_loop_and_own_loop_agree(spec, scenario, one_thread, device):
+    library = fl.run(RunConfig(strategy=spec, scenario=scenario, **CFG)).accuracy_matrix  # on the fixture's device
+    assert own_loop(spec, scenario, device) == library
 
 
-def test_er_fills_its_memory_in_a_users_loop(one_thread):
-    bench = build("split-digits", scenario="task", seed=0)
-    model = build_model("mlp:32", bench.input_shape, bench.n_outputs)
-    ctx = Context(model=model, optimizer=make_optimizer("sgd", model.parameters(), 0.1), benchmark=bench)
+def test_er_fills_its_memory_in_a_users_loop(one_thread, device):
+    bench = build("split-digits", scenario="task", seed=0).to(device)
+    model = build_model("mlp:32", bench.input_shape, bench.n_outputs).to(device)
+    ctx = Context(model=model, optimizer=make_optimizer("sgd", model.parameters(), 0.1, device=device),
+                  benchmark=bench, device=device)
     er = make_strategy("er", {"memory": 50})
     for task in bench.tasks[:2]:
         er.before_task(ctx, task)

@@ -22,16 +22,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def digits():
+def digits(device):
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = torch.tensor(d.data[:240], dtype=torch.float32) / 16.0
-    return x, torch.tensor(d.target[:240], dtype=torch.long)
+    return x.to(device), torch.tensor(d.target[:240], dtype=torch.long).to(device)
 
 
 class Bench:
-    """The part of a Benchmark the regularizers read."""
+    """The part of a Benchmark the regularizers read (``active_outputs`` on the CPU, as a Benchmark's)."""
 
     scenario = "domain"
     n_outputs = 10
@@ -40,15 +40,16 @@ class Bench:
         return torch.arange(10)
 
 
-def tiny(seed=0):
+def tiny(device, seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
+    return nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10)).to(device)
 
 
-def make_ctx(model, lr=0.05, opt="sgd"):
+def make_ctx(model, device, lr=0.05, opt="sgd"):
     params = [p for p in model.parameters() if p.requires_grad]
     o = torch.optim.SGD(params, lr=lr) if opt == "sgd" else torch.optim.Adam(params, lr=lr)
-    return Context(model=model, optimizer=o, benchmark=Bench(), generator=torch.Generator().manual_seed(0))
+    return Context(model=model, optimizer=o, benchmark=Bench(), generator=torch.Generator().manual_seed(0),
+                   device=device)
 
 
 def task_of(k, x, y):
@@ -64,7 +65,7 @@ def train(strategy, ctx, task, steps, batch=40, loss_fn=None, finish=True):
         xb, yb = x[i:i + batch], y[i:i + batch]
         out = ctx.model(xb)
         loss = F.cross_entropy(out, yb) if loss_fn is None else loss_fn(ctx.model)
-        b = Batch(xb, yb, torch.full((len(yb),), task.id, dtype=torch.long))
+        b = Batch(xb, yb, torch.full((len(yb),), task.id, dtype=torch.long, device=yb.device))
         pen = strategy.penalty(ctx, b, out)
         total = loss if pen is None else loss + pen
         ctx.optimizer.zero_grad(set_to_none=True)
@@ -78,7 +79,7 @@ def train(strategy, ctx, task, steps, batch=40, loss_fn=None, finish=True):
 
 def two_tasks(digits):
     x, y = digits
-    perm = torch.randperm(64, generator=torch.Generator().manual_seed(1))
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(1)).to(x.device)
     return [task_of(0, x[:120], y[:120]), task_of(1, x[120:, perm], y[120:])]
 
 
@@ -111,10 +112,10 @@ def test_registry_and_declarations():
 
 # ---- the penalty applies from the second task on ----------------------------------------------
 @pytest.mark.parametrize("name", sorted(REGULARIZATION))
-def test_penalty_from_the_second_task_and_state_round_trip(digits, name):
+def test_penalty_from_the_second_task_and_state_round_trip(digits, name, device):
     tasks = two_tasks(digits)
-    model = tiny()
-    ctx = make_ctx(model)
+    model = tiny(device)
+    ctx = make_ctx(model, device)
     s = REGULARIZATION[name]()
     train(s, ctx, tasks[0], 3)
     assert s.quad.active and s.tasks_seen_ == 1
@@ -138,9 +139,9 @@ def test_penalty_from_the_second_task_and_state_round_trip(digits, name):
     for a, b in zip(other.quad.grad(params, other.lam), s.quad.grad(params, s.lam)):
         assert torch.equal(a, b)
     # and training continues from the loaded state exactly as from the original
-    m2 = tiny()
+    m2 = tiny(device)
     m2.load_state_dict(model.state_dict())
-    ctx2 = make_ctx(m2)
+    ctx2 = make_ctx(m2, device)
     task3 = task_of(2, tasks[0].train.x.flip(1), tasks[0].train.y)
     train(s, ctx, task3, 2)
     train(other, ctx2, task3, 2)
@@ -150,12 +151,12 @@ def test_penalty_from_the_second_task_and_state_round_trip(digits, name):
 
 
 @pytest.mark.parametrize("name", ["ewc", "si", "rwalk", "scp"])
-def test_closed_form_and_autograd_train_the_same(digits, name):
+def test_closed_form_and_autograd_train_the_same(digits, name, device):
     tasks = two_tasks(digits)
     models, strategies = [], []
     for closed in (True, False):
-        model = tiny()
-        ctx = make_ctx(model, opt="adam", lr=0.01)
+        model = tiny(device)
+        ctx = make_ctx(model, device, opt="adam", lr=0.01)
         s = REGULARIZATION[name](closed_form=closed, lam=5.0)
         train(s, ctx, tasks[0], 4)
         train(s, ctx, tasks[1], 4)
@@ -167,10 +168,10 @@ def test_closed_form_and_autograd_train_the_same(digits, name):
 
 
 # ---- EWC --------------------------------------------------------------------------------------
-def test_separate_ewc_keeps_one_term_per_task(digits):
+def test_separate_ewc_keeps_one_term_per_task(digits, device):
     tasks = two_tasks(digits)
-    model = tiny()
-    ctx = make_ctx(model)
+    model = tiny(device)
+    ctx = make_ctx(model, device)
     s = EWC(samples=None)
     fishers, anchors = [], []
     for task in tasks:
@@ -193,14 +194,14 @@ class Quadratic(nn.Module):
         self.theta = nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
 
 
-def test_si_strategy_matches_hand_computation():
-    h = torch.tensor([1.0, 3.0], dtype=torch.float64)
-    theta0 = torch.tensor([2.0, -1.5], dtype=torch.float64)
+def test_si_strategy_matches_hand_computation(device):
+    h = torch.tensor([1.0, 3.0], dtype=torch.float64, device=device)
+    theta0 = torch.tensor([2.0, -1.5], dtype=torch.float64, device=device)
     eta, T = 0.1, 6
-    model = Quadratic([2.0, -1.5])
-    ctx = make_ctx(model, lr=eta)
+    model = Quadratic([2.0, -1.5]).to(device)
+    ctx = make_ctx(model, device, lr=eta)
     s = SI(lam=0.5, xi=0.1)
-    dummy = task_of(0, torch.zeros(1, 1), torch.zeros(1, dtype=torch.long))
+    dummy = task_of(0, torch.zeros(1, 1, device=device), torch.zeros(1, dtype=torch.long, device=device))
     loss1 = lambda m: 0.5 * (h * m.theta ** 2).sum()  # noqa: E731
     s.before_task(ctx, dummy)
     for _ in range(T):
@@ -216,10 +217,10 @@ def test_si_strategy_matches_hand_computation():
     big = omega / (delta ** 2 + 0.1)
     assert torch.allclose(s.quad.omega, big, rtol=1e-12)
     # second task: L2 = 1/2 ||theta - c||^2 plus the SI penalty; omega must use L2's gradient only
-    c = torch.tensor([-1.0, 1.0], dtype=torch.float64)
+    c = torch.tensor([-1.0, 1.0], dtype=torch.float64, device=device)
     theta = model.theta.detach().clone()
     anchor = theta.clone()
-    expect_omega = torch.zeros(2, dtype=torch.float64)
+    expect_omega = torch.zeros(2, dtype=torch.float64, device=device)
     start = theta.clone()
     s.before_task(ctx, dummy)
     for _ in range(4):
@@ -241,10 +242,10 @@ def test_si_strategy_matches_hand_computation():
 
 
 # ---- RWalk: score averaging and normalization -------------------------------------------------
-def test_rwalk_averages_scores_and_normalizes(digits):
+def test_rwalk_averages_scores_and_normalizes(digits, device):
     tasks = two_tasks(digits)
-    model = tiny()
-    ctx = make_ctx(model)
+    model = tiny(device)
+    ctx = make_ctx(model, device)
     s = RWalk(interval=2)
     train(s, ctx, tasks[0], 5)  # 2 full intervals and a partial one, flushed at the task's end
     s1 = s.score_.clone()
@@ -256,13 +257,13 @@ def test_rwalk_averages_scores_and_normalizes(digits):
     assert float(s.quad.omega.min()) >= 0 and float(s.quad.omega.max()) <= 2 + 1e-6
 
 
-def test_mas_hebbian_needs_linear_layers(digits):
+def test_mas_hebbian_needs_linear_layers(digits, device):
     x, y = digits
-    model = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 10))
-    ctx = make_ctx(model)
+    model = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 10)).to(device)
+    ctx = make_ctx(model, device)
     with pytest.raises(UsageError, match="hebbian"):
         train(MAS(hebbian=True), ctx, task_of(0, x[:40], y[:40]), 1)
-    train(MAS(), make_ctx(model), task_of(0, x[:40], y[:40]), 1)  # the gradient form works on any module
+    train(MAS(), make_ctx(model, device), task_of(0, x[:40], y[:40]), 1)  # the gradient form works on any module
 
 
 # ---- end to end through the loop --------------------------------------------------------------
@@ -336,18 +337,20 @@ def test_resume_after_a_task_gives_the_same_run(tmp_path, name):
 
 
 # ---- Omega and anchors after each task, on a real benchmark, against direct computations --------
-def _real_tasks(tasks):
+def _real_tasks(tasks, device):
     from forgetless.benchmarks import build
 
     classes = "0,1,2|3,4,5|6,7,8,9" if tasks == 3 else None
-    return build("split-digits", scenario="task", tasks=tasks, classes=classes)
+    return build("split-digits", scenario="task", tasks=tasks, classes=classes).to(device)
 
 
 def _real_ctx(bench, seed=0):
+    """A tiny MLP on the benchmark's device (the ``device`` fixture's: see ``_real_tasks``)."""
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10)).to(bench.device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    return Context(model=model, optimizer=opt, benchmark=bench, generator=torch.Generator().manual_seed(3))
+    return Context(model=model, optimizer=opt, benchmark=bench, generator=torch.Generator().manual_seed(3),
+                   device=bench.device)
 
 
 def _fit(ctx, task, steps=15, batch=64):
@@ -361,14 +364,19 @@ def _fit(ctx, task, steps=15, batch=64):
         ctx.optimizer.step()
 
 
+def _classes(bench, task):
+    """The competing outputs on the data's device, as ``Regularizer._data`` passes them."""
+    return bench.active_outputs(task.id).to(task.train.y.device)
+
+
 def _flat_params(ctx):
     return flatten([p.detach().clone() for p in ctx.params()])
 
 
-def test_online_ewc_omega_is_gamma_times_the_decayed_running_fisher():
+def test_online_ewc_omega_is_gamma_times_the_decayed_running_fisher(device):
     """Schwarz et al. 2018: F*_k = gamma F*_{k-1} + F_k, penalty weighted by gamma F*_k. With gamma =
     0.5 over three tasks: Omega = 0.5 F_3 + 0.25 F_2 + 0.125 F_1, anchored after task 3."""
-    bench = _real_tasks(3)
+    bench = _real_tasks(3, device)
     ctx = _real_ctx(bench)
     s = OnlineEWC(gamma=0.5, samples=None)
     fishers = []
@@ -376,7 +384,7 @@ def test_online_ewc_omega_is_gamma_times_the_decayed_running_fisher():
         _fit(ctx, task)
         s.after_task(ctx, task)
         fishers.append(flatten(fisher_diagonal(ctx.model, task.train.x, task.train.y,
-                                               classes=bench.active_outputs(task.id))))
+                                               classes=_classes(bench, task))))
     F1, F2, F3 = fishers
     want = 0.5 * F3 + 0.25 * F2 + 0.125 * F1
     assert float(F1.abs().max()) > 0 and float((0.5 * F1 - 0.125 * F1).abs().max()) > 1e-6  # gamma matters
@@ -391,10 +399,10 @@ def test_online_ewc_omega_is_gamma_times_the_decayed_running_fisher():
     assert not torch.allclose(s.quad.omega, want, rtol=1e-3)
 
 
-def test_normalized_fisher_is_each_tasks_fisher_scaled_to_unit_range():
+def test_normalized_fisher_is_each_tasks_fisher_scaled_to_unit_range(device):
     """normalize=minmax (RWalk's normalization): each task's F_k -> (F_k - min)/(max - min) over all
     parameters, before EWC keeps it as a term and before online EWC adds it to its running sum."""
-    bench = _real_tasks(2)
+    bench = _real_tasks(2, device)
     ctx = _real_ctx(bench)
     s = EWC(samples=None, normalize="minmax")
     o = OnlineEWC(samples=None, normalize="minmax", gamma=0.5)
@@ -404,7 +412,7 @@ def test_normalized_fisher_is_each_tasks_fisher_scaled_to_unit_range():
         s.after_task(ctx, task)
         o.after_task(ctx, task)
         raw.append(flatten(fisher_diagonal(ctx.model, task.train.x, task.train.y,
-                                           classes=bench.active_outputs(task.id))))
+                                           classes=_classes(bench, task))))
     scaled = [(f - f.min()) / (f.max() - f.min()) for f in raw]
     for (omega, _), want in zip(s.quad.terms, scaled):
         assert torch.allclose(omega, want, rtol=1e-5, atol=1e-7)
@@ -414,26 +422,26 @@ def test_normalized_fisher_is_each_tasks_fisher_scaled_to_unit_range():
     assert EWC().normalize == "none"  # the paper's penalty unless asked
 
 
-def test_mas_over_two_tasks_is_the_sum_of_the_task_importances():
-    bench = _real_tasks(2)
+def test_mas_over_two_tasks_is_the_sum_of_the_task_importances(device):
+    bench = _real_tasks(2, device)
     ctx = _real_ctx(bench)
     s = MAS()
     parts = []
     for task in bench.tasks:
         _fit(ctx, task)
         s.after_task(ctx, task)
-        parts.append(flatten(mas_importance(ctx.model, task.train.x, classes=bench.active_outputs(task.id))))
+        parts.append(flatten(mas_importance(ctx.model, task.train.x, classes=_classes(bench, task))))
     assert float(parts[0].abs().max()) > 0 and float(parts[1].abs().max()) > 0
     assert torch.allclose(s.quad.omega, parts[0] + parts[1], rtol=1e-5, atol=1e-10)
     assert not torch.allclose(s.quad.omega, parts[1], rtol=1e-3)
     assert torch.equal(s.quad.center, _flat_params(ctx))
 
 
-def test_scp_over_two_tasks_is_the_authors_running_average():
+def test_scp_over_two_tasks_is_the_authors_running_average(device):
     """Gamma <- alpha Gamma + (1 - alpha) Gamma_k from Gamma = 0 (Kolouri's SCP.consolidate): after
     two tasks alpha (1 - alpha) Gamma_1 + (1 - alpha) Gamma_2, each Gamma_k computed directly with the
     generator the strategy derives for task k."""
-    bench = _real_tasks(2)
+    bench = _real_tasks(2, device)
     ctx = _real_ctx(bench)
     alpha = 0.3
     s = SCP(alpha=alpha, slices=7)
@@ -441,7 +449,7 @@ def test_scp_over_two_tasks_is_the_authors_running_average():
     for task in bench.tasks:
         _fit(ctx, task)
         s.after_task(ctx, task)
-        parts.append(flatten(scp_importance(ctx.model, task.train.x, classes=bench.active_outputs(task.id),
+        parts.append(flatten(scp_importance(ctx.model, task.train.x, classes=_classes(bench, task),
                                             slices=7, generator=task_generator(ctx, task, 2))))
         if task.id == 0:
             assert torch.allclose(s.quad.omega, (1 - alpha) * parts[0], rtol=1e-5, atol=1e-12)
@@ -451,8 +459,8 @@ def test_scp_over_two_tasks_is_the_authors_running_average():
     assert torch.equal(s.quad.center, _flat_params(ctx))
 
 
-def test_l2_omega_is_ones_at_the_latest_parameters_and_its_gradient_is_2_lam_delta():
-    bench = _real_tasks(2)
+def test_l2_omega_is_ones_at_the_latest_parameters_and_its_gradient_is_2_lam_delta(device):
+    bench = _real_tasks(2, device)
     ctx = _real_ctx(bench)
     s = L2(lam=0.7)
     for task in bench.tasks:
@@ -463,7 +471,7 @@ def test_l2_omega_is_ones_at_the_latest_parameters_and_its_gradient_is_2_lam_del
     assert torch.equal(s.quad.center, anchor)
     with torch.no_grad():  # move away from the anchor
         for p in ctx.params():
-            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())).to(p.device))
     theta = _flat_params(ctx)
     got = flatten(s.quad.grad(ctx.params(), s.lam))
     assert torch.allclose(got, 2 * 0.7 * (theta - anchor), rtol=1e-5, atol=1e-9)

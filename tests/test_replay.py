@@ -34,15 +34,18 @@ def small_strategies():
 
 
 @pytest.fixture(scope="module")
-def benchmarks():
-    return {s: fl.build("split-digits", scenario=s) for s in ("task", "domain", "class")}
+def benchmarks(device):
+    """On the device from the start (``run`` would move them there in place anyway)."""
+    return {s: fl.build("split-digits", scenario=s).to(device) for s in ("task", "domain", "class")}
 
 
 def context(bench, task_id=0, hidden=16, seed=0):
+    """A small MLP and its context on the benchmark's device."""
     torch.manual_seed(seed)
-    model = fl.build_model(f"mlp:{hidden}", bench.input_shape, bench.n_outputs)
+    model = fl.build_model(f"mlp:{hidden}", bench.input_shape, bench.n_outputs).to(bench.device)
     return Context(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), benchmark=bench,
-                   task_id=task_id, seen_upto=task_id, batch_size=16, generator=torch.Generator().manual_seed(seed))
+                   task_id=task_id, seen_upto=task_id, batch_size=16, generator=torch.Generator().manual_seed(seed),
+                   device=bench.device)
 
 
 # ---- distillation ---------------------------------------------------------------------------
@@ -92,7 +95,7 @@ def test_agem_after_backward_projects_the_loop_gradient(benchmarks):
     s = AGEM(memory=50, replay_batch_size=20)
     s.after_task(ctx, bench.tasks[0])
     x, y = bench.tasks[1].train.x[:32], bench.tasks[1].train.y[:32]
-    F.cross_entropy(ctx.mask(ctx.model(x), torch.ones(32, dtype=torch.long)), y).backward()
+    F.cross_entropy(ctx.mask(ctx.model(x), torch.ones(32, dtype=torch.long, device=ctx.device)), y).backward()
     g = flat_grad(ctx.params())
     state = ctx.generator.get_state()
     s.after_backward(ctx)
@@ -166,13 +169,13 @@ def test_gem_memory_is_split_over_the_tasks(benchmarks):
 
 
 # ---- BiC ------------------------------------------------------------------------------------
-def test_bic_bias_layer_changes_only_the_new_classes_logits(benchmarks):
+def test_bic_bias_layer_changes_only_the_new_classes_logits(benchmarks, device):
     bench = benchmarks["class"]
     s = BiC()
-    s.bias_ = torch.tensor([[1.0, 0.0]] * 5)
-    logits = torch.randn(7, 10)
+    s.bias_ = torch.tensor([[1.0, 0.0]] * 5, device=device)
+    logits = torch.randn(7, 10, generator=torch.Generator().manual_seed(0)).to(device)
     assert torch.equal(s.correct(bench, logits), logits)
-    s.bias_[2] = torch.tensor([1.7, -0.4])
+    s.bias_[2] = torch.tensor([1.7, -0.4], device=device)
     out = s.correct(bench, logits)
     new = bench.tasks[2].classes
     other = [c for c in range(10) if c not in new]
@@ -185,8 +188,9 @@ def test_bic_learns_bias_on_a_balanced_held_out_split(benchmarks):
     r = run(RunConfig(**CLASS_IL), strategy=s)
     assert all(len(v) == 2 for v in s.val.x.values()) and sorted(s.val.x) == list(range(10))
     assert all(len(v) == 200 // 10 - 2 for v in s.exemplars.x.values())
-    assert not torch.equal(s.bias_[1:], torch.tensor([[1.0, 0.0]] * 4))
-    assert torch.equal(s.bias_[0], torch.tensor([1.0, 0.0]))
+    bias = s.bias_.cpu()  # on the run's device
+    assert not torch.equal(bias[1:], torch.tensor([[1.0, 0.0]] * 4))
+    assert torch.equal(bias[0], torch.tensor([1.0, 0.0]))
     # task 1 trains on its data minus the held-out validation examples: 2 classes x ceil(0.1 * 200 // 2)
     assert r.timing["per_task"][0]["samples"] == 5 * (288 - 2 * 10)
 
@@ -220,18 +224,18 @@ def test_icarl_loss_is_sigmoid_bce_with_distillation_targets(benchmarks):
     target = F.one_hot(y, 10).float()
     target[:, :2] = torch.sigmoid(s.old_model(ctx)(x)[:, :2])
     direct = F.binary_cross_entropy_with_logits(logits[:, :4], target[:, :4], reduction="sum") / 8
-    batch = Batch(x, y, torch.ones(8, dtype=torch.long))
+    batch = Batch(x, y, torch.ones(8, dtype=torch.long, device=ctx.device))
     loss = s.task_loss(ctx, batch, logits, F.cross_entropy(logits, y))  # replaces the loop's CE
     assert torch.allclose(loss, direct, atol=1e-5) and s.penalty(ctx, batch, logits) is None
 
 
-def test_icarl_needs_a_linear_output_layer(benchmarks):
+def test_icarl_needs_a_linear_output_layer(benchmarks, device):
     class NoLinear(torch.nn.Module):
         def forward(self, x):
             return x.flatten(1)[:, :10]
 
     with pytest.raises(UsageError, match="nn.Linear"):
-        features(NoLinear(), torch.zeros(2, 1, 8, 8))
+        features(NoLinear(), torch.zeros(2, 1, 8, 8, device=device))
 
 
 # ---- DGR ------------------------------------------------------------------------------------
@@ -246,7 +250,7 @@ def test_vae_samples_have_the_data_shape_and_the_previous_model_labels_them(benc
     assert isinstance(s.vae, VAE) and s.vae.loss(bench.tasks[0].train.x[:5]).shape == (5,)
     ctx.task_id = 2
     s.before_task(ctx, bench.tasks[2])
-    (student_cols, target_cols), = old_output_groups(bench, 2)
+    (student_cols, target_cols), = old_output_groups(bench, 2, ctx.device)  # on the device, as DGR makes them
     assert student_cols.tolist() == list(range(6)) and target_cols.tolist() == list(range(4))
     teacher = s.old_model(ctx)(xr)
     labels = s.hard_labels(teacher, student_cols, target_cols)
@@ -333,9 +337,9 @@ def same(a, b):
 
 
 @pytest.mark.parametrize("name", sorted(REPLAY))
-def test_state_dict_round_trip(benchmarks, name):
+def test_state_dict_round_trip(benchmarks, name, device):
     scenario = "class"
-    bench = fl.build("split-digits", scenario=scenario, tasks=None)
+    bench = fl.build("split-digits", scenario=scenario, tasks=None).to(device)
     bench.tasks = bench.tasks[:2]
     kw = {"memory": 40} if "memory" in REPLAY[name].params else {}
     if name == "dgr":
@@ -345,12 +349,14 @@ def test_state_dict_round_trip(benchmarks, name):
     torch.manual_seed(0)
     model = fl.build_model("mlp:16", bench.input_shape, bench.n_outputs)
     run(cfg, strategy=s, benchmark=bench, model=model)
+    assert next(model.parameters()).device == device  # the run moved the given model to its device
     state = s.state_dict()
     assert all(k.endswith("_") for k in state)
     fresh = REPLAY[name](**kw)
     fresh.load_state_dict(roundtrip(state))
     assert same(fresh.state_dict(), state)
-    ctx = Context(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), benchmark=bench, task_id=1, seen_upto=1)
+    ctx = Context(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), benchmark=bench, task_id=1,
+                  seen_upto=1, device=device)
     x = bench.tasks[1].test.x
     with torch.no_grad():
         assert torch.equal(s.predict(ctx, x), fresh.predict(ctx, x))
