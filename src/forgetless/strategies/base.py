@@ -153,6 +153,7 @@ class Context:
     batch_size: int = 128
     precision: str = "float32"  # "bf16": forward passes, losses and evaluation under CPU autocast
     generator: torch.Generator = field(default_factory=torch.Generator)
+    augment: Any = None  # training augmentation, a callable x -> x applied after adapt_batch (or None)
 
     def begin_task(self, task: "Task", upto: int | None = None) -> None:
         """Record that ``task`` starts (its data, and data of tasks up to ``upto``, will be trained on)."""
