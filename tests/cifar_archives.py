@@ -15,12 +15,23 @@ in CIFAR's own binary format, read by forgetless's real loader:
 """
 from __future__ import annotations
 
+import io
+import tarfile
+
 import numpy as np
 
 from conftest import FASHION_SLICE, IDX_FILES, MNIST_SUBSET
-from test_sources import make_tar
 
 COLOURS = np.array([(1.0, 1.0, 1.0), (1.0, 0.25, 0.25), (0.25, 1.0, 0.25), (0.25, 0.25, 1.0), (1.0, 1.0, 0.25)])
+
+
+def make_tar(path, members: dict) -> None:
+    """A .tar.gz of ``members`` (name -> bytes), lightly compressed (the archives are rebuilt per test module)."""
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        for name, blob in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
 
 
 def _grey(folder, split: int):
