@@ -43,10 +43,10 @@ def test_split_cifar10_resnet18_er_beats_naive(cifar10_dir, one_thread):
         assert r.benchmark["augment"] == "crop-flip" and r.benchmark["normalize"]["mean"][0] == pytest.approx(0.4914)
         acc[strategy] = (r.metrics["average_accuracy"], r.accuracy_matrix)
     print(acc)
-    (naive, R_naive), (er, _) = acc["naive"], acc["er"]
-    assert R_naive[0][0] > 0.8  # two classes, learnt after 25 steps (chance 0.5)
+    (naive, R_naive), (er, R_er) = acc["naive"], acc["er"]
+    assert R_naive[0][0] > 0.7  # two classes, learnt after 25 steps (chance 0.5)
     assert R_naive[1][0] < 0.1  # and forgotten in class-IL
-    assert er > naive + 0.15, acc
+    assert R_er[1][0] > 0.5 and er > naive + 0.15, acc  # replay keeps the first task
 
 
 def test_split_cifar100_10_tasks_resnet18(cifar100_dir, one_thread):
@@ -54,8 +54,8 @@ def test_split_cifar100_10_tasks_resnet18(cifar100_dir, one_thread):
     R = r.accuracy_matrix
     print(R)
     assert r.config["tasks"] == 10 and len(R) == 2
-    assert R[0][0] > 0.35  # ten classes after 25 steps: chance is 0.1
-    assert R[1][1] > 0.3 and R[1][0] < 0.1  # the second task learnt, the first forgotten (class-IL, naive)
+    assert R[0][0] > 0.3  # ten classes after 25 steps: chance is 0.1
+    assert R[1][1] > 0.25 and R[1][0] < 0.1  # the second task learnt, the first forgotten (class-IL, naive)
 
 
 def test_split_cifar100_20_tasks_resnet32(cifar100_dir, one_thread):
@@ -65,3 +65,12 @@ def test_split_cifar100_20_tasks_resnet32(cifar100_dir, one_thread):
     assert r.config["tasks"] == 20 and r.benchmark["n_outputs"] == 100
     assert R[0][0] > 0.5  # five classes: chance is 0.2
     assert R[1][1] > 0.4 and R[1][0] < 0.1
+
+
+def test_split_cifar10_icarl_with_resnet32_keeps_the_first_task(cifar10_dir, one_thread):
+    """iCaRL takes its features from the ResNet's head input (herding, nearest mean of exemplars)."""
+    r = fl.run(short(cifar10_dir, benchmark="split-cifar10", model="resnet32", strategy="icarl",
+                     params={"memory": 100}))
+    R = r.accuracy_matrix
+    print(R)
+    assert R[0][0] > 0.7 and R[1][0] > 0.4 and R[1][1] > 0.3  # naive keeps < 0.1 of the first task
