@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from . import metrics as M
+from .augment import make_augment, resolve as resolve_augment
 from .benchmarks import Benchmark, Task, build
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data.cache import atomic_write_text
 from .errors import UsageError
 from .loop import TrainingDiverged, evaluate, train_task
-from .augment import make_augment, resolve as resolve_augment
 from .models import build_model, check_model, normalize_for
 from .schedules import make_schedule
 from .results import Result, save_result
