@@ -33,13 +33,25 @@ RUN_OPTIONS = [  # (flag, keyword arguments): shared by `run` and `compare`
                              "class for split, task otherwise)")),
     ("--tasks", dict(type=int, help="number of tasks (default: the benchmark's)")),
     ("--strategy", dict(help="strategy name; several compose with '+' (default naive)")),
-    ("--model", dict(help="mlp:W1,W2,... or cnn (default mlp:1024,512,256)")),
+    ("--model", dict(help="mlp:W1,W2,..., cnn, resnet18[:nf=N], resnet20 or resnet32 (default mlp:1024,512,256)")),
     ("--epochs", dict(type=int, help="epochs per task (default 3)")),
     ("--iterations", dict(type=int, help="optimizer steps per task (replaces --epochs)")),
     ("--batch-size", dict(type=int, help="default 64")),
     ("--optimizer", dict(choices=["sgd", "adam"], help="default adam")),
     ("--lr", dict(type=float, help="learning rate (default 0.001)")),
     ("--momentum", dict(type=float, help="SGD momentum")),
+    ("--weight-decay", dict(type=float, help="L2 weight decay of SGD and Adam (default 0)")),
+    ("--lr-schedule", dict(choices=["none", "milestones", "cosine"],
+                           help="learning rate within every task, restarting at each (default none)")),
+    ("--milestones", dict(help="milestones schedule: epochs (steps with --iterations) where the rate is "
+                               "multiplied by --lr-decay, e.g. 35,45")),
+    ("--lr-decay", dict(type=float, help="milestones schedule: the factor at every milestone (default 0.1)")),
+    ("--augment", dict(choices=["auto", "none", "crop-flip"],
+                       help="training augmentation: 4-pixel random crop and horizontal flip (default auto: "
+                            "crop-flip for CIFAR, none otherwise)")),
+    ("--normalize", dict(choices=["auto", "on", "off"],
+                         help="the dataset's mean/std as the model's first layer (default auto: on for the "
+                              "ResNets, off for mlp and cnn)")),
     ("--seed", dict(type=int, help="default 0")),
     ("--classes", dict(help='split groups, e.g. "0,2,4,6,8|1,3,5,7,9"')),
     ("--angles", dict(type=None, help="rotated: one angle per task, e.g. 0,45,90")),
@@ -106,7 +118,8 @@ def _config(a: argparse.Namespace) -> RunConfig:
     given = {name: getattr(a, name) for name in ("benchmark", "scenario", "tasks", "strategy", "model", "epochs",
                                                  "iterations", "batch_size", "optimizer", "lr", "momentum", "seed",
                                                  "classes", "angles", "val_fraction", "eval_every",
-                                                 "precision", "device")}
+                                                 "precision", "device", "weight_decay", "lr_schedule",
+                                                 "milestones", "lr_decay", "augment", "normalize")}
     cfg = RunConfig(**{k: v for k, v in given.items() if v is not None})
     cfg.params = parse_params(a.param)
     cfg.reset_optimizer, cfg.first_unpermuted, cfg.compile = a.reset_optimizer, a.first_unpermuted, a.compile
@@ -237,6 +250,8 @@ def cmd_list(a: argparse.Namespace) -> int:
     for name, info in DATASETS.items():
         print(f"  {name:<15}{info.get('description', '')}")
     print(f"scenarios: {', '.join(SCENARIOS)}")
+    print("models: mlp:W1,W2,... (default mlp:1024,512,256), cnn, resnet18[:nf=N] (nf=20: GEM's reduced), "
+          "resnet20[:nf=N], resnet32[:nf=N]")
     print("strategies (parameters with defaults):")
     for name, cls in STRATEGIES.items():
         print(f"  {name:<12}{cls.help} (scenarios: {', '.join(cls.scenarios)})")

@@ -46,6 +46,13 @@ class RunConfig:
     device: str = "auto"  # auto (CUDA when present, else CPU), cpu, cuda, cuda:N, mps (devices.py)
     compile: bool = False  # torch.compile the model
     first_tasks: int | None = None  # train and evaluate only the first K tasks (the benchmark is built whole)
+    # image protocols (augment.py, models/normalize.py, schedules.py); the defaults keep earlier runs' behaviour
+    augment: str = "auto"  # auto | none | crop-flip (auto: crop-flip for CIFAR, none otherwise)
+    normalize: str = "auto"  # auto | on | off: the dataset's mean/std as the model's first layer (auto: ResNets only)
+    lr_schedule: str = "none"  # none | milestones | cosine, per task (restarting at every task)
+    milestones: list[int] | None = None  # epochs (or steps with iterations) where the rate is multiplied by lr_decay
+    lr_decay: float | None = None  # the factor at every milestone (None: 0.1); milestones only
+    weight_decay: float = 0.0  # L2 weight decay of SGD and Adam (torch's weight_decay: added to the gradient)
 
     def resolved(self) -> "RunConfig":
         """A copy with defaults that depend on other options filled in, and values checked."""
@@ -73,6 +80,7 @@ class RunConfig:
             raise UsageError(f"compile must be true or false, got {c.compile!r}")
         if not c.lr > 0:
             raise UsageError(f"--lr must be positive, got {c.lr}")
+        _check_image_options(c)
         return c
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,8 +113,57 @@ class RunConfig:
             del d["first_tasks"]
         else:
             parts.append(f"first{d['first_tasks']}")
+        for key, default in IMAGE_DEFAULTS.items():  # (likewise: only what differs from the default is named)
+            if d[key] == default:
+                del d[key]
+            elif key != "lr_decay":
+                value = d[key]
+                parts.append(f"{IMAGE_ABBREV[key]}{','.join(map(str, value)) if isinstance(value, list) else value}")
         digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
         return "_".join(str(p) for p in parts) + "_" + digest
+
+
+IMAGE_DEFAULTS = {"augment": "auto", "normalize": "auto", "lr_schedule": "none", "milestones": None,
+                  "lr_decay": None, "weight_decay": 0.0}
+IMAGE_ABBREV = {"augment": "aug-", "normalize": "norm-", "lr_schedule": "", "milestones": "ms", "weight_decay": "wd"}
+
+
+def _check_image_options(c: RunConfig) -> None:
+    """augment, normalize, the learning-rate schedule and weight decay (one-line errors); milestones
+    given as text (``"35,45"``) become a list."""
+    import math
+
+    from .augment import AUGMENTS
+    from .models import NORMALIZE_CHOICES
+    from .schedules import SCHEDULES, parse_milestones
+
+    if c.augment not in AUGMENTS:
+        raise UsageError(f"--augment must be one of {', '.join(AUGMENTS)}, got {c.augment!r}")
+    if c.normalize not in NORMALIZE_CHOICES:
+        raise UsageError(f"--normalize must be one of {', '.join(NORMALIZE_CHOICES)}, got {c.normalize!r}")
+    if c.lr_schedule not in SCHEDULES:
+        raise UsageError(f"--lr-schedule must be one of {', '.join(SCHEDULES)}, got {c.lr_schedule!r}"
+                         f"{closest(str(c.lr_schedule), SCHEDULES)}")
+    c.milestones = parse_milestones(c.milestones)
+    if c.lr_schedule == "milestones":
+        if c.milestones is None:
+            raise UsageError("--lr-schedule milestones needs --milestones, e.g. --milestones 35,45")
+        length, unit = (c.iterations, "iterations") if c.iterations else (c.epochs, "epochs")
+        if c.milestones[-1] >= length:
+            raise UsageError(f"milestone {c.milestones[-1]} is not within a task's {length} {unit} (milestones "
+                             f"count {unit} from 0): it would never apply; choose milestones below {length}")
+    elif c.milestones is not None:
+        raise UsageError(f"--milestones apply to --lr-schedule milestones only (the schedule is {c.lr_schedule})")
+    if c.lr_decay is not None:
+        if c.lr_schedule != "milestones":
+            raise UsageError(f"--lr-decay applies to --lr-schedule milestones only (the schedule is {c.lr_schedule})")
+        if isinstance(c.lr_decay, bool) or not isinstance(c.lr_decay, (int, float)) or not 0 < c.lr_decay < 1:
+            raise UsageError(f"--lr-decay must be a number in (0, 1), got {c.lr_decay!r}")
+        c.lr_decay = float(c.lr_decay)
+    wd = c.weight_decay
+    if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not math.isfinite(wd) or wd < 0:
+        raise UsageError(f"--weight-decay must be a number >= 0, got {wd!r}")
+    c.weight_decay = float(wd)
 
 
 def parse_value(text: str) -> Any:

@@ -91,7 +91,7 @@ class Grid:
 
 
 def load_grid_file(path: str | Path, overrides: list[str] = ()) -> Grid:
-    """A YAML or TOML file with run options; lists become axes (``angles`` stays one value).
+    """A YAML or TOML file with run options; lists become axes (``angles``, ``milestones`` stay one value).
 
     ``params`` is a table of strategy parameters (lists are axes too). ``overrides`` are
     ``key=value`` strings applied on top (``params.lam=10``).
@@ -135,7 +135,8 @@ def load_grid_file(path: str | Path, overrides: list[str] = ()) -> Grid:
         flat[key if not key.startswith("param.") else "params." + key[6:]] = parse_value(value)
     base, axes = {}, {}
     for k, v in flat.items():
-        if isinstance(v, list) and k != "angles" or k == "angles" and v and isinstance(v[0], list):
+        one = k in ("angles", "milestones")  # (a list that is one value)
+        if isinstance(v, list) and not one or one and v and isinstance(v[0], list):
             axes[k] = v
         else:
             base[k] = v

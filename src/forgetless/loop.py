@@ -46,11 +46,11 @@ def train_step(ctx: Context, strategy: Strategy, batch: Batch) -> torch.Tensor:
     """One optimizer step of ``strategy`` on ``batch``; returns the loss that was minimised (a
     detached tensor: reading it is the caller's choice).
 
-    adapt_batch -> forward -> the scenario's masked cross-entropy -> task_loss -> + penalty ->
-    backward -> after_backward -> optimizer step -> after_step. ``ctx.augment`` (if any) transforms
-    the adapted batch, so replayed samples are augmented like incoming ones. With a GradScaler
-    (fp16), the gradients are unscaled before after_backward, so hooks see true gradients (zeros
-    in a step that overflowed, which the scaler then skips).
+    adapt_batch -> ``ctx.augment`` (if any) -> forward -> the scenario's masked cross-entropy ->
+    task_loss -> + penalty -> backward -> after_backward -> optimizer step -> after_step. The
+    augmentation transforms the adapted batch, so replayed samples are augmented like incoming ones.
+    With a GradScaler (fp16), the gradients are unscaled before after_backward, so hooks see true
+    gradients (zeros in a step that overflowed, which the scaler then skips).
     """
     batch = strategy.adapt_batch(ctx, batch)
     if ctx.augment is not None:
@@ -115,13 +115,15 @@ def iterate_batches(n: int, batch_size: int, generator: torch.Generator, epochs:
 def train_task(ctx: Context, strategy: Strategy, task: Task, *, epochs: int = 1,
                iterations: int | None = None, eval_every: int = 0,
                on_eval: Callable[[], None] | None = None,
-               on_step: Callable[[int, int, float], None] | None = None, progress: bool = False) -> dict[str, Any]:
+               on_step: Callable[[int, int, float], None] | None = None, progress: bool = False,
+               lr_schedule=None) -> dict[str, Any]:
     """Train on what the strategy gives for ``task`` (after its ``before_task``); returns statistics.
 
     ``iterations`` N: N steps per task; data of later tasks (joint) brings their N steps along, so a
     bound has the compute of the runs it bounds. ``on_step(global_step, epoch, loss)`` is called for
     every step (in groups, every ``LOG_EVERY`` steps), ``on_eval()`` every ``eval_every`` steps;
-    ``progress`` shows a progress bar.
+    ``progress`` shows a progress bar. ``lr_schedule`` (``schedules.TaskSchedule``) sets the rate
+    before every step.
     """
     got = strategy.train_data(ctx, task)
     if got is None:
@@ -157,6 +159,8 @@ def train_task(ctx: Context, strategy: Strategy, task: Task, *, epochs: int = 1,
     samples = 0
     for epoch, idx in iterate_batches(len(Y), ctx.batch_size, ctx.generator, epochs, iterations, Y.device):
         ctx.epoch = epoch
+        if lr_schedule is not None:
+            lr_schedule.set(ctx.optimizer, ctx.step, epoch, total_steps, task.id)
         pending.append((ctx.global_step + 1, epoch,
                         train_step(ctx, strategy, Batch(data.take(idx), Y[idx], task_ids[idx]))))
         samples += len(idx)

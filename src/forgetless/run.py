@@ -19,13 +19,15 @@ import torch
 
 from . import devices
 from . import metrics as M
+from .augment import make_augment, resolve as resolve_augment
 from .benchmarks import Benchmark, Task, build
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import PLACEMENT, RunConfig
 from .data.cache import atomic_write_text
 from .errors import UsageError
 from .loop import TrainingDiverged, evaluate, train_task
-from .models import build_model, check_model
+from .models import build_model, check_model, normalize_for
+from .schedules import make_schedule
 from .results import Result, save_result
 from .strategies import Context, Strategy, make_strategy
 
@@ -49,18 +51,20 @@ def lock_dir(out: Path):
     return f
 
 
-def make_optimizer(name: str, params, lr: float, momentum: float = 0.0,
-                   device: torch.device | None = None) -> torch.optim.Optimizer:
-    """SGD or Adam with the device's fastest implementation (``devices.optimizer_options``: fused
-    kernels on CPU and CUDA)."""
+def make_optimizer(name: str, params, lr: float, momentum: float = 0.0, *,
+                   device: torch.device | None = None, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """SGD (with ``momentum``) or Adam, with the device's fastest implementation
+    (``devices.optimizer_options``: fused kernels on CPU and CUDA); ``weight_decay`` is torch's:
+    ``weight_decay * theta`` added to the gradient (L2 regularisation, for Adam too; not AdamW's
+    decoupled decay)."""
     params = list(params)
     if device is None:
         device = params[0].device if params else torch.device("cpu")
     kind = devices.optimizer_options(name, device)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, **kind)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **kind)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, **kind)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **kind)
     raise UsageError(f"unknown optimizer {name!r}; choose sgd or adam")
 
 
@@ -173,19 +177,26 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
         raise UsageError(f"strategy {strategy.spec()!r} does not support the {benchmark.scenario}-incremental scenario")
     cfg.strategy, cfg.params = strategy.spec(), strategy.hparams()  # every value, defaults filled in
     torch.manual_seed(cfg.seed)
+    datasets = benchmark_datasets(benchmark.name)
     if model is None:
-        model = build_model(cfg.model, benchmark.input_shape, benchmark.n_outputs)
+        model = build_model(cfg.model, benchmark.input_shape, benchmark.n_outputs,
+                            normalize=normalize_for(cfg.normalize, cfg.model, datasets))
     else:
+        if cfg.normalize == "on":
+            raise UsageError("--normalize on applies to the models forgetless builds; give your model a "
+                             "forgetless.models.Normalize first layer instead")
         cfg.model = f"custom:{type(model).__name__}"
     model.to(device)
     check_model(model, benchmark.input_shape, benchmark.n_outputs)
     if cfg.compile:
         devices.compile_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    ctx = Context(model=model, optimizer=make_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum, device),
+    ctx = Context(model=model, optimizer=make_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum, device=device,
+                                                        weight_decay=cfg.weight_decay),
                   benchmark=benchmark, batch_size=cfg.batch_size, precision=cfg.precision,
                   generator=torch.Generator().manual_seed(cfg.seed), device=device,
-                  scaler=devices.grad_scaler(device, cfg.precision))
+                  scaler=devices.grad_scaler(device, cfg.precision),
+                  augment=make_augment(cfg.augment, datasets, cfg.seed))
     out = Path(out) if out is not None else None
     if out is not None:
         if out.exists() and not out.is_dir():
@@ -205,6 +216,17 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
     finally:
         if lock is not None:
             lock.close()
+
+
+def benchmark_datasets(name: str) -> list[str] | None:
+    """The datasets a benchmark of this name is made of (None for a name forgetless does not build)."""
+    from .benchmarks import SEQUENCES
+    from .data.sources import DATASETS
+
+    if name in SEQUENCES:
+        return list(SEQUENCES[name])
+    kind, _, dataset = name.partition("-")
+    return [dataset] if dataset in DATASETS else None
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -263,6 +285,7 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
     train every task, write the result."""
     model, benchmark = ctx.model, ctx.benchmark
     state = RunState()
+    schedule = make_schedule(cfg.lr_schedule, cfg.lr, cfg.milestones, cfg.lr_decay, cfg.iterations)
     if ck is not None:
         if _same_config(ck["config"], cfg):
             raise UsageError(f"{out} holds a run with another configuration; use another --out or drop --resume")
@@ -274,6 +297,10 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
         if ctx.scaler is not None and ck.get("scaler"):
             ctx.scaler.load_state_dict(ck["scaler"])
         ctx.global_step, ctx.seen_upto = ck["global_step"], ck["seen_upto"]
+        if ctx.augment is not None and ck.get("augment_generator") is not None:
+            ctx.augment.load_state_dict(ck["augment_generator"])
+        if schedule is not None and ck.get("lr_schedule") is not None:
+            schedule.load_state_dict(ck["lr_schedule"])
         state = RunState.from_dict(ck["state"])
         say(f"resuming after task {state.done} from {out / CHECKPOINT}")
     if state.initial is None:
@@ -281,7 +308,7 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
     log = RunLog(out, ctx.global_step) if out is not None else None
     try:
         for task in benchmark.tasks[state.done:]:
-            _run_task(cfg, ctx, strategy, task, state, log, say, show_progress)
+            _run_task(cfg, ctx, strategy, task, state, log, say, show_progress, schedule)
             if out is not None:
                 log.flush()
                 save_checkpoint(out / CHECKPOINT, {
@@ -289,7 +316,9 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
                     "optimizer": ctx.optimizer.state_dict(), "strategy": strategy.state_dict(),
                     "generator": ctx.generator.get_state(), "torch_rng": devices.rng_state(ctx.device),
                     "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
-                    "global_step": ctx.global_step, "seen_upto": ctx.seen_upto})
+                    "global_step": ctx.global_step, "seen_upto": ctx.seen_upto,
+                    "augment_generator": ctx.augment.state_dict() if ctx.augment is not None else None,
+                    "lr_schedule": schedule.state_dict() if schedule is not None else None})
     finally:
         if log is not None:
             log.close()
@@ -306,18 +335,31 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
                    "tasks": [{"name": t.name, "classes": t.classes, "train": len(t.train),
                               "test": len(t.test) if t.test is not None else None,
                               "val": len(t.val) if t.val is not None else None}
-                             for t in benchmark.tasks]},
+                             for t in benchmark.tasks],
+                   "augment": resolve_augment(cfg.augment, benchmark_datasets(benchmark.name)),
+                   "normalize": _normalization(model)},
         task_aware_accuracy_matrix=state.R_task_aware if class_il else None)
     if out is not None:
         save_result(result, out)
     return result
 
 
+def _normalization(model: torch.nn.Module) -> dict[str, list[float]] | None:
+    """The mean and std of the model's ``Normalize`` first layer, if it has one (for result.json)."""
+    from .models import Normalize
+
+    layer = getattr(model, "normalize", None)
+    if not isinstance(layer, Normalize):
+        return None
+    return {"mean": layer.mean.flatten().tolist(), "std": layer.std.flatten().tolist()}
+
+
 def _run_task(cfg: RunConfig, ctx: Context, strategy: Strategy, task: Task, state: RunState,
-              log: RunLog | None, say: Callable[[str], None], show_progress: bool) -> None:
+              log: RunLog | None, say: Callable[[str], None], show_progress: bool, schedule=None) -> None:
     """One task of ``run``: hooks, training, evaluation on every task; appends to ``state``."""
     if cfg.reset_optimizer and task.id > 0:
-        ctx.optimizer = make_optimizer(cfg.optimizer, ctx.params(), cfg.lr, cfg.momentum, ctx.device)
+        ctx.optimizer = make_optimizer(cfg.optimizer, ctx.params(), cfg.lr, cfg.momentum, device=ctx.device,
+                                       weight_decay=cfg.weight_decay)
     say(f"task {task.id + 1}/{len(ctx.benchmark.tasks)}: {task.name}")
     ts = time.perf_counter()
     strategy.before_task(ctx, task)
@@ -333,7 +375,7 @@ def _run_task(cfg: RunConfig, ctx: Context, strategy: Strategy, task: Task, stat
 
     stats = train_task(ctx, strategy, task, epochs=cfg.epochs, iterations=cfg.iterations,
                        eval_every=cfg.eval_every, on_eval=record, on_step=step if log is not None else None,
-                       progress=show_progress)
+                       progress=show_progress, lr_schedule=schedule)
     t_train = time.perf_counter() - ts
     strategy.after_task(ctx, task)
     if not all(bool(torch.isfinite(p).all()) for p in ctx.model.parameters()):
