@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         return {"run": cmd_run, "compare": cmd_compare, "list": cmd_list, "report": cmd_report}[a.command](a)
     except UsageError as e:
         if devices.is_main():  # (under torchrun every process stops with the same error; rank 0 says it)
-            print(f"forgetless: error: {e}", file=sys.stderr)
+            print(f"forgetless: error: {e}", file=sys.stderr, flush=True)
+        devices.leave_after_main()  # (torchrun stops every process when the first one ends)
         return 2
     except KeyboardInterrupt:
         print("forgetless: interrupted", file=sys.stderr)

@@ -299,10 +299,31 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
+def barrier(timeout: float | None = None) -> None:
+    """Wait until every process gets here (``timeout`` seconds at most, then go on)."""
     dist = _dist()
-    if dist is not None and dist.get_world_size() > 1:
+    if dist is None or dist.get_world_size() == 1:
+        return
+    if timeout is None:
         dist.barrier()
+        return
+    import datetime
+
+    try:
+        dist.barrier(async_op=True).wait(timeout=datetime.timedelta(seconds=timeout))
+    except Exception:  # noqa: BLE001 - a process that is gone: go on
+        pass
+
+
+def leave_after_main(timeout: float = 30.0) -> None:
+    """Before a process ends with an error that every process raised: the others wait for rank 0
+    (which prints it), since torchrun stops every process as soon as one ends."""
+    if _dist() is not None:
+        barrier(timeout)
+    elif launched_by_torchrun() and not is_main():  # (an error before the process group exists)
+        import time
+
+        time.sleep(1.0)
 
 
 def _by_dtype(tensors):
@@ -503,6 +524,6 @@ def check_same(what: str, obj) -> None:
 
 __all__ = ["DEVICE_HELP", "PRECISIONS", "all_reduce_", "all_reduce_mean_", "autocast", "barrier", "broadcast_",
            "check_precision", "check_same", "compile_model", "copy_model", "describe", "fingerprint",
-           "grad_scaler", "init_distributed", "is_main", "launched_by_torchrun", "main_first", "optimizer_options", "put", "rank",
-           "resolve", "rng_state", "running_stats", "set_rng_state", "shard", "shutdown_distributed",
-           "sync_gradients_", "synchronize", "to_device", "together", "world_size"]
+           "grad_scaler", "init_distributed", "is_main", "launched_by_torchrun", "leave_after_main", "main_first",
+           "optimizer_options", "put", "rank", "resolve", "rng_state", "running_stats", "set_rng_state", "shard",
+           "shutdown_distributed", "sync_gradients_", "synchronize", "to_device", "together", "world_size"]
