@@ -4,11 +4,13 @@ the processes with each other and with one process.
 
     python -m torch.distributed.run --nproc-per-node 2 tests/ddp_worker.py CASES.json OUT
 
-CASES.json: {name: {"config": RunConfig fields} | {"cli": [run options], "out": DIR, "crash_at": K}}.
+CASES.json: {name: {"config": RunConfig fields} | {"cli": [run options], "out": DIR, "crash_at": K,
+"model": "batchnorm"}}.
 A "cli" case builds its config exactly as ``forgetless run`` would; with ``crash_at`` K it is
 interrupted when task K+1 starts (every process), leaving rank 0's checkpoint after task K in DIR.
 On every rank but 0, any write under a case's DIR raises (``forbid_writes``), so the run fails.
-Each process writes OUT/NAME.rankR.pt: the accuracy matrix and the strategy's state (memory, importances).
+Each process writes OUT/NAME.rankR.pt: the accuracy matrix, the strategy's state (memory, importances)
+and, for a batch-norm case, the model's state.
 """
 import json
 import sys
@@ -75,6 +77,13 @@ def forbid_writes(dirs: list[str]) -> None:
     guard(shutil, "rmtree", "remove")
 
 
+def batch_norm_mlp(seed: int) -> torch.nn.Module:
+    """An MLP with batch norm for the 8x8 digits (a case with "model": "batchnorm")."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32),
+                               torch.nn.ReLU(), torch.nn.Linear(32, 10))
+
+
 def main(cases_file: str, out: str) -> None:
     torch.set_num_threads(1)
     cases = json.loads(Path(cases_file).read_text())
@@ -94,12 +103,14 @@ def main(cases_file: str, out: str) -> None:
                 return original(ctx, task)
 
             strategy.before_task = before_task
+        model = batch_norm_mlp(cfg.seed) if case.get("model") == "batchnorm" else None
         try:
-            result = fl.run(cfg, strategy=strategy, out=case.get("out"))
+            result = fl.run(cfg, strategy=strategy, model=model, out=case.get("out"))
         except Interrupted:
             continue
         torch.save({"R": result.accuracy_matrix, "initial": result.initial_accuracy,
                     "strategy": devices.to_device(strategy.state_dict(), torch.device("cpu")),
+                    "model": None if model is None else devices.to_device(model.state_dict(), torch.device("cpu")),
                     "rank": devices.rank(), "world": devices.world_size()},
                    Path(out) / f"{name}.rank{devices.rank()}.pt")
     devices.shutdown_distributed()

@@ -54,6 +54,7 @@ CASES = {  # batch sizes that do not divide evenly between the 2 processes in mo
     "bic": dict(benchmark="split-digits", scenario="class", classes=THREE, strategy="bic", params={"memory": 90},
                 batch_size=31),
 }
+BATCHNORM = dict(benchmark="permuted-digits", tasks=2, strategy="ewc", batch_size=33)  # with batch_norm_mlp
 WRITES = "er"  # this case also writes a run directory (rank 1 must write nothing there)
 # interrupted by the first launch when task 2 starts, resumed by the second through the CLI
 CUT = ["--benchmark", "split-digits", "--classes", THREE, "--strategy", "er", "--param", "memory=60", "--model",
@@ -81,6 +82,7 @@ def launched(tmp_path_factory, device):
     dev = device_name(device)
     cases = {name: {"config": {**BASE, **kw, "device": dev}} for name, kw in CASES.items()}
     cases[WRITES]["out"] = str(tmp / "written")
+    cases["batchnorm"] = {"config": {**BASE, **BATCHNORM, "device": dev}, "model": "batchnorm"}
     cases["cut"] = {"cli": [*CUT, "--device", dev], "out": str(tmp / "cut"), "crash_at": 1}
     (tmp / "cases.json").write_text(json.dumps(cases))
     p = torchrun([WORKER, str(tmp / "cases.json"), str(tmp)], tmp, dev)
@@ -206,3 +208,15 @@ def test_an_error_on_rank_0_alone_stops_both_processes_with_one_line(launched):
     lines = [line for line in p.stderr.splitlines() if line.startswith("forgetless: error:")]
     assert len(lines) == 1 and "holds a run with other settings" in lines[0], p.stderr[-3000:]
     assert str(Path(SRC) / "forgetless") not in p.stderr  # no traceback from forgetless itself
+
+
+def test_batch_norm_statistics_stay_the_same_on_both_processes(launched):
+    """Each process normalizes with its part's statistics; the running statistics are averaged
+    after every step (devices.sync_gradients_), so both processes keep the same ones (the run's
+    check after every task would stop it otherwise) and they have moved from their start."""
+    tmp, _ = launched
+    a, b = saved(tmp, "batchnorm", 0)["model"], saved(tmp, "batchnorm", 1)["model"]
+    mean, var = "2.running_mean", "2.running_var"
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert float(a[mean].abs().max()) > 0 and not torch.allclose(a[var], torch.ones_like(a[var]))
+    assert int(a["2.num_batches_tracked"]) >= 2 * 25  # (+1: models.check_model's forward runs in train mode)
