@@ -220,3 +220,44 @@ def test_batch_norm_statistics_stay_the_same_on_both_processes(launched):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert float(a[mean].abs().max()) > 0 and not torch.allclose(a[var], torch.ones_like(a[var]))
     assert int(a["2.num_batches_tracked"]) >= 2 * 25  # (+1: models.check_model's forward runs in train mode)
+
+
+@pytest.mark.parametrize("n, world", [(10, 2), (33, 2), (7, 3), (1, 2), (0, 2), (5, 8)])
+def test_parts_are_contiguous_cover_everything_and_differ_by_at_most_one(monkeypatch, n, world):
+    parts = []
+    for r in range(world):
+        monkeypatch.setattr(devices, "world_size", lambda: world)
+        monkeypatch.setattr(devices, "rank", lambda r=r: r)
+        parts.append(devices.shard(n))
+    assert [i for p in parts for i in range(n)[p]] == list(range(n))
+    sizes = [p.stop - p.start for p in parts]
+    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+
+
+def test_compare_and_a_numbered_gpu_are_refused_under_torchrun(monkeypatch, capsys):
+    from forgetless.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(["compare", "--strategy", "naive"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "start it without torchrun" in err[0]
+    with pytest.raises(fl.UsageError, match="takes the GPU of its LOCAL_RANK; use --device cuda"):
+        devices.init_distributed("cuda:1")
+
+
+def test_a_strategy_that_cannot_split_its_batch_is_refused(monkeypatch):
+    from forgetless.run import _check_data_parallel
+
+    dgr = fl.make_strategy("dgr", {}, "class")
+    _check_data_parallel(dgr)  # one process: fine
+    monkeypatch.setattr(devices, "world_size", lambda: 2)
+    with pytest.raises(fl.UsageError, match="dgr does not train across several processes"):
+        _check_data_parallel(fl.make_strategy("er+dgr", {}, "class"))
+    _check_data_parallel(fl.make_strategy("er+ewc", {}, "class"))
+
+
+def test_a_stray_rank_variable_does_not_silence_a_single_process(monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert devices.rank() == 0 and devices.is_main() and devices.world_size() == 1

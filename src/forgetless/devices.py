@@ -237,13 +237,13 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    """This process's rank: the process group's, else torchrun's RANK (so that errors raised before
-    the group exists are printed by rank 0 only), else 0."""
+    """This process's rank: the process group's; before it exists, torchrun's RANK when torchrun
+    started several processes (so that an error raised that early is printed by rank 0 only); else 0."""
     dist = _dist()
     if dist is not None:
         return dist.get_rank()
     value = os.environ.get("RANK", "0").strip()
-    return int(value) if value.isdigit() else 0
+    return int(value) if launched_by_torchrun() and value.isdigit() else 0
 
 
 def is_main() -> bool:
