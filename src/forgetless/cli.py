@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import devices
 from .benchmarks import parse_data_dir
 from .config import RunConfig, parse_params
 from .errors import UsageError
@@ -171,6 +172,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} is a file, not a directory; choose another path")
     say = (lambda m: None) if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     result = run(cfg, out=out, resume=a.resume, overwrite=a.overwrite, progress=say, show_progress=not a.quiet)
+    if not devices.is_main():  # (under torchrun rank 0 prints)
+        return 0
     path = out / "result.json"
     c = result.config
     print(f"{c['benchmark']} ({c['scenario']}-incremental, {c['tasks']} tasks), strategy {c['strategy']}, "
@@ -226,6 +229,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
     if a.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {a.workers}")
+    if devices.launched_by_torchrun():
+        raise UsageError("compare runs its own processes: start it without torchrun (torchrun is for one `run`)")
     if a.threads is not None and a.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {a.threads}")
     say = (lambda m: None) if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
@@ -283,11 +288,15 @@ def main(argv: list[str] | None = None) -> int:
         a = build_parser().parse_args(argv)
         return {"run": cmd_run, "compare": cmd_compare, "list": cmd_list, "report": cmd_report}[a.command](a)
     except UsageError as e:
-        print(f"forgetless: error: {e}", file=sys.stderr)
+        if devices.is_main():  # (under torchrun every process stops with the same error; rank 0 says it)
+            print(f"forgetless: error: {e}", file=sys.stderr, flush=True)
+        devices.leave_after_main()  # (torchrun stops every process when the first one ends)
         return 2
     except KeyboardInterrupt:
         print("forgetless: interrupted", file=sys.stderr)
         return 130
+    finally:
+        devices.shutdown_distributed()
 
 
 if __name__ == "__main__":

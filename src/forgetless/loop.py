@@ -51,24 +51,47 @@ def train_step(ctx: Context, strategy: Strategy, batch: Batch) -> torch.Tensor:
     augmentation transforms the adapted batch, so replayed samples are augmented like incoming ones.
     With a GradScaler (fp16), the gradients are unscaled before after_backward, so hooks see true
     gradients (zeros in a step that overflowed, which the scaler then skips).
+
+    Several processes (``devices.world_size() > 1``, under torchrun): ``batch`` is the GLOBAL batch,
+    the same on every process; adapt_batch and augment run on all of it (so replay choices and
+    memory updates are the same everywhere), then each process runs forward, task_loss and penalty
+    on its contiguous part (``devices.shard``) with the total weighted by n_part / n_batch, and
+    after backward the gradients are summed over the processes (``devices.sync_gradients_``, which
+    also averages batch-norm running statistics) BEFORE after_backward: every hook sees the global
+    batch's gradient, and after_step gets the whole batch. A process whose part is empty (a batch
+    smaller than the number of processes) adds nothing. The loss returned is the global one.
     """
     batch = strategy.adapt_batch(ctx, batch)
     if ctx.augment is not None:
         batch = batch._replace(x=ctx.augment(batch.x))
-    with autocast(ctx):
-        out = ctx.model(batch.x)
-        loss = F.cross_entropy(ctx.mask(out, batch.t), batch.y)
-        loss = strategy.task_loss(ctx, batch, out, loss)
-        pen = strategy.penalty(ctx, batch, out)
-        total = loss if pen is None else loss + pen
-    ctx.optimizer.zero_grad(set_to_none=True)
+    several = devices.world_size() > 1
+    part = batch
+    if several:
+        rows = devices.shard(len(batch.y))
+        part = Batch(batch.x[rows], batch.y[rows], batch.t[rows])
+    if len(part.y) or not several:
+        with autocast(ctx):
+            out = ctx.model(part.x)
+            loss = F.cross_entropy(ctx.mask(out, part.t), part.y)
+            loss = strategy.task_loss(ctx, part, out, loss)
+            pen = strategy.penalty(ctx, part, out)
+            total = loss if pen is None else loss + pen
+            if several:
+                total = total * (len(part.y) / len(batch.y))
+        ctx.optimizer.zero_grad(set_to_none=True)
+        (total if ctx.scaler is None else ctx.scaler.scale(total)).backward()
+    else:
+        ctx.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=ctx.device)
+        if ctx.scaler is not None:
+            ctx.scaler.scale(total)  # (the scaler starts its scale at its first scale() call)
+    if several:
+        total = devices.sync_gradients_(ctx.params(), total, devices.running_stats(ctx.model))
     scaler = ctx.scaler
     if scaler is None:
-        total.backward()
         strategy.after_backward(ctx)
         ctx.optimizer.step()
     else:
-        scaler.scale(total).backward()
         scaler.unscale_(ctx.optimizer)
         _zero_if_overflowed(scaler, ctx.optimizer)
         strategy.after_backward(ctx)
@@ -198,23 +221,30 @@ def evaluate(ctx: Context, strategy: Strategy, trained_upto: int, split: str = "
     model = ctx.model
     was_training = model.training
     model.eval()
-    accs, aware = [], []
     bench = ctx.benchmark
+    counts, sizes = [], []
     for task in bench.tasks:
         data: TensorData = task.test if split == "test" else task.val
         bias = bench.eval_bias(trained_upto, task.id)
         own = bench.eval_bias(trained_upto, task.id, task_aware=True) if task_aware else None
         correct = torch.zeros((), dtype=torch.long, device=data.device)
         correct_own = torch.zeros((), dtype=torch.long, device=data.device)
-        for i in range(0, len(data), EVAL_BATCH):
-            y = data.y[i:i + EVAL_BATCH]
+        rows = devices.shard(len(data))  # (all of it in one process; several processes share the work)
+        for i in range(rows.start, rows.stop, EVAL_BATCH):
+            j = min(i + EVAL_BATCH, rows.stop)
+            y = data.y[i:j]
             with autocast(ctx):
-                scores = strategy.predict(ctx, data.take(slice(i, i + EVAL_BATCH))).float()
+                scores = strategy.predict(ctx, data.take(slice(i, j))).float()
             correct += ((scores + bias).argmax(1) == y).sum()
             if own is not None:
                 correct_own += ((scores + own).argmax(1) == y).sum()
-        accs.append(int(correct) / max(len(data), 1))
-        aware.append(int(correct_own) / max(len(data), 1))
+        counts += [correct, correct_own]
+        sizes.append(max(len(data), 1))
+    counts = torch.stack(counts)
+    devices.all_reduce_([counts])
+    counts = counts.tolist()
+    accs = [c / n for c, n in zip(counts[0::2], sizes)]
+    aware = [c / n for c, n in zip(counts[1::2], sizes)]
     model.train(was_training)
     return (accs, aware) if task_aware else accs
 

@@ -4,6 +4,12 @@
 result.json at the end, under an exclusive lock of the directory; ``resume`` continues from the
 checkpoint (the result is identical to an uninterrupted run). A directory holding a run of another
 configuration is never replaced silently: that needs ``overwrite``.
+
+Under torchrun (several processes, ``devices.init_distributed``) one run is trained by all of them
+(``loop.train_step``): every process builds the same benchmark, model and strategy; rank 0 alone
+takes the lock of ``out`` and writes result.json, the logs and the checkpoints; on ``resume`` every
+process reads the checkpoint. Errors at rank 0's steps (lock, claim, download) stop every process
+(``devices.together``).
 """
 from __future__ import annotations
 
@@ -159,14 +165,16 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
     """
     t0 = time.perf_counter()
     cfg = (config or RunConfig()).resolved()
-    say = progress or (lambda msg: None)
-    device = devices.resolve(cfg.device)
+    device = devices.init_distributed(cfg.device)  # (one process: devices.resolve)
+    main = devices.is_main()
+    say = (progress if main else None) or (lambda msg: None)
+    show_progress = show_progress and main
     devices.check_precision(cfg.precision, device)
-    if benchmark is None:
-        benchmark = build(cfg.benchmark, scenario=cfg.scenario, tasks=cfg.tasks, seed=cfg.seed,
-                          data_dir=cfg.data_dir, classes=cfg.classes, val_fraction=cfg.val_fraction,
-                          first_unpermuted=cfg.first_unpermuted, angles=cfg.angles, download=cfg.download,
-                          with_test=cfg.eval_split == "test")
+    if benchmark is None:  # (rank 0 first: a download happens once)
+        benchmark = devices.main_first(lambda: build(
+            cfg.benchmark, scenario=cfg.scenario, tasks=cfg.tasks, seed=cfg.seed, data_dir=cfg.data_dir,
+            classes=cfg.classes, val_fraction=cfg.val_fraction, first_unpermuted=cfg.first_unpermuted,
+            angles=cfg.angles, download=cfg.download, with_test=cfg.eval_split == "test"))
     cfg.scenario, cfg.tasks = benchmark.scenario, len(benchmark.tasks)
     if cfg.first_tasks is not None:
         benchmark = benchmark.first(cfg.first_tasks)
@@ -176,6 +184,7 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
     elif benchmark.scenario not in strategy.scenarios:
         raise UsageError(f"strategy {strategy.spec()!r} does not support the {benchmark.scenario}-incremental scenario")
     cfg.strategy, cfg.params = strategy.spec(), strategy.hparams()  # every value, defaults filled in
+    _check_data_parallel(strategy)
     torch.manual_seed(cfg.seed)
     datasets = benchmark_datasets(benchmark.name)
     if model is None:
@@ -190,6 +199,7 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
     check_model(model, benchmark.input_shape, benchmark.n_outputs)
     if cfg.compile:
         devices.compile_model(model)
+    devices.broadcast_([*model.parameters(), *model.buffers()])  # several processes: rank 0's initial model
     params = [p for p in model.parameters() if p.requires_grad]
     ctx = Context(model=model, optimizer=make_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum, device=device,
                                                         weight_decay=cfg.weight_decay),
@@ -198,20 +208,29 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
                   scaler=devices.grad_scaler(device, cfg.precision),
                   augment=make_augment(cfg.augment, datasets, cfg.seed))
     out = Path(out) if out is not None else None
-    if out is not None:
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {out} is a file, not a directory; choose another path")
-        out.mkdir(parents=True, exist_ok=True)
+    with devices.together():
+        if out is not None and main:
+            if out.exists() and not out.is_dir():
+                raise UsageError(f"--out {out} is a file, not a directory; choose another path")
+            out.mkdir(parents=True, exist_ok=True)
     if benchmark.scenario == "class" and getattr(strategy, "family", "") in ("regularization", "distillation"):
         say(CLASS_IL_NOTE.format(name=cfg.strategy))
     t_setup = time.perf_counter() - t0
 
-    lock = lock_dir(out) if out is not None else None
+    lock = ck = None
     try:
-        if out is not None:
-            ck = _claim(out, cfg, overwrite)
-            if resume and ck is None:
-                ck = load_checkpoint(out / CHECKPOINT)
+        with devices.together():  # rank 0 alone locks and claims the directory
+            if out is not None and main:
+                lock = lock_dir(out)
+                ck = _claim(out, cfg, overwrite)
+                if resume and ck is None:
+                    ck = load_checkpoint(out / CHECKPOINT)
+        if devices.world_size() > 1 and out is not None and resume:
+            with devices.together():  # the others read the checkpoint once rank 0 has claimed the directory
+                if not main:
+                    ck = load_checkpoint(out / CHECKPOINT)
+            devices.check_same(f"the checkpoint in {out} (every process must see --out: a directory they "
+                               f"all share)", None if ck is None else (ck["global_step"], ck["state"]))
         return _train_all(cfg, ctx, strategy, out, ck if resume else None, say, show_progress, t0, t_setup)
     finally:
         if lock is not None:
@@ -227,6 +246,17 @@ def benchmark_datasets(name: str) -> list[str] | None:
         return list(SEQUENCES[name])
     kind, _, dataset = name.partition("-")
     return [dataset] if dataset in DATASETS else None
+
+
+def _check_data_parallel(strategy: Strategy) -> None:
+    """Refuse, under torchrun, a strategy (or part) that says it cannot split a batch across processes."""
+    if devices.world_size() == 1:
+        return
+    parts = getattr(strategy, "strategies", [strategy])
+    bad = [st.name for st in parts if not getattr(st, "data_parallel", True)]
+    if bad:
+        raise UsageError(f"{bad[0]} does not train across several processes yet; run it in one process "
+                         f"(without torchrun)")
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -293,7 +323,7 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
         ctx.optimizer.load_state_dict(ck["optimizer"])
         strategy.load_state_dict(devices.to_device(ck["strategy"], ctx.device))
         ctx.generator.set_state(ck["generator"].cpu())
-        devices.set_rng_state(ck["torch_rng"])
+        devices.set_rng_state(ck["torch_rng"])  # (rank 0's: every process had the same)
         if ctx.scaler is not None and ck.get("scaler"):
             ctx.scaler.load_state_dict(ck["scaler"])
         ctx.global_step, ctx.seen_upto = ck["global_step"], ck["seen_upto"]
@@ -305,11 +335,12 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
         say(f"resuming after task {state.done} from {out / CHECKPOINT}")
     if state.initial is None:
         state.initial = evaluate(ctx, strategy, -1, cfg.eval_split)
-    log = RunLog(out, ctx.global_step) if out is not None else None
+    writes = out is not None and devices.is_main()  # several processes: rank 0 writes, the others compute
+    log = RunLog(out, ctx.global_step) if writes else None
     try:
         for task in benchmark.tasks[state.done:]:
             _run_task(cfg, ctx, strategy, task, state, log, say, show_progress, schedule)
-            if out is not None:
+            if writes:
                 log.flush()
                 save_checkpoint(out / CHECKPOINT, {
                     "config": cfg.to_dict(), "state": asdict(state), "model": model.state_dict(),
@@ -328,7 +359,7 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
         accuracy_matrix=state.R, initial_accuracy=state.initial, metrics=M.all_metrics(state.R, state.initial),
         config=cfg.to_dict(),
         timing={"total_seconds": total, "setup_seconds": t_setup, "threads": torch.get_num_threads(),
-                "device": devices.describe(ctx.device),
+                "device": devices.describe(ctx.device), "processes": devices.world_size(),
                 "train_seconds": sum(p["train_seconds"] for p in state.per_task), "per_task": state.per_task},
         versions=versions(), curves=state.curves,
         benchmark={"name": benchmark.name, "scenario": benchmark.scenario, "n_outputs": benchmark.n_outputs,
@@ -339,7 +370,7 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
                    "augment": resolve_augment(cfg.augment, benchmark_datasets(benchmark.name)),
                    "normalize": _normalization(model)},
         task_aware_accuracy_matrix=state.R_task_aware if class_il else None)
-    if out is not None:
+    if writes:
         save_result(result, out)
     return result
 
@@ -381,6 +412,10 @@ def _run_task(cfg: RunConfig, ctx: Context, strategy: Strategy, task: Task, stat
     if not all(bool(torch.isfinite(p).all()) for p in ctx.model.parameters()):
         raise TrainingDiverged(f"the parameters became NaN or infinite in task {task.id + 1}: lower the "
                                f"learning rate (--lr) or the regularization strength (lam)")
+    if devices.world_size() > 1:  # identical by construction; a strategy that draws per process would break it
+        devices.check_same(f"the model, optimizer, strategy state and generator after task {task.id + 1}",
+                           (ctx.model.state_dict(), ctx.optimizer.state_dict()["state"], strategy.state_dict(),
+                            ctx.generator.get_state()))
     t_after = time.perf_counter() - ts - t_train
     te = time.perf_counter()
     class_il = ctx.benchmark.scenario == "class"

@@ -78,6 +78,7 @@ class DGR(WithOldModel):
     """
 
     name = "dgr"
+    data_parallel = False  # task_loss draws a generated batch per process part: torchrun refuses DGR
     family = "replay"
     params = {"distill": Param(False, help="soft targets (the previous model's outputs at temperature T)"),
               "temperature": Param(2.0, ">0", "distillation temperature T", needs="distill"),

@@ -6,9 +6,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import devices
 from ..errors import UsageError
 from .base import ALL_SCENARIOS, Param, Strategy
-from .replay import MEMORY, flat_grad, memory_loss_grad, set_flat_grad
+from .replay import MEMORY, flat_grad, local_memory_grad, set_flat_grad
 
 EPS = 1e-3  # added to the diagonal of G G^T, as in the paper's code
 
@@ -142,9 +143,13 @@ class GEM(Strategy):
 
     def constraints(self, ctx, past: list[int]) -> torch.Tensor:
         """G: one row per past task k, the flat gradient of the loss on k's memory, masked as the
-        loop masks task k's samples (task-IL: task k's head; class-IL: every class seen so far)."""
-        return torch.stack([memory_loss_grad(ctx, self.mem_x_[k], self.mem_y_[k],
-                                             ctx.benchmark.tasks[k].ids(len(self.mem_y_[k]))) for k in past])
+        loop masks task k's samples (task-IL: task k's head; class-IL: every class seen so far).
+        Several processes: each computes its part of every memory, and all rows are summed over
+        the processes in one collective (the same G everywhere, so the same projection)."""
+        G = torch.stack([local_memory_grad(ctx, self.mem_x_[k], self.mem_y_[k],
+                                           ctx.benchmark.tasks[k].ids(len(self.mem_y_[k]))) for k in past])
+        devices.all_reduce_([G])
+        return G
 
     def after_task(self, ctx, task):
         m = self.per_task(ctx)

@@ -5,13 +5,14 @@ import torch
 from torch import nn
 from torch.func import grad, vmap
 
+from .. import devices
 from ..errors import UsageError
 from . import linear_fastpath as lin
 from .estimation import as_long, auto_chunk, eval_mode, sample_fn, split, trainable
 
 
 def mas_importance(model: nn.Module, x: torch.Tensor, *, classes=None, chunk: int | None = None,
-                   backend: str = "auto") -> list[torch.Tensor]:
+                   backend: str = "auto", distributed: bool = False) -> list[torch.Tensor]:
     """MAS: ``Omega = mean_n | d ||f(x_n)||_2^2 / d theta |``.
 
     Aljundi et al. 2018, "Memory Aware Synapses: Learning what (not) to forget", ECCV, eq. 2-4: the
@@ -19,7 +20,8 @@ def mas_importance(model: nn.Module, x: torch.Tensor, *, classes=None, chunk: in
     the mean over samples (per sample, as in the paper; the authors' code takes |.| of the gradient
     of a whole mini-batch's summed norm, a cheaper approximation). The output is the logits
     (pre-softmax) restricted to the competing outputs ``classes``, so the heads of other tasks get
-    zero importance. Needs no labels. ``backend`` as for ``fisher_diagonal``.
+    zero importance. Needs no labels. ``backend`` and ``distributed`` (each process sums its part
+    of the samples, the sums are added over the processes) as for ``fisher_diagonal``.
     """
     classes = as_long(classes)
     names, params, frozen, fmodel = split(model)
@@ -29,8 +31,9 @@ def mas_importance(model: nn.Module, x: torch.Tensor, *, classes=None, chunk: in
     with eval_mode(model):
         linears = lin.choose(model, x, backend)
         size = chunk or (1024 if linears is not None else auto_chunk(params))
-        for i in range(0, len(x), size):
-            xc = x[i:i + size]
+        rows = devices.shard(len(x)) if distributed else slice(0, len(x))
+        for i in range(rows.start, rows.stop, size):
+            xc = x[i:min(i + size, rows.stop)]
             if linears is not None:
                 with lin.tap(linears) as rec, torch.enable_grad():
                     out = model(xc)
@@ -41,6 +44,8 @@ def mas_importance(model: nn.Module, x: torch.Tensor, *, classes=None, chunk: in
             G = vmap(grad(lambda p, xi: f(p, xi).square().sum()), in_dims=(None, 0))(params, xc)
             for k, g in zip(keys, G):
                 acc[k] += g.abs().sum(0)
+    if distributed:
+        devices.all_reduce_(list(acc.values()))
     return [acc[k] / len(x) for k in keys]
 
 

@@ -174,7 +174,7 @@ class EWC(Regularizer):
     def _fisher(self, ctx, task) -> list[torch.Tensor]:
         x, y, classes = self._data(ctx, task)
         fisher = fisher_diagonal(ctx.model, x, y, classes=classes, labels=self.fisher, samples=self.samples,
-                                 generator=task_generator(ctx, task, 1))
+                                 generator=task_generator(ctx, task, 1), distributed=True)
         if self.normalize == "minmax":
             fisher = views(minmax(flatten(fisher)), fisher)
         return fisher
@@ -266,8 +266,8 @@ class MAS(Regularizer):
 
     def consolidate(self, ctx, task):
         x, _, classes = self._data(ctx, task)
-        fn = mas_hebbian if self.hebbian else mas_importance
-        new = flatten(fn(ctx.model, x, classes=classes))
+        new = flatten(mas_hebbian(ctx.model, x, classes=classes) if self.hebbian  # (every process: all samples)
+                      else mas_importance(ctx.model, x, classes=classes, distributed=True))
         self.quad.set(new if not self.quad.active else self.quad.omega + new, ctx.params())
 
 

@@ -5,6 +5,7 @@ from typing import Any
 
 import torch
 
+from .. import devices
 from ..memory import POLICIES, ReplayBuffer
 from .base import ALL_SCENARIOS, Batch, Context, Param, Strategy
 
@@ -30,9 +31,30 @@ def set_flat_grad(params: list[torch.nn.Parameter], flat: torch.Tensor) -> None:
 
 def memory_loss_grad(ctx: Context, x, y, t) -> torch.Tensor:
     """The flat gradient of the task loss on a memory batch, masked like the loop masks training
-    samples (task-IL: each sample's own task; class-IL: the classes seen so far)."""
+    samples (task-IL: each sample's own task; class-IL: the classes seen so far).
+
+    Several processes: each computes its part of the batch (``local_memory_grad``) and the parts
+    are summed (``devices.all_reduce_``), so every process gets the same, global gradient."""
+    g = local_memory_grad(ctx, x, y, t)
+    devices.all_reduce_([g])
+    return g
+
+
+def local_memory_grad(ctx: Context, x, y, t) -> torch.Tensor:
+    """``memory_loss_grad`` without the sum over processes: in one process the gradient itself;
+    with several, the gradient of this process's contiguous part (``devices.shard``) of the mean
+    loss, weighted by n_part / n (zeros for an empty part), whose sum over processes is the gradient."""
     params = ctx.params()
+    weight = 1.0
+    if devices.world_size() > 1:
+        rows = devices.shard(len(y))
+        weight = (rows.stop - rows.start) / max(len(y), 1)
+        if weight == 0:
+            return torch.cat([torch.zeros_like(p).reshape(-1) for p in params])
+        x, y, t = x[rows], y[rows], t[rows]
     loss = torch.nn.functional.cross_entropy(ctx.mask(ctx.model(x), t), y)
+    if weight != 1.0:
+        loss = loss * weight
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
@@ -149,4 +171,4 @@ class AGEM(_Buffered):
         self.buffer_.add(task.train.take(order), task.train.y[order], task.ids(), ctx.generator)
 
 
-__all__ = ["AGEM", "ER", "agem_project", "flat_grad", "memory_loss_grad", "set_flat_grad"]
+__all__ = ["AGEM", "ER", "agem_project", "flat_grad", "local_memory_grad", "memory_loss_grad", "set_flat_grad"]
