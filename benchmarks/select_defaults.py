@@ -96,7 +96,23 @@ GRIDS = {
     "HW": {"l2": decades(-4, -2), "ewc": decades(1, 3), "online-ewc": decades(1, 3), "si": decades(0, 2),
            "mas": decades(-3, -1), "rwalk": decades(-1, 1), "scp": decades(1, 3)},
 }
+# EWC and online EWC are selected with their Fisher min-max normalized (``normalize=minmax``, their
+# default since issue 12: the raw Fisher's scale moves the best lam by 8 decades between B1 and B3,
+# see benchmarks/ewc_normalisation.py and docs/results.md); their runs live in <method>-minmax folders
+# (the raw-Fisher runs stay in <method>/ as the record of the earlier choice).
+FIXED = {"ewc": {"normalize": "minmax"}, "online-ewc": {"normalize": "minmax"}}
+for _b in GRIDS:
+    GRIDS[_b]["ewc"] = GRIDS[_b]["online-ewc"] = decades(0, 3)
 GRIDS["B2"] = GRIDS["HW"]
+
+
+def folder(m: str) -> str:
+    """Where method m's runs are kept (``ewc-minmax`` for the normalized EWC)."""
+    return f"{m}-minmax" if m in FIXED else m
+
+
+def with_lam(m: str, lam: float) -> dict:
+    return {"lam": lam, **FIXED.get(m, {})}
 LWF = [{"lam": lam, "temperature": t} for lam in (0.1, 1.0, 10.0) for t in (1.0, 2.0, 4.0)]
 
 
@@ -135,7 +151,7 @@ def test_config(bench: str, strategy: str, params: dict, seed: int) -> RunConfig
 
 
 def score(out: Path, bench: str, strategy: str, params: dict) -> float | None:
-    r = finished(run_dir(out / bench / "val" / strategy, val_config(bench, strategy, params)))
+    r = finished(run_dir(out / bench / "val" / folder(strategy), val_config(bench, strategy, params)))
     return None if r is None else r["metrics"]["average_accuracy"]
 
 
@@ -147,10 +163,11 @@ def select(a) -> None:
     run_all(refs, out)
     for m in a.methods.split(","):
         grid = sorted(GRIDS[bench][m])
-        run_all([(c, run_dir(out / bench / "val" / m, c)) for c in (val_config(bench, m, {"lam": v}) for v in grid)],
+        run_all([(c, run_dir(out / bench / "val" / folder(m), c))
+                 for c in (val_config(bench, m, with_lam(m, v)) for v in grid)],
                 out)
         for _ in range(2 * MAX_EXTEND):  # protocol step 2: widen at an edge
-            scores = {v: score(out, bench, m, {"lam": v}) for v in grid}
+            scores = {v: score(out, bench, m, with_lam(m, v)) for v in grid}
             if any(s is None for s in scores.values()):
                 break
             best = max(grid, key=lambda v: scores[v])
@@ -162,14 +179,14 @@ def select(a) -> None:
                 break
             print(f"{bench} {m}: best lam {best:g} at the edge, adding {new:g}", flush=True)
             grid = sorted(grid + [new])
-            c = val_config(bench, m, {"lam": new})
-            run_all([(c, run_dir(out / bench / "val" / m, c))], out)
+            c = val_config(bench, m, with_lam(m, new))
+            run_all([(c, run_dir(out / bench / "val" / folder(m), c))], out)
     if getattr(a, "fill", None):  # also every value tried on the other benchmarks (for the rule's common ranks)
         for other in a.fill.split(","):
             for m in a.methods.split(","):
                 vals = sorted({t["lam"] for t in tried(out, other, m)} - set(GRIDS[bench][m]))
-                run_all([(c, run_dir(out / bench / "val" / m, c))
-                         for c in (val_config(bench, m, {"lam": v}) for v in vals)], out)
+                run_all([(c, run_dir(out / bench / "val" / folder(m), c))
+                         for c in (val_config(bench, m, with_lam(m, v)) for v in vals)], out)
     if a.lwf:
         run_all([(c, run_dir(out / bench / "val" / "lwf", c)) for c in (val_config(bench, "lwf", p) for p in LWF)],
                 out)
@@ -178,7 +195,7 @@ def select(a) -> None:
 def tried(out: Path, bench: str, m: str) -> list[dict]:
     """Every finished validation run of method m on bench: [{"lam": .., "validation_average_accuracy": ..}]."""
     rows = []
-    for d in sorted((out / bench / "val" / m).glob("*")):
+    for d in sorted((out / bench / "val" / folder(m)).glob("*")):
         r = finished(d)
         if r is None or r["config"].get("eval_split") != "val":
             continue
@@ -287,11 +304,11 @@ def test(a) -> None:
             if m in ("naive", "joint"):
                 c = test_config(a.bench, m, {}, seed)
             elif m in lams:
-                c = test_config(a.bench, m, {"lam": lams[m]}, seed)
+                c = test_config(a.bench, m, with_lam(m, lams[m]), seed)
             else:
                 print(f"no lam for {m} on {a.bench}; skipped")
                 continue
-            jobs.append((c, run_dir(out / a.bench / f"test-{a.lams}" / m, c)))
+            jobs.append((c, run_dir(out / a.bench / f"test-{a.lams}" / folder(m), c)))
     run_all(jobs, out)
 
 
@@ -309,10 +326,10 @@ def table(a) -> None:
             if not root.is_dir():
                 continue
             res = {}
-            for md in sorted(root.iterdir()):
-                rs = [r for d in sorted(md.glob("*")) if (r := finished(d))]
+            for m in ["naive", "joint"] + REGULARIZERS + ["lwf"]:
+                rs = [r for d in sorted((root / folder(m)).glob("*")) if (r := finished(d))]
                 if rs:
-                    res[md.name] = rs
+                    res[m] = rs
             if not res:
                 continue
             A = {m: mean_std([r["metrics"]["average_accuracy"] for r in rs]) for m, rs in res.items()}
