@@ -172,7 +172,7 @@ def test_separate_ewc_keeps_one_term_per_task(digits, device):
     tasks = two_tasks(digits)
     model = tiny(device)
     ctx = make_ctx(model, device)
-    s = EWC(samples=None)
+    s = EWC(samples=None, normalize="none")  # the raw Fisher, as the hand computation below
     fishers, anchors = [], []
     for task in tasks:
         train(s, ctx, task, 3)
@@ -378,7 +378,7 @@ def test_online_ewc_omega_is_gamma_times_the_decayed_running_fisher(device):
     0.5 over three tasks: Omega = 0.5 F_3 + 0.25 F_2 + 0.125 F_1, anchored after task 3."""
     bench = _real_tasks(3, device)
     ctx = _real_ctx(bench)
-    s = OnlineEWC(gamma=0.5, samples=None)
+    s = OnlineEWC(gamma=0.5, samples=None, normalize="none")
     fishers = []
     for task in bench.tasks:
         _fit(ctx, task)
@@ -392,7 +392,7 @@ def test_online_ewc_omega_is_gamma_times_the_decayed_running_fisher(device):
     assert torch.equal(s.quad.center, _flat_params(ctx)) and s.quad.terms == []
     # gamma = 1: the plain running sum
     ctx = _real_ctx(bench)
-    s = OnlineEWC(gamma=1.0, samples=None)
+    s = OnlineEWC(gamma=1.0, samples=None, normalize="none")
     for task in bench.tasks:
         _fit(ctx, task)
         s.after_task(ctx, task)
@@ -419,7 +419,7 @@ def test_normalized_fisher_is_each_tasks_fisher_scaled_to_unit_range(device):
         assert float(omega.max()) == pytest.approx(1.0) and float(omega.min()) == pytest.approx(0.0, abs=1e-7)
     assert float(raw[0].max()) < 0.5  # the raw Fisher is not already on that scale: the test can fail
     assert torch.allclose(o.quad.omega, 0.5 * (0.5 * scaled[0] + scaled[1]), rtol=1e-5, atol=1e-7)
-    assert EWC().normalize == "none"  # the paper's penalty unless asked
+    assert EWC().normalize == "minmax" and EWC(normalize="none").normalize == "none"  # the default; the paper
 
 
 def test_mas_over_two_tasks_is_the_sum_of_the_task_importances(device):
