@@ -276,12 +276,38 @@ def rule(a) -> None:
         best = min(cands, key=lambda v: (table[v]["mean_rank"], -len(table[v]["scores"]), v))
         record["defaults"][m] = {"lam": best, "mean_rank": table[best]["mean_rank"], "over": used,
                                  "table": [{"lam": v, **table[v]} for v in cands]}
+    lwf_rule(record, rule_benches)
     path = Path(a.json)
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {path}")
     for m, d in record["defaults"].items():
-        print(f"{m:>11}: lam {d['lam']:g} (mean rank {d['mean_rank']:.2f} over {','.join(d['over'])}; per benchmark best: "
-              + ", ".join(f"{b} {record['selection'][b][m]['best_on_this_benchmark']['lam']:g}" for b in d["over"]) + ")")
+        best = lambda b: record["selection"][b][m]["best_on_this_benchmark"]  # noqa: E731
+        t = (lambda e: f", T {e['temperature']:g}" if "temperature" in e else "")
+        print(f"{m:>11}: lam {d['lam']:g}{t(d)} (mean rank {d['mean_rank']:.2f} over {','.join(d['over'])}; "
+              "per benchmark best: " + ", ".join(f"{b} {best(b)['lam']:g}{t(best(b))}" for b in d["over"]) + ")")
+
+
+def lwf_rule(record: dict, rule_benches: list[str]) -> None:
+    """LwF's default (lam, temperature): the same rule over the fixed 3 x 3 grid ``LWF``, on the
+    benchmarks where all of it ran; ties go to the smaller lam, then to the temperature nearest the
+    paper's 2."""
+    key = lambda t: (t["lam"], t["temperature"])  # noqa: E731
+    used = [b for b in rule_benches
+            if {key(t) for t in record["selection"].get(b, {}).get("lwf", {}).get("candidates", [])}
+            >= {key(c) for c in LWF}]
+    if not used:
+        return
+    table = {key(c): {"ranks": {}, "scores": {}} for c in LWF}
+    for b in used:
+        scores = {key(t): t["validation_average_accuracy"] for t in record["selection"][b]["lwf"]["candidates"]}
+        cands = list(table)
+        for c, r in zip(cands, ranks([scores[c] for c in cands])):
+            table[c]["ranks"][b], table[c]["scores"][b] = r, scores[c]
+    for c in table:
+        table[c]["mean_rank"] = sum(table[c]["ranks"].values()) / len(used)
+    best = min(table, key=lambda c: (table[c]["mean_rank"], c[0], abs(math.log2(c[1] / 2.0))))
+    record["defaults"]["lwf"] = {"lam": best[0], "temperature": best[1], "mean_rank": table[best]["mean_rank"],
+                                 "over": used, "table": [{"lam": c[0], "temperature": c[1], **table[c]} for c in table]}
 
 
 def chosen_lams(a, bench: str) -> dict[str, float]:
@@ -289,7 +315,7 @@ def chosen_lams(a, bench: str) -> dict[str, float]:
     validation choice (``--lams own``)."""
     rec = json.loads(Path(a.json).read_text())
     if a.lams == "defaults":
-        return {m: d["lam"] for m, d in rec["defaults"].items()}
+        return {m: d["lam"] for m, d in rec["defaults"].items() if m in REGULARIZERS}
     return {m: e["best_on_this_benchmark"]["lam"] for m, e in rec["selection"][bench].items() if m in REGULARIZERS}
 
 

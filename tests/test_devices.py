@@ -180,3 +180,17 @@ def test_compile_gives_the_same_model_function(device):
         pytest.skip(f"torch.compile unavailable here: {e}")
     ref = fl.run(fl.RunConfig(benchmark="permuted-digits", tasks=2, iterations=5, device=str(device), model="mlp:32"))
     assert np.allclose(r.accuracy_matrix, ref.accuracy_matrix, atol=0.02)
+
+
+def test_device_check_runs_here(device):
+    """benchmarks/device_check.py, the script a machine with a GPU runs as is, also runs on this
+    machine's device (its smoke-test form: tiny ResNet, naive and ER, one epoch)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "device_check.py"
+    p = subprocess.run([sys.executable, str(script), "--device", str(device), "--quick", "--skip-tests"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "naive   float32" in p.stdout and "er   float32" in p.stdout and "ratio" in p.stdout

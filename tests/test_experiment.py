@@ -179,6 +179,28 @@ def test_ray_executor_gives_identical_results(tmp_path):
         assert json.loads(p.read_text())["accuracy_matrix"] == other["accuracy_matrix"]
 
 
+def test_gpus_per_run_reaches_ray_and_is_checked(tmp_path, monkeypatch, device):
+    """--gpus-per-run becomes Ray's num_gpus for every run; more GPUs than the cluster has is a clear
+    error (Ray would wait forever), and without Ray it is refused."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[test]' installs it)")
+    g = Grid(base=dict(SMALL), axes={"seed": [0]})
+    with pytest.raises(fl.UsageError, match="needs --executor ray"):
+        compare(g, tmp_path / "local", gpus_per_run=1)
+    if device.type != "cuda":
+        with pytest.raises(fl.UsageError, match="the Ray cluster has 0 GPUs"):
+            compare(g, tmp_path / "ray", executor="ray", gpus_per_run=1)
+    asked = []
+    real = ray.remote
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("num_gpus"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "remote", spy)
+    compare(g, tmp_path / "ray0", executor="ray", gpus_per_run=0)
+    assert asked == [0]
+
+
 GRID_ARGS = ["--benchmark", "permuted-fashion-mnist", "--tasks", "2", "--model", "mlp:32", "--iterations", "25",
              "--batch-size", "64", "--strategy", "l2", "--strategy", "ewc", "--strategy", "si",
              "--param", "lam=1", "--param", "lam=100", "--seed", "0", "--seed", "1", "--seed", "2", "--workers", "2"]

@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads per run (default: the cores divided among the workers)")
     c.add_argument("--executor", choices=["local", "ray"], default="local")
     c.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    c.add_argument("--gpus-per-run", type=float, default=0.0,
+                   help="with --executor ray: GPUs each run reserves (e.g. 1, or 0.5 to share one; default 0)")
     c.add_argument("--select-on", choices=["validation"], default=None,
                    help="choose each strategy's parameters on a validation split, then run them on test")
     c.add_argument("--metric", default="average_accuracy",
@@ -237,7 +239,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rows = compare(_grid(a), a.out, workers=a.workers, executor=a.executor, address=a.address,
                    select_on=a.select_on, metric=a.metric, val_fraction=a.selection_val_fraction,
-                   with_joint=a.with_joint, say=say, threads=a.threads)
+                   with_joint=a.with_joint, say=say, threads=a.threads, gpus_per_run=a.gpus_per_run)
     print(format_summary(rows))
     print(f"time: {time.perf_counter() - t0:.1f} s; summary: {Path(a.out) / 'summary.csv'}")
     return 0

@@ -184,10 +184,12 @@ def run_one(cfg_dict: dict, out_dir: str, threads: int | None = None) -> dict:
 
 def execute(jobs: list[tuple[RunConfig, Path]], workers: int = 1, executor: str = "local",
             address: str | None = None, say: Callable[[str], None] = lambda m: None,
-            threads: int | None = None) -> list[dict]:
+            threads: int | None = None, gpus_per_run: float = 0.0) -> list[dict]:
     """Run every (config, dir) job; finished ones are skipped. Returns their statuses.
 
-    Each run gets ``threads`` torch threads (default: the cores divided among the workers)."""
+    Each run gets ``threads`` torch threads (default: the cores divided among the workers) and, with
+    Ray, ``gpus_per_run`` GPUs (Ray's ``num_gpus``: fractions share a GPU; Ray sets each task's
+    CUDA_VISIBLE_DEVICES, so ``--device auto`` lands every run on its own GPU)."""
     todo = [(c, d) for c, d in jobs if finished(d) is None]
     say(f"{len(jobs)} runs, {len(jobs) - len(todo)} already finished, {len(todo)} to run "
         f"({executor}, {workers} worker{'s' if workers > 1 else ''})")
@@ -195,8 +197,12 @@ def execute(jobs: list[tuple[RunConfig, Path]], workers: int = 1, executor: str 
         return [{"dir": str(d), "status": "skipped"} for _, d in jobs]
     cores = os.cpu_count() or 1
     threads = threads or max(1, cores // max(1, workers))
+    if gpus_per_run < 0:
+        raise UsageError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
     if executor == "ray":
-        return _execute_ray(todo, workers, threads, address, say)
+        return _execute_ray(todo, workers, threads, address, say, gpus_per_run)
+    if gpus_per_run:
+        raise UsageError("--gpus-per-run needs --executor ray (local workers share the device each run's --device names)")
     if executor != "local":
         raise UsageError(f"unknown executor {executor!r}; choose local or ray")
     statuses = []
@@ -256,7 +262,7 @@ def _wait_for_busy(statuses: list[dict], todo: list[tuple[RunConfig, Path]], thr
     return out
 
 
-def _execute_ray(todo, workers, threads, address, say):
+def _execute_ray(todo, workers, threads, address, say, gpus_per_run: float = 0.0):
     try:
         import ray
     except ImportError:
@@ -266,7 +272,11 @@ def _execute_ray(todo, workers, threads, address, say):
         kwargs = {"address": address} if address else {"num_cpus": max(workers, 1) * threads}
         ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
     try:
-        remote = ray.remote(num_cpus=threads)(run_one)
+        have = ray.cluster_resources().get("GPU", 0)
+        if gpus_per_run > have:  # (Ray would wait forever for GPUs that are not there)
+            raise UsageError(f"--gpus-per-run {gpus_per_run:g}: the Ray cluster has {have:g} GPUs; "
+                             f"use --gpus-per-run 0 or a cluster with GPUs")
+        remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_run)(run_one)
         refs = [remote.remote(c.to_dict(), str(d.resolve()), threads) for c, d in todo]
         statuses = ray.get(refs)
         for s in statuses:
@@ -450,7 +460,8 @@ def format_summary(rows: list[dict]) -> str:
 def compare(grid: Grid, out: str | Path, *, workers: int = 1, executor: str = "local",
             address: str | None = None, select_on: str | None = None, metric: str = "average_accuracy",
             val_fraction: float = 0.1, with_joint: bool = False,
-            say: Callable[[str], None] = lambda m: None, threads: int | None = None) -> list[dict]:
+            say: Callable[[str], None] = lambda m: None, threads: int | None = None,
+            gpus_per_run: float = 0.0) -> list[dict]:
     """Run the grid (after selecting hyperparameters on validation data if asked) and summarize.
 
     ``with_joint`` (implied by ``metric="intransigence"``) adds the joint references described in
@@ -465,12 +476,13 @@ def compare(grid: Grid, out: str | Path, *, workers: int = 1, executor: str = "l
     configs = grid.configs()
     for c in configs:
         c.resolved()  # bad values fail here, before anything runs
-    run = lambda jobs: execute(jobs, workers, executor, address, say, threads)  # noqa: E731
+    run = lambda jobs: execute(jobs, workers, executor, address, say, threads, gpus_per_run)  # noqa: E731
     if select_on is not None:
         if select_on != "validation":
             raise UsageError(f"--select-on {select_on!r}: only 'validation' is supported")
         vary = ("params",) + tuple(k for k in grid.axes if k in TUNABLE)
-        configs = _select(configs, out, metric, val_fraction, workers, executor, address, say, vary, threads)
+        configs = _select(configs, out, metric, val_fraction, workers, executor, address, say, vary, threads,
+                          gpus_per_run)
     joint = with_joint or metric == "intransigence"
     jobs, references = _with_references(configs, out, run, joint)
     failed = [s for s in jobs["statuses"] if s["status"] == "failed"]
@@ -516,7 +528,8 @@ def _with_references(configs: list[RunConfig], out: Path, run: Callable, joint: 
     return {"dirs": dirs, "statuses": statuses}, references
 
 
-def _select(configs, out, metric, val_fraction, workers, executor, address, say, vary=("params",), threads=None):
+def _select(configs, out, metric, val_fraction, workers, executor, address, say, vary=("params",), threads=None,
+            gpus_per_run=0.0):
     """Pick each family's values of the ``vary`` options on validation data (first seed); every seed
     then runs with them. A family: the configs that differ only in ``vary`` and the seed."""
     if metric not in SUMMARY_METRICS:
@@ -535,7 +548,7 @@ def _select(configs, out, metric, val_fraction, workers, executor, address, say,
                                                                      "eval_split": "val"}))
                   for ch in choices.values()]
         plans.append((fam, seed, trials))
-    run = lambda jobs: execute(jobs, workers, executor, address, say, threads)  # noqa: E731
+    run = lambda jobs: execute(jobs, workers, executor, address, say, threads, gpus_per_run)  # noqa: E731
     # intransigence needs the joint references of every trial, on the same validation data
     _, references = _with_references([t for _, _, trials in plans for _, t in trials], sel_dir, run,
                                      metric == "intransigence")
