@@ -21,6 +21,7 @@ IDX_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 # default of every RunConfig and of the CLI) follows, so runs a test starts, in-process or as a
 # subprocess, land on the same device as the tensors a test builds with the ``device`` fixture.
 from forgetless import devices as _devices  # noqa: E402
+from forgetless.strategies.baselines import Naive  # noqa: E402
 
 DEVICE = _devices.resolve(os.environ.get("FORGETLESS_TEST_DEVICE") or "auto")
 os.environ["FORGETLESS_DEVICE"] = str(DEVICE)
@@ -72,3 +73,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class Crash(Naive):
+    """Naive, but the process 'dies' (KeyboardInterrupt) when task ``at`` starts: resume tests."""
+
+    def __init__(self, at=None):
+        super().__init__()
+        self.at = at
+
+    def before_task(self, ctx, task):
+        if task.id == self.at:
+            raise KeyboardInterrupt

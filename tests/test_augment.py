@@ -12,7 +12,7 @@ from forgetless.checkpoint import CHECKPOINT, load_checkpoint
 from forgetless.models import build_model
 from forgetless.run import make_optimizer
 from forgetless.strategies import make_strategy
-from forgetless.strategies.baselines import Naive
+from conftest import Crash
 
 
 def candidates(x, p=4):
@@ -142,15 +142,6 @@ def test_replayed_samples_are_augmented_and_evaluation_is_not(one_thread):
     fl.evaluate(ctx, er, ctx.seen_upto)
     assert spy.seen == []
 
-
-class Crash(Naive):
-    def __init__(self, at=None):
-        super().__init__()
-        self.at = at
-
-    def before_task(self, ctx, task):
-        if task.id == self.at:
-            raise KeyboardInterrupt
 
 
 def test_a_resumed_run_continues_the_augmentation_stream(tmp_path, one_thread):

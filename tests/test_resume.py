@@ -6,7 +6,7 @@ import torch
 
 import forgetless as fl
 from forgetless.checkpoint import CHECKPOINT, load_checkpoint
-from forgetless.strategies.baselines import Naive
+from conftest import Crash
 
 
 def cfg(**kw):
@@ -14,17 +14,6 @@ def cfg(**kw):
     base.update(kw)
     return fl.RunConfig(**base)
 
-
-class Crash(Naive):
-    """Naive, but the process 'dies' when task ``at`` starts."""
-
-    def __init__(self, at):
-        super().__init__()
-        self.at = at
-
-    def before_task(self, ctx, task):
-        if task.id == self.at:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("at", [1, 2])
@@ -49,7 +38,7 @@ def test_resume_refuses_another_config(tmp_path):
 def test_a_finished_run_of_another_config_is_never_replaced_silently(tmp_path):
     first = fl.run(cfg(tasks=2), out=tmp_path)
     before = (tmp_path / "result.json").read_text()
-    with pytest.raises(fl.UsageError, match=r"params.lam: None -> 1000.0|strategy: 'naive' -> 'ewc'"):
+    with pytest.raises(fl.UsageError, match=r"params.lam: None -> 10.0|strategy: 'naive' -> 'ewc'"):
         fl.run(cfg(tasks=2, strategy="ewc"), out=tmp_path)
     assert (tmp_path / "result.json").read_text() == before  # nothing was touched
     again = fl.run(cfg(tasks=2), out=tmp_path)  # the same config may run again in place

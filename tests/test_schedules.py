@@ -8,7 +8,7 @@ import torch
 import forgetless as fl
 from forgetless.checkpoint import CHECKPOINT, load_checkpoint
 from forgetless.schedules import lr_at
-from forgetless.strategies.baselines import Naive
+from conftest import Crash
 
 BASE = dict(benchmark="permuted-digits", tasks=2, model="mlp:16", batch_size=128, optimizer="sgd", lr=0.2,
             momentum=0.9)
@@ -83,15 +83,6 @@ def test_weight_decay_reaches_the_optimizer(name):
     else:  # Adam's first step moves every coordinate by lr against the sign of g + wd * theta
         torch.testing.assert_close(w.detach(), torch.full((3,), 0.9), atol=1e-6, rtol=0)
 
-
-class Crash(Naive):
-    def __init__(self, at=None):
-        super().__init__()
-        self.at = at
-
-    def before_task(self, ctx, task):
-        if task.id == self.at:
-            raise KeyboardInterrupt
 
 
 def test_a_resumed_run_has_the_same_rates_and_result(tmp_path, rates, one_thread):

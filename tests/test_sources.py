@@ -55,7 +55,7 @@ def test_mnist_from_data_dir():
     assert torch.equal(test.x[:, 0], torch.from_numpy(raw).float() / 255)
     assert test.y.tolist() == read_idx(SUBSET / "t10k-labels-idx1-ubyte.gz").tolist()
     again = load_dataset("mnist", data_dir=str(SUBSET))
-    assert again[0].x is train.x, "second load should come from the in-process cache"
+    assert again[0].raw is train.raw, "second load should come from the in-process cache"
 
 
 def test_fashion_mnist_slice_from_data_dir():
