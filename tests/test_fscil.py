@@ -81,6 +81,34 @@ def test_a_naive_fscil_run_records_the_protocol_and_its_shots(tmp_path, device):
         "split-digits", scenario="fscil", base_classes=6, ways=2, shots=5, progress=False).info["fscil"]["shot_indices"]
     assert [t["train"] for t in saved["benchmark"]["tasks"][1:]] == [10, 10]
     assert len(r.accuracy_matrix) == 3
+    from forgetless import metrics as M
+    sizes = [t["test"] for t in saved["benchmark"]["tasks"]]
+    assert saved["metrics"]["session_accuracy"] == pytest.approx(M.session_accuracy(r.accuracy_matrix, sizes))
+    assert {"avg", "pd", "base_accuracy", "novel_accuracy", "harmonic_mean"} <= set(saved["metrics"])
     # resuming from the recorded config is the same run (its tasks equal its sessions)
     again = run(RunConfig.from_dict(saved["config"]), out=tmp_path / "run", resume=True)
     assert again.accuracy_matrix == r.accuracy_matrix
+
+
+def test_fscil_metrics_on_literal_numbers():
+    from forgetless import metrics as M
+
+    # 3 sessions, test sizes 100 (base), 10, 30; rows: after each session (entries beyond it ignored)
+    R = [[0.9, 0.0, 0.0],
+         [0.8, 0.5, 0.0],
+         [0.7, 0.4, 0.2]]
+    n = [100, 10, 30]
+    S = M.session_accuracy(R, n)
+    assert S == pytest.approx([0.9, (80 + 5) / 110, (70 + 4 + 6) / 140])
+    m = M.fscil_metrics(R, n)
+    assert m["avg"] == pytest.approx((0.9 + 85 / 110 + 80 / 140) / 3)
+    assert m["pd"] == pytest.approx(0.9 - 80 / 140)
+    assert m["base_accuracy"] == 0.7 and m["novel_accuracy"] == pytest.approx(10 / 40)
+    assert m["harmonic_mean"] == pytest.approx(2 * 0.7 * 0.25 / 0.95)
+    assert R == [[0.9, 0.0, 0.0], [0.8, 0.5, 0.0], [0.7, 0.4, 0.2]]  # inputs untouched
+    # the pooled accuracy is not the unweighted mean of the tasks' accuracies
+    assert S[2] != pytest.approx((0.7 + 0.4 + 0.2) / 3)
+    one = M.fscil_metrics([[0.6]], [5])
+    assert one["session_accuracy"] == [0.6] and one["pd"] == 0 and one["novel_accuracy"] is None
+    with pytest.raises(ValueError):
+        M.session_accuracy(R, [100, 10])

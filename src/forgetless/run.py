@@ -359,8 +359,12 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
             log.close()
     total = time.perf_counter() - t0
     class_il = benchmark.scenario == "class"
+    metrics = M.all_metrics(state.R, state.initial)
+    if "fscil" in benchmark.info:  # pooled over the seen sessions' test (or validation) data
+        metrics.update(M.fscil_metrics(state.R, [len(t.test if cfg.eval_split == "test" else t.val)
+                                                 for t in benchmark.tasks]))
     result = Result(
-        accuracy_matrix=state.R, initial_accuracy=state.initial, metrics=M.all_metrics(state.R, state.initial),
+        accuracy_matrix=state.R, initial_accuracy=state.initial, metrics=metrics,
         config=cfg.to_dict(),
         timing={"total_seconds": total, "setup_seconds": t_setup, "threads": torch.get_num_threads(),
                 "device": devices.describe(ctx.device), "processes": devices.world_size(),
