@@ -112,3 +112,58 @@ def test_fscil_metrics_on_literal_numbers():
     assert one["session_accuracy"] == [0.6] and one["pd"] == 0 and one["novel_accuracy"] is None
     with pytest.raises(ValueError):
         M.session_accuracy(R, [100, 10])
+
+
+def test_the_prototype_classifier_is_cosine_nearest_mean(device):
+    """A tiny linear 'backbone': features = the input of the last nn.Linear; check against a direct
+    cosine nearest-mean computation, unseen classes -inf, no training after the base session."""
+    from torch import nn
+
+    from forgetless.benchmarks import Benchmark, Task
+    from forgetless.data.base import TensorData
+    from forgetless.strategies import Context, make_strategy
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(12, 1, 2, 2, generator=g)
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4])
+    tasks = [Task(0, "base", TensorData(x[:6], y[:6]), TensorData(x[:6], y[:6]), [0, 1]),
+             Task(1, "s2", TensorData(x[6:10], y[6:10]), TensorData(x[6:10], y[6:10]), [2, 3]),
+             Task(2, "s3", TensorData(x[10:], y[10:]), TensorData(x[10:], y[10:]), [4])]
+    bench = Benchmark("tiny", "class", tasks, 5, (1, 2, 2)).to(device)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 5)).to(device)
+    ctx = Context(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), benchmark=bench, device=device)
+    s = make_strategy("prototype", scenario="class")
+    assert s.train_data(ctx, tasks[0]) is not None and s.train_data(ctx, tasks[1]) is None
+    for task in tasks[:2]:
+        s.before_task(ctx, task)
+        s.after_task(ctx, task)
+
+    query = torch.rand(7, 1, 2, 2, generator=g).to(device)
+    with torch.no_grad():
+        phi = lambda v: torch.relu(model[1](v.flatten(1)))  # noqa: E731
+        feats, yy = phi(x[:10].to(device)), y[:10].to(device)
+        means = torch.stack([(feats[yy == c] / feats[yy == c].norm(dim=1, keepdim=True)).mean(0) for c in range(4)])
+        q = phi(query)
+        direct = (q @ means.T) / (q.norm(dim=1, keepdim=True) * means.norm(dim=1)[None, :])
+        scores = s.predict(ctx, query)
+    assert torch.allclose(scores[:, :4], direct, atol=1e-5)
+    assert torch.isinf(scores[:, 4]).all() and (scores[:, 4] < 0).all()  # class 4 not seen yet
+    assert torch.equal(scores.argmax(1), direct.argmax(1))
+    s.before_task(ctx, tasks[2])
+    s.after_task(ctx, tasks[2])
+    assert torch.isfinite(s.predict(ctx, query)).all()
+
+
+def test_prototype_beats_naive_after_the_last_session_on_fscil_digits(device):
+    from forgetless.config import RunConfig
+    from forgetless.run import run
+
+    torch.set_num_threads(1)
+    common = dict(benchmark="split-digits", scenario="fscil", base_classes=5, ways=1, shots=5, epochs=5,
+                  model="mlp:128,64", device=str(device))
+    naive = run(RunConfig(strategy="naive", **common)).metrics
+    proto = run(RunConfig(strategy="prototype", **common)).metrics
+    print("naive", naive["session_accuracy"], "prototype", proto["session_accuracy"])
+    assert abs(naive["session_accuracy"][0] - proto["session_accuracy"][0]) < 0.05  # same backbone, other head
+    assert proto["session_accuracy"][-1] > naive["session_accuracy"][-1] + 0.2
+    assert proto["base_accuracy"] > 0.8 > naive["base_accuracy"]
