@@ -261,7 +261,7 @@ def cmd_list(a: argparse.Namespace) -> int:
     print("datasets:")
     for name, info in DATASETS.items():
         print(f"  {name:<15}{info.get('description', '')}")
-    print(f"scenarios: {', '.join(SCENARIOS)}")
+    print(f"scenarios: {', '.join(SCENARIOS)} (fscil: --base-classes --ways --shots; every class-IL strategy runs in it)")
     print("models: mlp:W1,W2,... (default mlp:1024,512,256), cnn, resnet18[:nf=N] (nf=20: GEM's reduced), "
           "resnet20[:nf=N], resnet32[:nf=N]")
     print("strategies (parameters with defaults):")
