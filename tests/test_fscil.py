@@ -167,3 +167,54 @@ def test_prototype_beats_naive_after_the_last_session_on_fscil_digits(device):
     assert abs(naive["session_accuracy"][0] - proto["session_accuracy"][0]) < 0.05  # same backbone, other head
     assert proto["session_accuracy"][-1] > naive["session_accuracy"][-1] + 0.2
     assert proto["base_accuracy"] > 0.8 > naive["base_accuracy"]
+
+
+def _write_lists(folder, y, base, sessions, ways, shots, seed=0):
+    """session_k.txt files in the CIFAR-100 format: every training row of the base classes, then
+    ``shots`` rows of each of ``ways`` new classes per session."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    (folder / "session_1.txt").write_text("".join(f"{i}\n" for i in np.flatnonzero(np.isin(y, range(base)))))
+    picked = {}
+    for k in range(2, sessions + 1):
+        rows = []
+        for c in range(base + (k - 2) * ways, base + (k - 1) * ways):
+            picked[c] = sorted(rng.choice(np.flatnonzero(y == c), shots, replace=False).tolist())
+            rows += picked[c]
+        (folder / f"session_{k}.txt").write_text("".join(f"{i}\n" for i in rows))
+    return picked
+
+
+def test_the_standard_session_lists_on_a_cifar100_format_archive(tmp_path, device):
+    """The CIFAR-100 protocol's code path (60 base classes + 8 sessions of 5-way 5-shot) on an
+    archive in CIFAR-100's binary format built from real images (tests/cifar_archives.py)."""
+    from cifar_archives import cifar100_archive
+    from forgetless.config import RunConfig
+    from forgetless.run import run
+
+    torch.set_num_threads(1)
+    data = cifar100_archive(tmp_path, train_per_class=8, test_per_class=3)
+    train, _ = load_dataset("cifar100", data_dir=str(data), download=False, progress=False)
+    picked = _write_lists(tmp_path / "lists", train.y.numpy(), 60, 9, 5, 5)
+    b = build("split-cifar100", scenario="fscil", session_lists=str(tmp_path / "lists"), data_dir=str(data),
+              download=False, progress=False)
+    info = b.info["fscil"]
+    assert (info["base_classes"], info["ways"], info["shots"], info["sessions"]) == (60, 5, 5, 9)
+    assert b.tasks[0].classes == list(range(60)) and len(b.tasks[0].train) == 60 * 8
+    assert b.tasks[8].classes == [95, 96, 97, 98, 99] and len(b.tasks[8].test) == 5 * 3
+    assert info["shot_indices"] == {str(c): rows for c, rows in picked.items()}
+    rows = torch.tensor([i for c in (60, 61, 62, 63, 64) for i in picked[c]])
+    assert torch.equal(b.tasks[1].train.raw, train.raw[rows])
+    with pytest.raises(UsageError, match="disagrees"):
+        build("split-cifar100", scenario="fscil", session_lists=str(tmp_path / "lists"), shots=1,
+              data_dir=str(data), download=False, progress=False)
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(UsageError, match="no session_1.txt"):
+        build("split-cifar100", scenario="fscil", session_lists=str(tmp_path / "bad"), data_dir=str(data),
+              download=False, progress=False)
+    r = run(RunConfig(benchmark="split-cifar100", scenario="fscil", session_lists=str(tmp_path / "lists"),
+                      sessions=3, data_dir=str(data), download=False, strategy="prototype", epochs=1,
+                      model="mlp:64", device=str(device)))
+    assert len(r.metrics["session_accuracy"]) == 3 and r.config["sessions"] == 3

@@ -173,13 +173,15 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
           first_unpermuted: bool = False, angles: list[float] | None = None,
           download: bool = True, progress: bool = True, with_test: bool = True,
           base_classes: int | None = None, ways: int | None = None, shots: int | None = None,
-          sessions: int | None = None) -> Benchmark:
+          sessions: int | None = None, session_lists=None) -> Benchmark:
     """Build a benchmark by name (see ``benchmark_names()``) in one scenario.
 
     ``with_test=False`` builds it for model selection: the test split is never touched and every
     task's ``test`` is None (evaluate on ``val``, which needs ``val_fraction``).
     ``scenario="fscil"``: ``base_classes`` B, ``ways`` N, ``shots`` K and ``sessions`` (None: as many
-    as the classes allow) define the sessions (see the module docstring).
+    as the classes allow) define the sessions (see the module docstring); or ``session_lists``, a
+    folder of the standard fixed index lists (``session_1.txt``, ``session_2.txt``, ...: one row of
+    the training split per line, the CIFAR-100 protocol of Tao et al. 2020), which fixes them.
     """
     if scenario not in SCENARIOS:
         raise UsageError(f"unknown scenario {scenario!r}{closest(scenario, SCENARIOS)}; "
@@ -197,9 +199,9 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
             raise UsageError("--scenario fscil counts sessions, not tasks: use --sessions instead of --tasks")
         if val_fraction > 0:
             raise UsageError("--scenario fscil does not hold out validation data yet; drop --val-fraction")
-        _check_fscil_numbers(base_classes, ways, shots, sessions)
-    elif any(v is not None for v in (base_classes, ways, shots, sessions)):
-        raise UsageError("--base-classes, --ways, --shots and --sessions apply to --scenario fscil only")
+        _check_fscil_numbers(base_classes, ways, shots, sessions, session_lists is not None)
+    elif any(v is not None for v in (base_classes, ways, shots, sessions, session_lists)):
+        raise UsageError("--base-classes, --ways, --shots, --sessions and --session-lists apply to --scenario fscil only")
 
     if not with_test and val_fraction <= 0:
         raise UsageError("selecting on validation data needs a validation fraction > 0 (--val-fraction)")
@@ -229,7 +231,11 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
                              f"see `forgetless list`")
         train, test = load(dataset)
         if fscil:
-            raw, fscil_info = _fscil(dataset, train, test, classes, base_classes, ways, shots, sessions, seed)
+            if session_lists is not None:
+                raw, fscil_info = _fscil_lists(dataset, train, test, classes, session_lists,
+                                               base_classes, ways, shots, sessions)
+            else:
+                raw, fscil_info = _fscil(dataset, train, test, classes, base_classes, ways, shots, sessions, seed)
         elif kind == "split":
             raw = _split(dataset, train, test, tasks, classes)
         else:
@@ -342,10 +348,10 @@ def _split(dataset, train, test, tasks, classes):
     return raw
 
 
-def _check_fscil_numbers(base_classes, ways, shots, sessions):
+def _check_fscil_numbers(base_classes, ways, shots, sessions, lists=False):
     for flag, value, low in (("--base-classes", base_classes, 1), ("--ways", ways, 1), ("--shots", shots, 1),
                              ("--sessions", sessions, 1)):
-        if value is None and flag != "--sessions":
+        if value is None and flag != "--sessions" and not lists:
             raise UsageError(f"--scenario fscil needs {flag} (e.g. --base-classes 6 --ways 1 --shots 5)")
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise UsageError(f"{flag} must be an integer >= {low}, got {value!r}")
@@ -405,6 +411,64 @@ def _fscil(dataset, train, test, classes, base_classes, ways, shots, sessions, s
                     group))
     info = {"base_classes": base_classes, "ways": ways, "shots": shots, "sessions": sessions,
             "class_order": order[:base_classes + (sessions - 1) * ways], "shot_indices": chosen}
+    return raw, info
+
+
+def _fscil_lists(dataset, train, test, classes, folder, base_classes, ways, shots, sessions):
+    """The sessions read from fixed index lists: ``folder/session_k.txt`` (k = 1, 2, ... up to the
+    first missing file, or ``sessions``) each hold rows of the training split, one integer a line
+    (the format of the CIFAR-100 lists of Tao et al. 2020, rows of CIFAR-100's 50,000 training
+    images in file order). A session's classes are the labels of its rows; its test data is every
+    test example of those classes. Given --base-classes / --ways / --shots must agree with the lists."""
+    if classes is not None:
+        raise UsageError("--session-lists fixes the classes of every session; drop --classes")
+    folder = Path(folder)
+    if not (folder / "session_1.txt").is_file():
+        raise UsageError(f"--session-lists {folder}: no session_1.txt there (the lists are session_1.txt, "
+                         f"session_2.txt, ...: one training-set row a line)")
+    n_files = 0
+    while (folder / f"session_{n_files + 1}.txt").is_file():
+        n_files += 1
+    if sessions is not None and sessions > n_files:
+        raise UsageError(f"--sessions {sessions}: {folder} has lists for {n_files} sessions")
+    seen: set[int] = set()
+    raw, chosen, order = [], {}, []
+    for k in range(1, (sessions or n_files) + 1):
+        path = folder / f"session_{k}.txt"
+        try:
+            rows = torch.tensor([int(line) for line in path.read_text().split()], dtype=torch.long)
+        except ValueError:
+            raise UsageError(f"{path}: every line must be a row number of the training split") from None
+        if not len(rows) or int(rows.min()) < 0 or int(rows.max()) >= len(train):
+            raise UsageError(f"{path}: rows must be in 0..{len(train) - 1} ({dataset}'s training split), "
+                             f"and the file must not be empty")
+        y = train.y[rows.to(train.y.device)].cpu()
+        group = sorted(int(c) for c in y.unique())
+        if seen & set(group):
+            raise UsageError(f"{path}: classes {sorted(seen & set(group))} already came in an earlier session")
+        seen |= set(group)
+        order += group
+        counts = torch.bincount(y, minlength=max(group) + 1)[group].tolist()
+        if k > 1:
+            want = {"--ways": (ways, len(group)), "--shots": (shots, counts[0])}
+            if len(set(counts)) != 1:
+                raise UsageError(f"{path}: its classes have different numbers of examples {counts}")
+            for c in group:
+                chosen[str(c)] = rows[y == c].tolist()
+        else:
+            want = {"--base-classes": (base_classes, len(group))}
+        for flag, (given, found) in want.items():
+            if given is not None and given != found:
+                raise UsageError(f"{flag} {given} disagrees with {path} ({found}); drop {flag} or fix the lists")
+        keep = torch.tensor(group)
+        name = (f"{dataset} base classes {group[0]}..{group[-1]}" if k == 1 else
+                f"{dataset} session {k}: classes {','.join(map(str, group))}, {counts[0]}-shot")
+        raw.append((name, train.subset(rows.to(train.y.device)),
+                    None if test is None else test.subset(torch.isin(test.y, keep)), group))
+    later = raw[1:]
+    info = {"base_classes": len(raw[0][3]), "ways": len(later[0][3]) if later else None,
+            "shots": (len(later[0][1]) // len(later[0][3])) if later else None, "sessions": len(raw),
+            "class_order": order, "shot_indices": chosen, "session_lists": str(folder)}
     return raw, info
 
 

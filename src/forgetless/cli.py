@@ -36,6 +36,8 @@ RUN_OPTIONS = [  # (flag, keyword arguments): shared by `run` and `compare`
     ("--ways", dict(type=int, help="fscil: new classes per later session")),
     ("--shots", dict(type=int, help="fscil: training examples of each new class (drawn with --seed)")),
     ("--sessions", dict(type=int, help="fscil: sessions including the base one (default: as many as the classes allow)")),
+    ("--session-lists", dict(help="fscil: a folder of session_1.txt, session_2.txt, ... (training-set rows, one a "
+                                  "line: the standard CIFAR-100 lists) fixing every session")),
     ("--tasks", dict(type=int, help="number of tasks (default: the benchmark's)")),
     ("--strategy", dict(help="strategy name; several compose with '+' (default naive)")),
     ("--model", dict(help="mlp:W1,W2,..., cnn, resnet18[:nf=N], resnet20 or resnet32 (default mlp:1024,512,256)")),
@@ -127,7 +129,7 @@ def _config(a: argparse.Namespace) -> RunConfig:
                                                  "classes", "angles", "val_fraction", "eval_every",
                                                  "precision", "device", "weight_decay", "lr_schedule",
                                                  "milestones", "lr_decay", "augment", "normalize",
-                                                 "base_classes", "ways", "shots", "sessions")}
+                                                 "base_classes", "ways", "shots", "sessions", "session_lists")}
     cfg = RunConfig(**{k: v for k, v in given.items() if v is not None})
     cfg.params = parse_params(a.param)
     cfg.reset_optimizer, cfg.first_unpermuted, cfg.compile = a.reset_optimizer, a.first_unpermuted, a.compile

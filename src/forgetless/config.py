@@ -58,6 +58,7 @@ class RunConfig:
     ways: int | None = None
     shots: int | None = None
     sessions: int | None = None  # None: as many as the remaining classes allow (session 1 is the base session)
+    session_lists: str | None = None  # a folder of session_k.txt index lists (the standard fixed sessions)
 
     def resolved(self) -> "RunConfig":
         """A copy with defaults that depend on other options filled in, and values checked."""
@@ -122,7 +123,7 @@ class RunConfig:
             if d[key] is None:
                 del d[key]
             else:
-                parts.append(f"{FSCIL_OPTIONS[key]}{d[key]}")
+                parts.append(FSCIL_OPTIONS[key] + ("" if key == "session_lists" else str(d[key])))  # (a path: in the hash only)
         for key, default in IMAGE_DEFAULTS.items():  # (likewise: only what differs from the default is named)
             if d[key] == default:
                 del d[key]
@@ -133,7 +134,7 @@ class RunConfig:
         return "_".join(str(p) for p in parts) + "_" + digest
 
 
-FSCIL_OPTIONS = {"base_classes": "base", "ways": "way", "shots": "shot", "sessions": "ses"}
+FSCIL_OPTIONS = {"base_classes": "base", "ways": "way", "shots": "shot", "sessions": "ses", "session_lists": "lists"}
 IMAGE_DEFAULTS = {"augment": "auto", "normalize": "auto", "lr_schedule": "none", "milestones": None,
                   "lr_decay": None, "weight_decay": 0.0}
 IMAGE_ABBREV = {"augment": "aug-", "normalize": "norm-", "lr_schedule": "", "milestones": "ms", "weight_decay": "wd"}

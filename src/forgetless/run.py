@@ -175,7 +175,8 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
             cfg.benchmark, scenario=cfg.scenario, tasks=cfg.tasks, seed=cfg.seed, data_dir=cfg.data_dir,
             classes=cfg.classes, val_fraction=cfg.val_fraction, first_unpermuted=cfg.first_unpermuted,
             angles=cfg.angles, download=cfg.download, with_test=cfg.eval_split == "test",
-            base_classes=cfg.base_classes, ways=cfg.ways, shots=cfg.shots, sessions=cfg.sessions))
+            base_classes=cfg.base_classes, ways=cfg.ways, shots=cfg.shots, sessions=cfg.sessions,
+            session_lists=cfg.session_lists))
     fscil = benchmark.info.get("fscil")
     cfg.scenario, cfg.tasks = ("fscil" if fscil else benchmark.scenario), len(benchmark.tasks)
     if fscil:
