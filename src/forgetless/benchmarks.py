@@ -18,6 +18,13 @@ Scenarios map each task's labels onto the model's outputs:
 - ``class`` (class-IL): one head over every class; training on task k competes over every class
   seen so far (tasks 1..k); tasks that share labels get separate output blocks.
 
+- ``fscil`` (few-shot class-IL, Tao et al. 2020 "Few-Shot Class-Incremental Learning"), split
+  benchmarks only: session 1 = all training data of the first B classes (sorted labels, or the
+  order of ``classes``); every later session = N new classes with exactly K training examples each,
+  drawn with the run's seed from the training split (never the test split) and recorded in
+  ``Benchmark.info["fscil"]``. It is a class-IL benchmark with uneven tasks (``scenario`` is
+  ``class``: the same masks, so every class-IL strategy runs), one task per session.
+
 Evaluation of task j after training task i masks the same way: task-IL over task j's classes,
 class-IL over the classes of tasks 1..max(i, j) (the head as it is when task j is met), domain-IL
 over all outputs.
@@ -35,7 +42,7 @@ from .data import TensorData, load_dataset
 from .data.sources import DATASETS
 from .errors import UsageError, closest
 
-SCENARIOS = ("task", "domain", "class")
+SCENARIOS = ("task", "domain", "class", "fscil")
 KINDS = ("permuted", "rotated", "split")
 SEQUENCES = {"mnist-fashion-mnist": ("mnist", "fashion-mnist"), "fashion-mnist-mnist": ("fashion-mnist", "mnist")}
 
@@ -164,11 +171,17 @@ DEFAULT_TASKS = {"permuted": 5, "rotated": 5}
 def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int = 0,
           data_dir=None, classes: str | list | None = None, val_fraction: float = 0.0,
           first_unpermuted: bool = False, angles: list[float] | None = None,
-          download: bool = True, progress: bool = True, with_test: bool = True) -> Benchmark:
+          download: bool = True, progress: bool = True, with_test: bool = True,
+          base_classes: int | None = None, ways: int | None = None, shots: int | None = None,
+          sessions: int | None = None, session_lists=None) -> Benchmark:
     """Build a benchmark by name (see ``benchmark_names()``) in one scenario.
 
     ``with_test=False`` builds it for model selection: the test split is never touched and every
     task's ``test`` is None (evaluate on ``val``, which needs ``val_fraction``).
+    ``scenario="fscil"``: ``base_classes`` B, ``ways`` N, ``shots`` K and ``sessions`` (None: as many
+    as the classes allow) define the sessions (see the module docstring); or ``session_lists``, a
+    folder of the standard fixed index lists (``session_1.txt``, ``session_2.txt``, ...: one row of
+    the training split per line, the CIFAR-100 protocol of Tao et al. 2020), which fixes them.
     """
     if scenario not in SCENARIOS:
         raise UsageError(f"unknown scenario {scenario!r}{closest(scenario, SCENARIOS)}; "
@@ -178,6 +191,17 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
     if tasks is not None and tasks < 1:
         raise UsageError(f"the number of tasks must be at least 1, got {tasks}")
     sequence = name in SEQUENCES
+    fscil = scenario == "fscil"
+    if fscil:
+        if not name.startswith("split-"):
+            raise UsageError(f"--scenario fscil applies to split benchmarks only (e.g. split-fashion-mnist), not {name}")
+        if tasks is not None and tasks != sessions:  # (a recorded run has both, equal)
+            raise UsageError("--scenario fscil counts sessions, not tasks: use --sessions instead of --tasks")
+        if val_fraction > 0:
+            raise UsageError("--scenario fscil does not hold out validation data yet; drop --val-fraction")
+        _check_fscil_numbers(base_classes, ways, shots, sessions, session_lists is not None)
+    elif any(v is not None for v in (base_classes, ways, shots, sessions, session_lists)):
+        raise UsageError("--base-classes, --ways, --shots, --sessions and --session-lists apply to --scenario fscil only")
 
     if not with_test and val_fraction <= 0:
         raise UsageError("selecting on validation data needs a validation fraction > 0 (--val-fraction)")
@@ -206,7 +230,13 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
             raise UsageError(f"unknown benchmark {name!r}{closest(name, benchmark_names())}; "
                              f"see `forgetless list`")
         train, test = load(dataset)
-        if kind == "split":
+        if fscil:
+            if session_lists is not None:
+                raw, fscil_info = _fscil_lists(dataset, train, test, classes, session_lists,
+                                               base_classes, ways, shots, sessions)
+            else:
+                raw, fscil_info = _fscil(dataset, train, test, classes, base_classes, ways, shots, sessions, seed)
+        elif kind == "split":
             raw = _split(dataset, train, test, tasks, classes)
         else:
             if classes is not None:
@@ -229,6 +259,8 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
                 raw = [(f"{dataset} rotated {a:g} deg", _rotate(train, a), _rotate(test, a), labels)
                        for a in angles]
 
+    if fscil:
+        scenario = "class"  # (an fscil benchmark is a class-IL benchmark with uneven tasks)
     task_list, n_outputs = _apply_scenario(raw, scenario)
     if val_fraction > 0:
         for task in task_list:
@@ -237,9 +269,11 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
                 raise UsageError(f"validation fraction {val_fraction} leaves no data in task {task.id + 1}")
             order = torch.randperm(len(task.train), generator=g)
             task.val, task.train = task.train.subset(order[:n_val]), task.train.subset(order[n_val:])
+    info = {"seed": seed, "val_fraction": val_fraction}
+    if fscil:
+        info["fscil"] = fscil_info
     return Benchmark(name=name, scenario=scenario, tasks=task_list, n_outputs=n_outputs,
-                     input_shape=tuple(raw[0][1].shape[1:]),
-                     info={"seed": seed, "val_fraction": val_fraction})
+                     input_shape=tuple(raw[0][1].shape[1:]), info=info)
 
 
 def _dir_for(dataset: str, data_dir, sequence: bool):
@@ -312,6 +346,130 @@ def _split(dataset, train, test, tasks, classes):
         raw.append((f"{dataset} classes {','.join(map(str, group))}", train.subset(torch.isin(train.y, keep)),
                     None if test is None else test.subset(torch.isin(test.y, keep)), group))
     return raw
+
+
+def _check_fscil_numbers(base_classes, ways, shots, sessions, lists=False):
+    for flag, value, low in (("--base-classes", base_classes, 1), ("--ways", ways, 1), ("--shots", shots, 1),
+                             ("--sessions", sessions, 1)):
+        if value is None and flag != "--sessions" and not lists:
+            raise UsageError(f"--scenario fscil needs {flag} (e.g. --base-classes 6 --ways 1 --shots 5)")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise UsageError(f"{flag} must be an integer >= {low}, got {value!r}")
+
+
+def _fscil(dataset, train, test, classes, base_classes, ways, shots, sessions, seed):
+    """The sessions of FSCIL (see the module docstring): (raw tasks, the info recorded in result.json).
+
+    The K examples of each new class are drawn without replacement from that class's training
+    examples with a generator seeded by ``seed`` alone (one draw per class, in class order), so the
+    same seed gives the same shots whatever else the run does; their indices (rows of the dataset's
+    training split) are recorded."""
+    labels = sorted(int(c) for c in train.y.unique())
+    if classes is not None:
+        groups = parse_groups(classes) if isinstance(classes, str) else [list(g) for g in classes]
+        order = [c for g in groups for c in g]
+        missing = sorted(set(order) - set(labels))
+        if missing:
+            raise UsageError(f"classes {missing} are not in {dataset} (its classes: {labels[0]}..{labels[-1]})")
+        if len(set(order)) != len(order):
+            raise UsageError("a class appears twice in --classes")
+    else:
+        order = labels
+    if base_classes >= len(order):
+        raise UsageError(f"--base-classes {base_classes} leaves none of the {len(order)} classes for the "
+                         f"few-shot sessions; choose fewer than {len(order)}")
+    most = 1 + (len(order) - base_classes) // ways
+    if most < 2:
+        raise UsageError(f"{len(order) - base_classes} classes remain after {base_classes} base classes: too few "
+                         f"for one session of --ways {ways}; lower --ways or --base-classes")
+    if sessions is None:
+        sessions = most
+    elif sessions > most:
+        raise UsageError(f"--sessions {sessions} needs {base_classes + (sessions - 1) * ways} classes "
+                         f"({base_classes} base + {sessions - 1} x {ways} ways) but {dataset} has {len(order)}; "
+                         f"at most {most} sessions")
+    g = torch.Generator().manual_seed(seed)
+    base = order[:base_classes]
+    keep = torch.tensor(base)
+    raw = [(f"{dataset} base classes {','.join(map(str, base))}", train.subset(torch.isin(train.y, keep)),
+            None if test is None else test.subset(torch.isin(test.y, keep)), base)]
+    chosen: dict[str, list[int]] = {}
+    for s in range(1, sessions):
+        group = order[base_classes + (s - 1) * ways: base_classes + s * ways]
+        rows = []
+        for c in group:
+            idx = (train.y == c).nonzero().flatten()
+            if len(idx) < shots:
+                raise UsageError(f"class {c} of {dataset} has {len(idx)} training examples, fewer than "
+                                 f"--shots {shots}")
+            pick = idx[torch.randperm(len(idx), generator=g)[:shots].to(idx.device)].sort().values
+            chosen[str(c)] = pick.tolist()
+            rows.append(pick)
+        keep = torch.tensor(group)
+        raw.append((f"{dataset} session {s + 1}: classes {','.join(map(str, group))}, {shots}-shot",
+                    train.subset(torch.cat(rows)), None if test is None else test.subset(torch.isin(test.y, keep)),
+                    group))
+    info = {"base_classes": base_classes, "ways": ways, "shots": shots, "sessions": sessions,
+            "class_order": order[:base_classes + (sessions - 1) * ways], "shot_indices": chosen}
+    return raw, info
+
+
+def _fscil_lists(dataset, train, test, classes, folder, base_classes, ways, shots, sessions):
+    """The sessions read from fixed index lists: ``folder/session_k.txt`` (k = 1, 2, ... up to the
+    first missing file, or ``sessions``) each hold rows of the training split, one integer a line
+    (the format of the CIFAR-100 lists of Tao et al. 2020, rows of CIFAR-100's 50,000 training
+    images in file order). A session's classes are the labels of its rows; its test data is every
+    test example of those classes. Given --base-classes / --ways / --shots must agree with the lists."""
+    if classes is not None:
+        raise UsageError("--session-lists fixes the classes of every session; drop --classes")
+    folder = Path(folder)
+    if not (folder / "session_1.txt").is_file():
+        raise UsageError(f"--session-lists {folder}: no session_1.txt there (the lists are session_1.txt, "
+                         f"session_2.txt, ...: one training-set row a line)")
+    n_files = 0
+    while (folder / f"session_{n_files + 1}.txt").is_file():
+        n_files += 1
+    if sessions is not None and sessions > n_files:
+        raise UsageError(f"--sessions {sessions}: {folder} has lists for {n_files} sessions")
+    seen: set[int] = set()
+    raw, chosen, order = [], {}, []
+    for k in range(1, (sessions or n_files) + 1):
+        path = folder / f"session_{k}.txt"
+        try:
+            rows = torch.tensor([int(line) for line in path.read_text().split()], dtype=torch.long)
+        except ValueError:
+            raise UsageError(f"{path}: every line must be a row number of the training split") from None
+        if not len(rows) or int(rows.min()) < 0 or int(rows.max()) >= len(train):
+            raise UsageError(f"{path}: rows must be in 0..{len(train) - 1} ({dataset}'s training split), "
+                             f"and the file must not be empty")
+        y = train.y[rows.to(train.y.device)].cpu()
+        group = sorted(int(c) for c in y.unique())
+        if seen & set(group):
+            raise UsageError(f"{path}: classes {sorted(seen & set(group))} already came in an earlier session")
+        seen |= set(group)
+        order += group
+        counts = torch.bincount(y, minlength=max(group) + 1)[group].tolist()
+        if k > 1:
+            want = {"--ways": (ways, len(group)), "--shots": (shots, counts[0])}
+            if len(set(counts)) != 1:
+                raise UsageError(f"{path}: its classes have different numbers of examples {counts}")
+            for c in group:
+                chosen[str(c)] = rows[y == c].tolist()
+        else:
+            want = {"--base-classes": (base_classes, len(group))}
+        for flag, (given, found) in want.items():
+            if given is not None and given != found:
+                raise UsageError(f"{flag} {given} disagrees with {path} ({found}); drop {flag} or fix the lists")
+        keep = torch.tensor(group)
+        name = (f"{dataset} base classes {group[0]}..{group[-1]}" if k == 1 else
+                f"{dataset} session {k}: classes {','.join(map(str, group))}, {counts[0]}-shot")
+        raw.append((name, train.subset(rows.to(train.y.device)),
+                    None if test is None else test.subset(torch.isin(test.y, keep)), group))
+    later = raw[1:]
+    info = {"base_classes": len(raw[0][3]), "ways": len(later[0][3]) if later else None,
+            "shots": (len(later[0][1]) // len(later[0][3])) if later else None, "sessions": len(raw),
+            "class_order": order, "shot_indices": chosen, "session_lists": str(folder)}
+    return raw, info
 
 
 def _apply_scenario(raw, scenario):

@@ -29,9 +29,15 @@ def _float_list(text: str) -> list[float]:
 
 RUN_OPTIONS = [  # (flag, keyword arguments): shared by `run` and `compare`
     ("--benchmark", dict(help="benchmark name (default permuted-digits); see `forgetless list`")),
-    ("--scenario", dict(choices=["task", "domain", "class"],
-                        help="task-, domain- or class-incremental (default: domain for permuted/rotated, "
-                             "class for split, task otherwise)")),
+    ("--scenario", dict(choices=["task", "domain", "class", "fscil"],
+                        help="task-, domain- or class-incremental, or fscil (few-shot class-IL: --base-classes "
+                             "--ways --shots) (default: domain for permuted/rotated, class for split, task otherwise)")),
+    ("--base-classes", dict(type=int, help="fscil: classes of the base session (all their training data)")),
+    ("--ways", dict(type=int, help="fscil: new classes per later session")),
+    ("--shots", dict(type=int, help="fscil: training examples of each new class (drawn with --seed)")),
+    ("--sessions", dict(type=int, help="fscil: sessions including the base one (default: as many as the classes allow)")),
+    ("--session-lists", dict(help="fscil: a folder of session_1.txt, session_2.txt, ... (training-set rows, one a "
+                                  "line: the standard CIFAR-100 lists) fixing every session")),
     ("--tasks", dict(type=int, help="number of tasks (default: the benchmark's)")),
     ("--strategy", dict(help="strategy name; several compose with '+' (default naive)")),
     ("--model", dict(help="mlp:W1,W2,..., cnn, resnet18[:nf=N], resnet20 or resnet32 (default mlp:1024,512,256)")),
@@ -122,7 +128,8 @@ def _config(a: argparse.Namespace) -> RunConfig:
                                                  "iterations", "batch_size", "optimizer", "lr", "momentum", "seed",
                                                  "classes", "angles", "val_fraction", "eval_every",
                                                  "precision", "device", "weight_decay", "lr_schedule",
-                                                 "milestones", "lr_decay", "augment", "normalize")}
+                                                 "milestones", "lr_decay", "augment", "normalize",
+                                                 "base_classes", "ways", "shots", "sessions", "session_lists")}
     cfg = RunConfig(**{k: v for k, v in given.items() if v is not None})
     cfg.params = parse_params(a.param)
     cfg.reset_optimizer, cfg.first_unpermuted, cfg.compile = a.reset_optimizer, a.first_unpermuted, a.compile
@@ -256,7 +263,7 @@ def cmd_list(a: argparse.Namespace) -> int:
     print("datasets:")
     for name, info in DATASETS.items():
         print(f"  {name:<15}{info.get('description', '')}")
-    print(f"scenarios: {', '.join(SCENARIOS)}")
+    print(f"scenarios: {', '.join(SCENARIOS)} (fscil: --base-classes --ways --shots; every class-IL strategy runs in it)")
     print("models: mlp:W1,W2,... (default mlp:1024,512,256), cnn, resnet18[:nf=N] (nf=20: GEM's reduced), "
           "resnet20[:nf=N], resnet32[:nf=N]")
     print("strategies (parameters with defaults):")

@@ -53,6 +53,12 @@ class RunConfig:
     milestones: list[int] | None = None  # epochs (or steps with iterations) where the rate is multiplied by lr_decay
     lr_decay: float | None = None  # the factor at every milestone (None: 0.1); milestones only
     weight_decay: float = 0.0  # L2 weight decay of SGD and Adam (torch's weight_decay: added to the gradient)
+    # few-shot class-incremental learning (scenario fscil, benchmarks.py): B base classes, then N-way K-shot sessions
+    base_classes: int | None = None
+    ways: int | None = None
+    shots: int | None = None
+    sessions: int | None = None  # None: as many as the remaining classes allow (session 1 is the base session)
+    session_lists: str | None = None  # a folder of session_k.txt index lists (the standard fixed sessions)
 
     def resolved(self) -> "RunConfig":
         """A copy with defaults that depend on other options filled in, and values checked."""
@@ -113,6 +119,11 @@ class RunConfig:
             del d["first_tasks"]
         else:
             parts.append(f"first{d['first_tasks']}")
+        for key in FSCIL_OPTIONS:  # (likewise)
+            if d[key] is None:
+                del d[key]
+            else:
+                parts.append(FSCIL_OPTIONS[key] + ("" if key == "session_lists" else str(d[key])))  # (a path: in the hash only)
         for key, default in IMAGE_DEFAULTS.items():  # (likewise: only what differs from the default is named)
             if d[key] == default:
                 del d[key]
@@ -123,6 +134,7 @@ class RunConfig:
         return "_".join(str(p) for p in parts) + "_" + digest
 
 
+FSCIL_OPTIONS = {"base_classes": "base", "ways": "way", "shots": "shot", "sessions": "ses", "session_lists": "lists"}
 IMAGE_DEFAULTS = {"augment": "auto", "normalize": "auto", "lr_schedule": "none", "milestones": None,
                   "lr_decay": None, "weight_decay": 0.0}
 IMAGE_ABBREV = {"augment": "aug-", "normalize": "norm-", "lr_schedule": "", "milestones": "ms", "weight_decay": "wd"}

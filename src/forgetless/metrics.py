@@ -15,6 +15,14 @@
   task k right after task k (see ``intransigence``).
 Metrics that need two tasks are ``None`` for one.
 
+Few-shot class-incremental learning (scenario ``fscil``; Tao et al. 2020, "Few-Shot Class-Incremental
+Learning", and the papers after it), with ``n[j]`` the test size of session j (its classes' test
+examples): pooled accuracy after session i, over the test data of every class seen so far,
+  S_i = sum_{j<=i} n[j] R[i, j] / sum_{j<=i} n[j]   (the sample-weighted mean of the seen tasks)
+``session_accuracy`` = [S_1..S_T], ``avg`` = mean_i S_i (AVG), ``pd`` = S_1 - S_T (performance
+drop), after the last session ``base_accuracy`` = R[T, 1], ``novel_accuracy`` = pooled accuracy
+over sessions 2..T, and ``harmonic_mean`` 2 b n / (b + n) of the two.
+
 ``REGISTRY`` lists every metric once (name, label, one-line help, higher-is-better, formula): the
 summary tables, the report, the figures and the command line read it instead of listing metrics.
 """
@@ -57,6 +65,20 @@ REGISTRY: dict[str, Metric] = {m.key: m for m in (
            "accuracy of a joint model trained on tasks 1..k minus the run's accuracy on task k just after "
            "learning it, mean over tasks (lower is better)",
            False, "I_k = a*_k - R[k, k]; I = (1/T) sum_k I_k"),
+    Metric("avg", "AVG (FSCIL)", "few-shot class-IL: mean over sessions of the pooled accuracy on every class seen",
+           True, "AVG = (1/T) sum_i S_i, S_i = sum_{j<=i} n_j R[i, j] / sum_{j<=i} n_j"),
+    Metric("pd", "PD (FSCIL)", "few-shot class-IL: performance drop, first session's accuracy minus the last's "
+           "(lower is better)", False, "PD = S_1 - S_T"),
+    Metric("base_accuracy", "base accuracy", "few-shot class-IL: accuracy on the base classes after the last session",
+           True, "R[T, 1]"),
+    Metric("novel_accuracy", "novel accuracy",
+           "few-shot class-IL: pooled accuracy on the novel classes (sessions 2..T) after the last session",
+           True, "sum_{j>1} n_j R[T, j] / sum_{j>1} n_j"),
+    Metric("harmonic_mean", "harmonic mean", "few-shot class-IL: harmonic mean of base and novel accuracy",
+           True, "H = 2 b n / (b + n)"),
+    Metric("session_accuracy", "session accuracy",
+           "few-shot class-IL: pooled accuracy on the test data of every class seen, after each session",
+           True, "S_i = sum_{j<=i} n_j R[i, j] / sum_{j<=i} n_j", scalar=False),
     Metric("average_accuracies", "A_k", "average accuracy over tasks 1..k after each task k",
            True, "A_k = (1/k) sum_{j<=k} R[k, j]", scalar=False),
     Metric("learning_accuracy", "learning accuracy", "each task's accuracy just after it was learnt (the diagonal)",
@@ -161,3 +183,29 @@ def all_metrics(R, b: Sequence[float] | None = None, reference: Sequence[float] 
         out["intransigence"] = intransigence(R, reference)
         out["intransigence_per_task"] = intransigence_per_task(R, reference)
     return out
+
+
+def _sizes(R, sizes) -> tuple[np.ndarray, np.ndarray]:
+    M, n = _matrix(R), np.asarray(sizes, dtype=float)
+    if n.shape != (len(M),) or (n <= 0).any():
+        raise ValueError(f"need one positive test size per session ({len(M)}), got {list(sizes)}")
+    return M, n
+
+
+def session_accuracy(R, sizes: Sequence[float]) -> list[float]:
+    """[S_1, ..., S_T]: S_i = sum_{j<=i} n_j R[i, j] / sum_{j<=i} n_j, the top-1 accuracy on the pooled
+    test data of the sessions seen so far (``sizes[j]`` = n_j, session j's test examples)."""
+    M, n = _sizes(R, sizes)
+    return [float((M[i, : i + 1] * n[: i + 1]).sum() / n[: i + 1].sum()) for i in range(len(M))]
+
+
+def fscil_metrics(R, sizes: Sequence[float]) -> dict:
+    """The few-shot class-IL metrics (module docstring): session_accuracy, avg, pd, base_accuracy,
+    novel_accuracy and harmonic_mean (novel and harmonic mean are None with one session)."""
+    M, n = _sizes(R, sizes)
+    S = session_accuracy(M, n)
+    base = float(M[-1, 0])
+    novel = float((M[-1, 1:] * n[1:]).sum() / n[1:].sum()) if len(M) > 1 else None
+    harmonic = None if novel is None else (0.0 if base + novel == 0 else 2 * base * novel / (base + novel))
+    return {"session_accuracy": S, "avg": float(np.mean(S)), "pd": S[0] - S[-1], "base_accuracy": base,
+            "novel_accuracy": novel, "harmonic_mean": harmonic}

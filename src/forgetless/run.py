@@ -174,8 +174,13 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
         benchmark = devices.main_first(lambda: build(
             cfg.benchmark, scenario=cfg.scenario, tasks=cfg.tasks, seed=cfg.seed, data_dir=cfg.data_dir,
             classes=cfg.classes, val_fraction=cfg.val_fraction, first_unpermuted=cfg.first_unpermuted,
-            angles=cfg.angles, download=cfg.download, with_test=cfg.eval_split == "test"))
-    cfg.scenario, cfg.tasks = benchmark.scenario, len(benchmark.tasks)
+            angles=cfg.angles, download=cfg.download, with_test=cfg.eval_split == "test",
+            base_classes=cfg.base_classes, ways=cfg.ways, shots=cfg.shots, sessions=cfg.sessions,
+            session_lists=cfg.session_lists))
+    fscil = benchmark.info.get("fscil")
+    cfg.scenario, cfg.tasks = ("fscil" if fscil else benchmark.scenario), len(benchmark.tasks)
+    if fscil:
+        cfg.sessions = len(benchmark.tasks)
     if cfg.first_tasks is not None:
         benchmark = benchmark.first(cfg.first_tasks)
     benchmark.to(device)
@@ -355,8 +360,12 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
             log.close()
     total = time.perf_counter() - t0
     class_il = benchmark.scenario == "class"
+    metrics = M.all_metrics(state.R, state.initial)
+    if "fscil" in benchmark.info:  # pooled over the seen sessions' test (or validation) data
+        metrics.update(M.fscil_metrics(state.R, [len(t.test if cfg.eval_split == "test" else t.val)
+                                                 for t in benchmark.tasks]))
     result = Result(
-        accuracy_matrix=state.R, initial_accuracy=state.initial, metrics=M.all_metrics(state.R, state.initial),
+        accuracy_matrix=state.R, initial_accuracy=state.initial, metrics=metrics,
         config=cfg.to_dict(),
         timing={"total_seconds": total, "setup_seconds": t_setup, "threads": torch.get_num_threads(),
                 "device": devices.describe(ctx.device), "processes": devices.world_size(),
@@ -368,7 +377,8 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
                               "val": len(t.val) if t.val is not None else None}
                              for t in benchmark.tasks],
                    "augment": resolve_augment(cfg.augment, benchmark_datasets(benchmark.name)),
-                   "normalize": _normalization(model)},
+                   "normalize": _normalization(model),
+                   **({"fscil": benchmark.info["fscil"]} if "fscil" in benchmark.info else {})},
         task_aware_accuracy_matrix=state.R_task_aware if class_il else None)
     if writes:
         save_result(result, out)
