@@ -319,16 +319,22 @@ def parse_groups(text: str) -> list[list[int]]:
     return groups
 
 
+def _checked_groups(dataset, labels, classes):
+    """``--classes`` as (groups, all classes in order): every class in the dataset, none twice."""
+    groups = parse_groups(classes) if isinstance(classes, str) else [list(g) for g in classes]
+    flat = [c for g in groups for c in g]
+    missing = sorted(set(flat) - set(labels))
+    if missing:
+        raise UsageError(f"classes {missing} are not in {dataset} (its classes: {labels[0]}..{labels[-1]})")
+    if len(set(flat)) != len(flat):
+        raise UsageError("a class appears in more than one group of --classes")
+    return groups, flat
+
+
 def _split(dataset, train, test, tasks, classes):
     labels = sorted(int(c) for c in train.y.unique())
     if classes is not None:
-        groups = parse_groups(classes) if isinstance(classes, str) else [list(g) for g in classes]
-        flat = [c for g in groups for c in g]
-        missing = sorted(set(flat) - set(labels))
-        if missing:
-            raise UsageError(f"classes {missing} are not in {dataset} (its classes: {labels[0]}..{labels[-1]})")
-        if len(set(flat)) != len(flat):
-            raise UsageError("a class appears in more than one group of --classes")
+        groups, _ = _checked_groups(dataset, labels, classes)
         if tasks not in (None, len(groups)):
             raise UsageError(f"--classes gives {len(groups)} groups but --tasks is {tasks}")
     else:
@@ -366,13 +372,7 @@ def _fscil(dataset, train, test, classes, base_classes, ways, shots, sessions, s
     training split) are recorded."""
     labels = sorted(int(c) for c in train.y.unique())
     if classes is not None:
-        groups = parse_groups(classes) if isinstance(classes, str) else [list(g) for g in classes]
-        order = [c for g in groups for c in g]
-        missing = sorted(set(order) - set(labels))
-        if missing:
-            raise UsageError(f"classes {missing} are not in {dataset} (its classes: {labels[0]}..{labels[-1]})")
-        if len(set(order)) != len(order):
-            raise UsageError("a class appears twice in --classes")
+        _, order = _checked_groups(dataset, labels, classes)
     else:
         order = labels
     if base_classes >= len(order):
