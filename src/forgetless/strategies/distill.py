@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from ..devices import copy_model
-from ..errors import UsageError
 from .base import ALL_SCENARIOS, Context, Param, Strategy
 
 

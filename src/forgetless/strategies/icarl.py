@@ -10,7 +10,6 @@ from torch import nn
 from ..data.base import TensorData
 from ..errors import UsageError
 from ..memory import ExemplarSet, herding
-from .base import Param
 from .distill import WithOldModel
 from .replay import MEMORY
 
