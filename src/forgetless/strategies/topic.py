@@ -65,7 +65,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import UsageError
 from ..neural_gas import NeuralGas
