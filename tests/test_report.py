@@ -276,3 +276,27 @@ def test_report_renders_in_chromium(grid_report, tmp_path):
     assert "<table" in dom and "forgetless comparison: permuted-digits" in dom
     for pixels_img, w, h in images(page):  # each embedded image decodes to the size the page gives it
         assert pixels_img.shape[:2] == (h, w)
+
+
+def test_fscil_reports_draw_the_accuracy_after_each_session(tmp_path, run_dir):
+    from forgetless import plots
+    from forgetless.experiment import Grid, compare
+
+    FSCIL = dict(benchmark="split-digits", scenario="fscil", base_classes=6, ways=2, shots=5, model="mlp:32",
+                 epochs=2, seed=0)
+    rows = compare(Grid(base=FSCIL, axes={"strategy": ["naive", "prototype"]}), tmp_path / "grid", threads=1)
+    figs = tmp_path / "figs"
+    page = write_report(tmp_path / "grid", tmp_path / "grid.html", figures=figs).read_text()
+    assert "Accuracy after each session" in page and (figs / "session_accuracy.png").exists()
+    assert {r["strategy"] for r in rows} == {"naive", "prototype"}
+    # the plotted line is 100 x the recorded session accuracy
+    run_dirs = sorted((tmp_path / "grid").glob("*/result.json"))
+    results = [json.loads(p.read_text()) for p in run_dirs]
+    fig = plots.plot_session_accuracy({r["config"]["strategy"]: [r] for r in results})
+    for line, r in zip(fig.axes[0].lines, results):
+        assert np.allclose(line.get_ydata(), 100 * np.array(r["metrics"]["session_accuracy"]))
+    one = write_report(run_dirs[0].parent).read_text()
+    assert "Accuracy after each session" in one
+    assert "Accuracy after each session" not in write_report(run_dir, tmp_path / "plain.html").read_text()
+    with pytest.raises(UsageError, match="not an fscil run"):
+        plots.plot_session_accuracy({"x": [json.loads((run_dir / "result.json").read_text())]})

@@ -12,7 +12,7 @@ distinguishable with every common colour-vision deficiency; lines also differ in
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import UsageError
 
@@ -325,9 +325,9 @@ def plot_methods(summary_rows: Sequence[dict], metrics: Iterable[str] = ("averag
 
 
 @_styled
-def plot_average_accuracy(results_by_label: Mapping[str, Any]):
-    """Average accuracy A_k over the tasks seen so far, after each task k: one line per method,
-    the mean over its runs (seeds), with a shaded band of ± 1 standard deviation when it has several."""
+def _curves_by_method(results_by_label: Mapping[str, Any], values: Callable[[dict], Sequence[float]],
+                      xlabel: str, ylabel: str, title: str):
+    """One line per method (mean over its runs), a band of +- 1 std when it has several."""
     import numpy as np
 
     if not results_by_label:
@@ -335,17 +335,10 @@ def plot_average_accuracy(results_by_label: Mapping[str, Any]):
     fig = _figure(10, 5.0)
     ax = fig.add_subplot()
     T_max = 1
+    multi = False
     for i, (label, results) in enumerate(results_by_label.items()):
         runs = [results] if isinstance(results, Mapping) or hasattr(results, "to_dict") else list(results)
-        A = []
-        for res in runs:
-            d = as_dict(res)
-            a = d.get("metrics", {}).get("average_accuracies")
-            if a is None:
-                from .metrics import average_accuracies
-
-                a = average_accuracies(d["accuracy_matrix"])
-            A.append(a)
+        A = [values(as_dict(res)) for res in runs]
         T = min(len(a) for a in A)
         T_max = max(T_max, T)
         A = 100 * np.array([a[:T] for a in A], dtype=float)
@@ -353,6 +346,7 @@ def plot_average_accuracy(results_by_label: Mapping[str, Any]):
         k = np.arange(1, T + 1)
         colour = OKABE_ITO[i % 8]
         n = len(A)
+        multi |= n > 1
         ax.plot(k, mean, color=colour, marker=MARKERS[i % 8], linestyle=DASHES[(i // 8) % 4], markersize=7,
                 label=wrap(f"{label} (n={n})" if n > 1 else label, 30), gid=f"method-{i}")
         if n > 1:
@@ -361,13 +355,44 @@ def plot_average_accuracy(results_by_label: Mapping[str, Any]):
     ax.set_xticks(range(1, T_max + 1))
     ax.set_xlim(0.8, T_max + 0.2)
     ax.set_ylim(0, 102)
-    ax.set_xlabel("tasks trained (k)")
-    ax.set_ylabel("average accuracy A$_k$ over tasks 1..k (%)")
-    multi = any(not (isinstance(v, Mapping) or hasattr(v, "to_dict")) and len(list(v)) > 1
-                for v in results_by_label.values())
-    ax.set_title("Average accuracy after each task" + ("\nmean over seeds, band: ± 1 std" if multi else ""))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title + ("\nmean over seeds, band: ± 1 std" if multi else ""))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="method")
     return fig
+
+
+def plot_average_accuracy(results_by_label: Mapping[str, Any]):
+    """Average accuracy A_k over the tasks seen so far, after each task k: one line per method,
+    the mean over its runs (seeds), with a shaded band of ± 1 standard deviation when it has several."""
+    def values(d):
+        a = d.get("metrics", {}).get("average_accuracies")
+        if a is None:
+            from .metrics import average_accuracies
+
+            a = average_accuracies(d["accuracy_matrix"])
+        return a
+
+    return _curves_by_method(results_by_label, values, "tasks trained (k)",
+                             "average accuracy A$_k$ over tasks 1..k (%)", "Average accuracy after each task")
+
+
+def has_sessions(result: Any) -> bool:
+    """Whether a result is a few-shot class-incremental run (its metrics hold session_accuracy)."""
+    return bool(as_dict(result).get("metrics", {}).get("session_accuracy"))
+
+
+def plot_session_accuracy(results_by_label: Mapping[str, Any]):
+    """Few-shot class-IL: the pooled accuracy on every class seen so far after each session (the
+    curve every FSCIL paper draws), one line per method, mean over its runs (± 1 std band)."""
+    def values(d):
+        s = d.get("metrics", {}).get("session_accuracy")
+        if not s:
+            raise UsageError("plot_session_accuracy: a result has no session_accuracy (not an fscil run)")
+        return s
+
+    return _curves_by_method(results_by_label, values, "session", "accuracy on all classes seen (%)",
+                             "Accuracy after each session (few-shot class-incremental)")
 
 
 def save(fig, path: str | Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:

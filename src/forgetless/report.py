@@ -182,6 +182,10 @@ MATRIX_CAPTION = ("<b>Accuracy matrix.</b> Row i: accuracy on every task after t
                   "shows as the values falling down a column); above it, accuracy on tasks not trained yet.")
 AVG_CAPTION = ("<b>Average accuracy A<sub>k</sub>.</b> Mean accuracy over the tasks seen so far (1..k) after "
                "training task k; a flat line means nothing is lost as tasks are added.")
+SESSION_CAPTION = ("<b>Accuracy after each session</b> (few-shot class-incremental learning): top-1 accuracy on "
+                   "the pooled test data of every class seen so far (session_accuracy; AVG is its mean, PD its "
+                   "first value minus its last). It is weighted by test examples, unlike A<sub>k</sub>, which "
+                   "averages over sessions; one line per method, the mean over seeds (band ± 1 std).")
 
 
 TASK_AWARE_CAPTION = ("<b>Task-aware accuracy matrix.</b> The same evaluations with each task's classes alone "
@@ -228,6 +232,10 @@ def render_run(r: dict, figures: Figures) -> str:
         label = c.get("strategy", "run")
         parts.append(figures.embed(lambda: plots.plot_average_accuracy({label: [r]}), "average_accuracy",
                                    "average accuracy after each task", AVG_CAPTION))
+    if T > 1 and plots.has_sessions(r):
+        label = c.get("strategy", "run")
+        parts.append(figures.embed(lambda: plots.plot_session_accuracy({label: [r]}), "session_accuracy",
+                                   "accuracy after each session", SESSION_CAPTION))
 
     A = m.get("average_accuracies") or []
     parts.append("<h2>Accuracy matrix (%)</h2>" if not r.get(TASK_AWARE) else
@@ -379,6 +387,9 @@ def render_grid(path: Path, rows: list[dict], runs: list[dict], selection: list 
                                    "average accuracy after each task, per method",
                                    "<b>Average accuracy A<sub>k</sub> after each task k</b>, one line per method: "
                                    "the mean over seeds, the shaded band ± 1 standard deviation over seeds."))
+        if all(plots.has_sessions(x) for g in with_runs for x in g["runs"]):
+            parts.append(figures.embed(lambda: plots.plot_session_accuracy(by_label), "session_accuracy",
+                                       "accuracy after each session, per method", SESSION_CAPTION))
     for g in with_runs:
         name = _slug(g["label"])
         n = len(g["runs"])
