@@ -126,7 +126,7 @@ class CEC(Strategy):
        CEC's attention parameters: SGD, momentum 0.9, Nesterov, weight decay 5e-4.
        Our choices: the backbone stays frozen (CEC also fine-tunes the encoder, lr 2e-4 - 2e-3);
        lr (CEC: 2e-4 over 100 epochs x 50 episodes = 5000 episodes, from a pretrained backbone)
-       and episodes default to 0.01 and 300 here, a constant lr (CEC halves it every 20 epochs);
+       and episodes default to 0.05 and 500 here, a constant lr (CEC halves it every 20 epochs);
        dropout defaults to 0 (CEC declares 0.5 after the output map and 0.1 on the attention, but
        trains with the model in eval mode, so neither acts). Every draw (initialisation of G,
        classes, examples, angles) comes from the run's generator: a run is reproducible.
@@ -141,12 +141,12 @@ class CEC(Strategy):
     help = ("CEC (FSCIL): frozen backbone after the base session, class prototypes adapted by a graph "
             "attention module meta-trained on rotated base classes; temperature-scaled cosine (class-IL)")
     params = {
-        "episodes": Param(300, ">=0", "pseudo-incremental episodes of meta-training after the base session"),
+        "episodes": Param(500, ">=0", "pseudo-incremental episodes of meta-training after the base session"),
         "episode_ways": Param(15, ">=1", "base classes per episode (each also rotated into a pseudo-new class; "
                                          "at most the number of base classes)"),
         "episode_shots": Param(1, ">=1", "support examples per class of an episode"),
         "episode_queries": Param(15, ">=1", "query examples per class of an episode"),
-        "lr": Param(0.01, ">0", "learning rate of the attention module (SGD, momentum 0.9, Nesterov)"),
+        "lr": Param(0.05, ">0", "learning rate of the attention module (SGD, momentum 0.9, Nesterov)"),
         "weight_decay": Param(5e-4, ">=0", "weight decay of the attention module"),
         "temperature": Param(16.0, ">0", "scale of the cosine logits"),
         "dropout": Param(0.0, "[0, 1)", "dropout in the attention module during meta-training"),
