@@ -235,6 +235,7 @@ class CEC(Strategy):
         """Train the attention module alone on ``episodes`` pseudo-incremental episodes."""
         opt = torch.optim.SGD(self.attn.parameters(), lr=self.lr, momentum=0.9, nesterov=True,
                               weight_decay=self.weight_decay)
+        y = y.cpu()  # (episodes are drawn on the CPU, with the run's generator)
         self.attn.train()
         with torch.enable_grad(), torch.autocast(rotated.device.type, enabled=False):
             for _ in range(self.episodes):
