@@ -15,7 +15,7 @@ from forgetless.data.base import TensorData
 from forgetless.errors import UsageError
 from forgetless.run import run
 from forgetless.strategies import Context, make_strategy
-from forgetless.strategies.cec import CEC, GraphAttention, cosine_logits
+from forgetless.strategies.cec import CEC, GraphAttention
 
 
 def direct_attention(block: GraphAttention, x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +59,7 @@ def test_the_attention_block_equals_a_direct_computation():
         assert not torch.allclose(p[0], p[1], atol=1e-3)  # the query changes the prototypes' graph
     # the weights are drawn from the generator only: same seed, same block; the global RNG untouched
     state = torch.get_rng_state()
-    a, b = GraphAttention(5, 0.0, torch.Generator().manual_seed(3)), GraphAttention(5, 0.0, torch.Generator().manual_seed(3))
+    a, b = (GraphAttention(5, 0.0, torch.Generator().manual_seed(3)) for _ in range(2))
     assert torch.equal(state, torch.get_rng_state())
     assert all(torch.equal(u, v) for u, v in zip(a.state_dict().values(), b.state_dict().values()))
 

@@ -29,18 +29,19 @@ class GraphAttention(nn.Module):
     The weights are drawn from ``generator`` so that a run is reproducible.
     """
 
-    def __init__(self, d: int, dropout: float = 0.0, generator: torch.Generator | None = None):
+    def __init__(self, d: int, dropout: float = 0.0, generator: torch.Generator | None = None,
+                 device: torch.device | str = "cpu"):
         super().__init__()
         self.d, self.p = d, dropout
         std = math.sqrt(2.0 / (d + d))
         g = generator if generator is not None else torch.Generator()  # never the global RNG
 
-        def weight():
-            return nn.Parameter(torch.randn(d, d, generator=g) * std)
+        def weight():  # drawn on the CPU (the generator's device), then moved
+            return nn.Parameter((torch.randn(d, d, generator=g, device="cpu") * std).to(device))
 
         self.w_q, self.w_k, self.w_v, self.w_o = weight(), weight(), weight(), weight()
-        self.b_o = nn.Parameter(torch.zeros(d))
-        self.norm = nn.LayerNorm(d)
+        self.b_o = nn.Parameter(torch.zeros(d, device=device))
+        self.norm = nn.LayerNorm(d, device=device)
 
     def _drop(self, t: torch.Tensor) -> torch.Tensor:
         return F.dropout(t, self.p, self.training) if self.p > 0 else t
@@ -199,7 +200,7 @@ class CEC(Strategy):
             if bool(rows.any()):
                 self.prototypes_[c] = phi[rows].mean(0)
         if task.id == 0 and self.attn is None:
-            self.attn = GraphAttention(phi.shape[1], self.dropout, ctx.generator).to(phi.device)
+            self.attn = GraphAttention(phi.shape[1], self.dropout, ctx.generator, phi.device)
             rotated = torch.stack([phi] + [features(ctx.model, torch.rot90(x, k, dims=(2, 3))).float()
                                            for k in (1, 2, 3)])  # [4, N, d]: 0, 90, 180, 270 degrees
             self.meta_train(rotated, data.y, task.classes, ctx.generator)
@@ -209,13 +210,13 @@ class CEC(Strategy):
         angles [W] in 1..3 (x 90 degrees) of their pseudo-new copies)."""
         y = y.cpu()
         ways = min(self.episode_ways, len(classes))
-        picked = torch.randperm(len(classes), generator=generator)[:ways]
+        picked = torch.randperm(len(classes), generator=generator, device="cpu")[:ways]
         need = self.episode_shots + self.episode_queries
         rows = []
         for i in picked.tolist():
             members = torch.nonzero(y == classes[i]).flatten()
-            rows.append(members[torch.randperm(len(members), generator=generator)[:need]])
-        angles = torch.randint(1, 4, (ways,), generator=generator)
+            rows.append(members[torch.randperm(len(members), generator=generator, device="cpu")[:need]])
+        angles = torch.randint(1, 4, (ways,), generator=generator, device="cpu")
         return torch.stack(rows), angles
 
     def episode_loss(self, rotated: torch.Tensor, rows: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
@@ -274,7 +275,7 @@ class CEC(Strategy):
             self.attn = None
             return
         w = weights["w_q"]
-        self.attn = GraphAttention(w.shape[0], self.dropout).to(w.device)
+        self.attn = GraphAttention(w.shape[0], self.dropout, device=w.device)
         self.attn.load_state_dict(weights)
         self.attn.eval()
 
