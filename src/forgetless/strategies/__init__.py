@@ -6,13 +6,15 @@ from typing import Any
 from ..errors import UsageError, closest
 from .base import ALL_SCENARIOS, Batch, Compose, Context, Param, Strategy
 from .baselines import Cumulative, Joint, Naive
+from .cec import CEC
 from .prototype import Prototype
 from .topic import Topic
 from .registry_regularization import REGULARIZATION
 from .registry_replay import REPLAY
 
 STRATEGIES: dict[str, type[Strategy]] = {"naive": Naive, "joint": Joint, "cumulative": Cumulative,
-                                         **REGULARIZATION, **REPLAY, "prototype": Prototype, "topic": Topic}
+                                         **REGULARIZATION, **REPLAY, "prototype": Prototype, "topic": Topic,
+                                         "cec": CEC}
 
 
 def split_params(names: list[str], params: dict[str, Any]) -> list[dict[str, Any]]:
