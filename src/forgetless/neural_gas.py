@@ -207,12 +207,12 @@ class NeuralGas:
             if x.shape[0] < self.n_nodes:
                 raise UsageError(f"NeuralGas.fit: {self.n_nodes} nodes start at distinct inputs, but x "
                                  f"has only {x.shape[0]} rows: give more data or fewer nodes")
-            start = torch.randperm(x.shape[0], generator=g)[: self.n_nodes].to(x.device)
+            start = torch.randperm(x.shape[0], generator=g, device="cpu")[: self.n_nodes].to(x.device)
             self._init_state(x[start])
         t, t_max = 0, epochs * x.shape[0]
         history = []
         for _ in range(epochs):
-            for i in torch.randperm(x.shape[0], generator=g).tolist():
+            for i in torch.randperm(x.shape[0], generator=g, device="cpu").tolist():
                 self.step(x[i], anneal(eps_i, eps_f, t, t_max), anneal(lam_i, lam_f, t, t_max),
                           anneal(T_i, T_f, t, t_max))
                 t += 1
@@ -284,7 +284,7 @@ class NeuralGas:
             raise UsageError("NeuralGas.add_nodes: centroids must be a 2-D tensor [new nodes, features]")
         k = centroids.shape[0]
         if isinstance(labels, int) and not isinstance(labels, bool):
-            labels = torch.full((k,), labels, dtype=torch.long)
+            labels = torch.full((k,), labels, dtype=torch.long, device="cpu")
         if not isinstance(labels, torch.Tensor) or labels.shape != (k,) or labels.is_floating_point():
             raise UsageError("NeuralGas.add_nodes: labels must be one integer class (or -1) per new node")
         if variance is not None and (not isinstance(variance, torch.Tensor) or variance.shape != centroids.shape):

@@ -155,8 +155,8 @@ class Topic(Strategy):
         x = data.x
         phi = features(ctx.model, x).float()
         y = data.y.to(phi.device)
-        pick = ctx.put(torch.randperm(len(data), generator=ctx.generator)[: self.ng_samples])
-        seed = int(torch.randint(2 ** 31 - 1, (1,), generator=ctx.generator))
+        pick = ctx.put(torch.randperm(len(data), generator=ctx.generator, device="cpu")[: self.ng_samples])
+        seed = int(torch.randint(2 ** 31 - 1, (1,), generator=ctx.generator, device="cpu"))
         gas = NeuralGas(n_nodes)
         gas.fit(phi[pick], epochs=self.ng_epochs, seed=seed)
         gas.reset_variance()
