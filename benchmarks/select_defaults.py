@@ -337,7 +337,12 @@ def test(a) -> None:
             else:
                 print(f"no lam for {m} on {a.bench}; skipped")
                 continue
-            jobs.append((c, run_dir(out / a.bench / f"test-{a.lams}" / folder(m), c)))
+            d = run_dir(out / a.bench / f"test-{a.lams}" / folder(m), c)
+            twin = run_dir(out / a.bench / f"test-{'own' if a.lams == 'defaults' else 'defaults'}" / folder(m), c)
+            if finished(d) is None and finished(twin) is not None:  # the same run (default = own choice)
+                d.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(twin, d, dirs_exist_ok=True)
+            jobs.append((c, d))
     run_all(jobs, out)
 
 
