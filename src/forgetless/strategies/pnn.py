@@ -181,7 +181,9 @@ class PNN(TaskIsolation):
     def _materialise(self, ctx) -> None:
         if self._pending is not None:
             sizes = self.sizes(ctx.model)
-            self.columns = nn.ModuleList(Column(k + 1, sizes, ctx.device) for k in range(len(self._pending)))
+            # (built without drawing initial values: the RNG must stay where the checkpoint left it)
+            self.columns = nn.ModuleList(Column(k + 1, sizes, "meta").to_empty(device=ctx.device)
+                                         for k in range(len(self._pending)))
             for col, state in zip(self.columns, self._pending):
                 col.load_state_dict(state)
             self._pending = None
