@@ -86,7 +86,8 @@ class HAT(TaskIsolation):
         "c": Param(0.75, ">=0", "strength of the attention regulariser (paper: 0.75)"),
         "clipgrad": Param(10000.0, ">0", "the gradients' norm is clipped to this (authors' code: 10000)"),
         "emb_clamp": Param(6.0, ">0", "embeddings are clamped to [-this, this] after each step (authors' code: 6)"),
-        "cosh_clamp": Param(50.0, ">0", "s*e is clamped to [-this, this] in the gradient compensation (authors' code: 50)"),
+        "cosh_clamp": Param(50.0, ">0", "s*e is clamped to [-this, this] in the gradient compensation "
+                                        "(authors' code: 50)"),
     }
 
     def __init__(self, **kwargs: Any):

@@ -6,7 +6,8 @@ earlier column is frozen. Column k's layer i (i >= 1, the output layer included)
 input from layer i-1 of every earlier column j < k through an adapter (the paper's non-linear
 lateral connections, its Sec. 2 "Adapters"):
 
-    h_i^(k) = relu( W_i^(k) h_{i-1}^(k) + b_i^(k) + U_i^(k) relu( V_i^(k) (alpha_i^(k) * [h_{i-1}^(j)]_{j<k}) + c_i^(k) ) )
+    h_i^(k) = relu( W_i^(k) h_{i-1}^(k) + b_i^(k)
+                    + U_i^(k) relu( V_i^(k) (alpha_i^(k) * [h_{i-1}^(j)]_{j<k}) + c_i^(k) ) )
 
 (no relu at the output layer). [h^(j)]_{j<k} concatenates the earlier columns' activations
 (k * n_{i-1} values); V projects them onto n_{i-1} dimensions (the "dimensionality reduction" of
