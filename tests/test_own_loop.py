@@ -11,7 +11,7 @@ from forgetless.run import make_optimizer
 from forgetless.strategies import STRATEGIES, make_strategy
 
 CFG = dict(benchmark="split-digits", epochs=2, batch_size=64, model="mlp:64", seed=3)
-CASES = [(name, "class") for name in STRATEGIES if "class" in STRATEGIES[name].scenarios] + [("er+ewc", "class")] + \
+CASES = [(name, "class") for name, cls in STRATEGIES.items() if "class" in cls.scenarios] + [("er+ewc", "class")] + \
         [(name, "task") for name in ("er", "agem", "gem", "lwf", "dgr", "si", "er+ewc", "pnn", "packnet", "hat")]
 
 
