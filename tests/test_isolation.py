@@ -242,7 +242,7 @@ def test_hat_masks_conditioning_compensation_and_regulariser_against_a_direct_co
     loss = F.cross_entropy(bench.mask_logits(out, batch.t, 1), batch.y) + c * reg
     grads = torch.autograd.grad(loss, W + E)
     hat.adapt_batch(ctx, batch)
-    assert math.isclose(float(hat.penalty(ctx, batch, None)), c * num / den, rel_tol=1e-5)
+    assert math.isclose(float(hat.penalty(ctx, batch, None).detach()), c * num / den, rel_tol=1e-5)
     # conditioning: weight (j <- i) of layer l times 1 - min(cum_l[j], cum_{l-1}[i]); bias 1 - cum_l[j]
     expect = []
     for l in range(3):

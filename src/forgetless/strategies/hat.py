@@ -33,7 +33,8 @@ Supported models: forgetless's MLP with at least one hidden layer. The gates act
 hooks on the MLP's ReLU modules; task t's embeddings are trained by an optimizer of the run's kind
 and settings (fresh at every task, following the run's learning rate), and are part of the
 strategy's state. Evaluation runs the model once per task with that task's gates and takes each
-task's outputs from its own pass.
+task's outputs from its own pass. A training batch is gated with the current task's gates, all
+of it: composing HAT with replay (old tasks' samples in the batch) is not what the paper does.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ Evaluation of task j uses the weights of tasks <= j, every later (or free) weigh
 evaluate), so an old task's outputs are bit-identical after later tasks (BWT exactly 0, tested).
 
 Biases, batch-norm parameters and anything else that is not a prunable weight: as in the paper
-(its Sec. 3, and the authors' code), trained with task 1 and then fixed. Batch-norm running
+(its Sec. 3), trained with task 1 and then fixed. Batch-norm running
 statistics are fixed after task 1 as well (restored after every later step; later tasks still
 normalise their training batches by the batch's own statistics, so training and evaluation differ
 there as in train mode with frozen statistics). The output layer is not pruned: task-IL gives each
