@@ -11,8 +11,8 @@ from forgetless.run import make_optimizer
 from forgetless.strategies import STRATEGIES, make_strategy
 
 CFG = dict(benchmark="split-digits", epochs=2, batch_size=64, model="mlp:64", seed=3)
-CASES = [(name, "class") for name in STRATEGIES] + [("er+ewc", "class")] + \
-        [(name, "task") for name in ("er", "agem", "gem", "lwf", "dgr", "si", "er+ewc")]
+CASES = [(name, "class") for name, cls in STRATEGIES.items() if "class" in cls.scenarios] + [("er+ewc", "class")] + \
+        [(name, "task") for name in ("er", "agem", "gem", "lwf", "dgr", "si", "er+ewc", "pnn", "packnet", "hat")]
 
 
 def own_loop(spec: str, scenario: str, device: torch.device) -> list[list[float]]:

@@ -11,10 +11,13 @@ from .prototype import Prototype
 from .topic import Topic
 from .registry_regularization import REGULARIZATION
 from .registry_replay import REPLAY
+from .registry_isolation import ISOLATION
 
 STRATEGIES: dict[str, type[Strategy]] = {"naive": Naive, "joint": Joint, "cumulative": Cumulative,
                                          **REGULARIZATION, **REPLAY, "prototype": Prototype, "topic": Topic,
                                          "cec": CEC}
+
+STRATEGIES.update(ISOLATION)  # parameter isolation: pnn, packnet, hat (task-IL)
 
 
 def split_params(names: list[str], params: dict[str, Any]) -> list[dict[str, Any]]:
