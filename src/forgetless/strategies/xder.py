@@ -138,7 +138,7 @@ class XDER(DERpp):
             heads = past if c > 0 else cur
             total = total + self.beta * F.cross_entropy(o2[:, heads], self._position(heads, y2))
             both = torch.cat([i1, i2])  # each slot once (first occurrence), decided on the host
-            first = torch.ones(len(both), dtype=torch.bool)
+            first = torch.ones(len(both), dtype=torch.bool, device="cpu")
             first[len(i1):] = ~torch.isin(i2, i1)
             keep_rows = ctx.put(first.nonzero().flatten())
             slots, o, yb = ctx.put(both)[keep_rows], torch.cat([o1, o2])[keep_rows], torch.cat([y1, y2])[keep_rows]
