@@ -68,7 +68,7 @@ def test_data_stays_uint8_and_batches_scale_exactly(mnist_dir, device):
 
 
 def _spec(name):
-    return {"icarl": ("class", {}), "bic": ("class", {}), "prototype": ("class", {}), "xder": ("class", {})}.get(name, ("task", {}))
+    return {"icarl": ("class", {}), "bic": ("class", {}), "prototype": ("class", {}), "xder": ("class", {}), "lucir": ("class", {})}.get(name, ("task", {}))
 
 
 def _run(name, device, meta=False):

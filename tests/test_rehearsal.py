@@ -277,7 +277,7 @@ def test_gdumb_memory_is_balanced_and_the_model_depends_only_on_the_memory(bench
 
 
 # ---- runs: resume and a class-IL comparison -----------------------------------------------------
-@pytest.mark.parametrize("name", ["derpp", "xder", "gdumb", "mir", "er-ace"])
+@pytest.mark.parametrize("name", ["derpp", "xder", "gdumb", "mir", "er-ace", "lucir"])
 def test_resume_gives_the_same_accuracy_matrix(tmp_path, name):
     cfg = RunConfig(**dict(CLASS_IL, epochs=2, strategy=name, params={"memory": 60}))
 
@@ -308,3 +308,56 @@ def test_derpp_beats_naive_in_class_il_split_digits():
     naive = run(RunConfig(**CLASS_IL)).metrics["average_accuracy"]
     derpp = run(RunConfig(**CLASS_IL, strategy="derpp", params={"memory": 200})).metrics["average_accuracy"]
     assert naive < 0.3 and derpp > naive + 0.3
+
+
+# ---- LUCIR --------------------------------------------------------------------------------------
+def test_lucir_margin_ranking_is_the_hinge_over_the_k_hardest_new_classes():
+    from forgetless.strategies.lucir import margin_ranking
+
+    g = torch.Generator().manual_seed(0)
+    cos = torch.rand(12, 6, generator=g) * 2 - 1
+    y = torch.tensor([0, 1, 2, 3, 4, 5] * 2)
+    new = torch.tensor([4, 5])
+    rows = y < 4  # the old-class examples
+    got = margin_ranking(cos, y, new, 0.5, 1, rows)
+    direct = sum(max(0.0, 0.5 - float(cos[i, y[i]]) + float(cos[i, new].max())) for i in range(12) if y[i] < 4) / 8
+    assert float(got) == pytest.approx(direct, rel=1e-6) and direct > 0
+    both = margin_ranking(cos, y, new, 0.5, 2, rows)
+    direct2 = sum(max(0.0, 0.5 - float(cos[i, y[i]]) + float(cos[i, k])) for i in range(12) if y[i] < 4 for k in (4, 5)) / 8
+    assert float(both) == pytest.approx(direct2, rel=1e-6)
+    assert float(margin_ranking(cos, y, new, 0.5, 2, torch.zeros(12, dtype=torch.bool))) == 0.0
+
+
+def test_lucir_loss_is_cosine_ce_plus_less_forget_plus_margin_ranking(bench):
+    from forgetless.strategies.lucir import LUCIR
+
+    ctx = context(bench, task_id=1, hidden=32)
+    s = LUCIR(memory=40, lam_base=5.0)
+    s.before_task(ctx, bench.tasks[1])  # snapshots the old model, imprints classes 2, 3
+    with torch.no_grad():  # imprinted: the new classes' normalised feature means, at the old weights' mean norm
+        W = ctx.model.net[-1].weight
+        for c in (2, 3):
+            phi = F.normalize(ctx.model.net[:-1](bench.tasks[1].train.x[bench.tasks[1].train.y == c]), dim=1)
+            assert torch.allclose(W[c], F.normalize(phi.mean(0), dim=0) * W[:2].norm(dim=1).mean(), atol=1e-5)
+    with torch.no_grad():
+        for p in ctx.model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)).to(p.device))
+        s.sigma_.fill_(3.0)
+    b = Batch(torch.cat([bench.tasks[0].train.x[:6], bench.tasks[1].train.x[:6]]),
+              torch.cat([bench.tasks[0].train.y[:6], bench.tasks[1].train.y[:6]]),
+              torch.tensor([0] * 6 + [1] * 6, device=bench.device))
+    loss = s.task_loss(ctx, b, ctx.model(b.x), None)
+
+    def feats(model, x):  # the MLP's penultimate layer, directly
+        return model.net[:-1](x)
+
+    W = ctx.model.net[-1].weight
+    f, f_old = feats(ctx.model, b.x), feats(s.old_model(ctx), b.x)
+    cos = F.normalize(f, dim=1) @ F.normalize(W, dim=1).T
+    ce = F.cross_entropy(3.0 * cos[:, :4], b.y)
+    lf = (1 - (f * f_old).sum(1) / (f.norm(dim=1) * f_old.norm(dim=1))).mean()
+    lam = 5.0 * (2 / 2) ** 0.5
+    mr = torch.stack([(0.5 - cos[i, b.y[i]] + cos[i, [2, 3]]).clamp_min(0).sum() for i in range(6)]).mean()
+    assert torch.allclose(loss, ce + lam * lf + mr, atol=1e-5)
+    assert float(lf.detach()) > 1e-4 and float(mr.detach()) > 0  # every term is at work
+    assert s.predict(ctx, b.x).shape == (12, 10)

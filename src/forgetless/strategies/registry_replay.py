@@ -9,11 +9,12 @@ from .er_ace import ERACE
 from .gdumb import GDumb
 from .gem import GEM
 from .icarl import ICaRL
+from .lucir import LUCIR
 from .mir import MIR
 from .replay import AGEM, ER
 from .xder import XDER
 
 REPLAY = {"lwf": LwF, "er": ER, "agem": AGEM, "gem": GEM, "icarl": ICaRL, "bic": BiC, "dgr": DGR,
-          "der": DER, "derpp": DERpp, "xder": XDER, "er-ace": ERACE, "gdumb": GDumb, "mir": MIR}
+          "der": DER, "derpp": DERpp, "xder": XDER, "er-ace": ERACE, "gdumb": GDumb, "mir": MIR, "lucir": LUCIR}
 
 __all__ = ["REPLAY"]
