@@ -54,8 +54,9 @@ class MIR(Strategy):
     and replay the k = ``replay_batch_size`` candidates of largest score (``torch.topk``) with B: the
     loop's loss is the cross-entropy over [B ; chosen] (the mean over both, as ER), masked as the
     loop masks (task-IL: each example's own task; class-IL: the classes seen so far). The memory is
-    then offered B (reservoir, as ER). Defaults k = 10 (the paper's online setting replays 10
-    examples per incoming batch of 10) and C = 50 (our choice: the paper tunes C; with C = k MIR is ER).
+    then offered B (reservoir, as ER). Defaults: k = the batch size (the paper's online setting
+    replays 10 memory examples with every incoming batch of 10) and C = 5 k (our choice: the paper
+    tunes C; with C = k, MIR is ER).
     Under several processes it is refused (the scores would be computed per process part).
     """
 
@@ -64,19 +65,26 @@ class MIR(Strategy):
     data_parallel = False
     scenarios = ALL_SCENARIOS
     params = {"memory": MEMORY,
-              "candidates": Param(50, ">=1", "memory examples scored at every step (C)"),
-              "replay_batch_size": Param(10, ">=1", "candidates replayed: the k of largest loss increase")}
+              "candidates": Param(0, ">=0", "memory examples scored at every step (C; 0: five times k)"),
+              "replay_batch_size": Param(0, ">=0", "candidates replayed, the k of largest loss increase "
+                                                   "(0: the batch size)")}
     help = "MIR: replay the memory examples whose loss a virtual step on the incoming batch increases most"
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.buffer_ = ReplayBuffer(self.memory, "reservoir")
 
+    def sizes(self, ctx: Context) -> tuple[int, int]:
+        """(C, k): candidates drawn and examples replayed per step."""
+        k = self.replay_batch_size or ctx.batch_size
+        return (self.candidates or 5 * k), k
+
     def choose(self, ctx: Context, batch: Batch):
         """(x, y, t) of the k memory examples of largest interference among C drawn candidates."""
-        idx = ctx.put(self.buffer_.draw(self.candidates, ctx.generator))
+        C, k = self.sizes(ctx)
+        idx = ctx.put(self.buffer_.draw(C, ctx.generator))
         cx, cy, ct = self.buffer_.x[idx], self.buffer_.y[idx], self.buffer_.t[idx]
-        k = min(self.replay_batch_size, len(idx))
+        k = min(k, len(idx))
         top = interference(ctx, batch, cx, cy, ct).topk(k).indices
         return cx[top], cy[top], ct[top]
 
