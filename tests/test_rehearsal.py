@@ -205,7 +205,8 @@ def test_xder_task_end_balances_the_memory_and_updates_past_logits(bench):
         now = ctx.model(x)
     # past examples (classes 0, 1): their head-1 logits (outputs 2, 3) are the final model's, damped
     past = y < 2
-    assert torch.allclose(z[past][:, [2, 3]], xder_update(z[past], now[past], y[past], torch.tensor([2, 3], device=bench.device), 0.85)[:, [2, 3]], atol=1e-5)
+    head1 = torch.tensor([2, 3], device=bench.device)
+    assert torch.allclose(z[past][:, head1], xder_update(z[past], now[past], y[past], head1, 0.85)[:, head1], atol=1e-5)
     # new examples (classes 2, 3): the model's logits with the past head damped below the true class
     new = ~past
     want = xder_update(now[new], now[new], y[new], torch.tensor([0, 1], device=bench.device), 0.85)
@@ -323,7 +324,8 @@ def test_lucir_margin_ranking_is_the_hinge_over_the_k_hardest_new_classes():
     direct = sum(max(0.0, 0.5 - float(cos[i, y[i]]) + float(cos[i, new].max())) for i in range(12) if y[i] < 4) / 8
     assert float(got) == pytest.approx(direct, rel=1e-6) and direct > 0
     both = margin_ranking(cos, y, new, 0.5, 2, rows)
-    direct2 = sum(max(0.0, 0.5 - float(cos[i, y[i]]) + float(cos[i, k])) for i in range(12) if y[i] < 4 for k in (4, 5)) / 8
+    direct2 = sum(max(0.0, 0.5 - float(cos[i, y[i]]) + float(cos[i, k]))
+                  for i in range(12) if y[i] < 4 for k in (4, 5)) / 8
     assert float(both) == pytest.approx(direct2, rel=1e-6)
     assert float(margin_ranking(cos, y, new, 0.5, 2, torch.zeros(12, dtype=torch.bool))) == 0.0
 

@@ -70,7 +70,7 @@ def logit_mse(z: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
 
 
 class DER(_StreamMemory):
-    """Dark Experience Replay (Buzzega et al., NeurIPS 2020), Algorithm 1.
+    """Dark Experience Replay (Buzzega et al., NeurIPS 2020).
 
     A reservoir memory M of (x, z) where z = h_theta(x) are the raw logits (every output) the
     network gave x when x was trained on (the forward pass of that step, before its update). At
@@ -112,7 +112,7 @@ class DER(_StreamMemory):
 
 
 class DERpp(DER):
-    """DER++ (Buzzega et al., NeurIPS 2020, Algorithm 2): DER plus a label term on a second,
+    """DER++ (Buzzega et al., NeurIPS 2020): DER plus a label term on a second,
     independently drawn memory batch (x'', y''):
 
         L = CE(B) + alpha * (1 / (m C)) sum || h_theta(x') - z' ||^2 + beta * CE(h_theta(x''), y'')

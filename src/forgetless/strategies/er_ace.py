@@ -19,7 +19,7 @@ def present_mask(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class ERACE(_StreamMemory):
-    """ER-ACE (Caccia et al., ICLR 2022), Eq. (4)-(5): the incoming batch B's cross-entropy is taken
+    """ER-ACE (Caccia et al., ICLR 2022): the incoming batch B's cross-entropy is taken
     over the classes present in B only, the replay's over every class seen:
 
         L = CE_{C_B}(B) + CE_{seen}(B_M)

@@ -36,7 +36,7 @@ def features_and_cosine(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.
 
 def margin_ranking(cos: torch.Tensor, y: torch.Tensor, new: torch.Tensor, margin: float, k: int,
                    rows: torch.Tensor) -> torch.Tensor:
-    """LUCIR's inter-class separation (the paper's Eq. 8) on the examples ``rows`` (a boolean mask:
+    """LUCIR's inter-class separation (margin ranking loss) on the examples ``rows`` (a boolean mask:
     those of old classes), summed over the K hardest new classes and averaged over those examples
     (0 when there are none; no host sync):
 
@@ -54,7 +54,7 @@ def margin_ranking(cos: torch.Tensor, y: torch.Tensor, new: torch.Tensor, margin
 class LUCIR(WithOldModel):
     """LUCIR (Hou et al., CVPR 2019). Class-incremental only.
 
-    Cosine normalisation (Eq. 4): the logits are sigma * cos(f(x), theta_c), with f the
+    Cosine normalisation: the logits are sigma * cos(f(x), theta_c), with f the
     penultimate features (the input of the model's last nn.Linear, whose weight rows are the
     theta_c; its bias unused) and sigma a learnt scale (initial 1; learnt by its own plain SGD at
     ``sigma_lr``, the run's optimizer does not hold it). Training data of task k: its own data plus
@@ -63,16 +63,18 @@ class LUCIR(WithOldModel):
     loss (replacing the loop's cross-entropy):
 
         L = CE(sigma * cos, y)  over the classes seen so far
-          + lambda * (1 - cos(f*(x), f(x)))     less-forget constraint (Eq. 6), f* the old model's
+          + lambda * (1 - cos(f*(x), f(x)))     less-forget constraint: f* the old model's
                                                 features, averaged over the batch
-          + L_mr                                margin ranking (Eq. 8) on the batch's old-class
+          + L_mr                                margin ranking on the batch's old-class
                                                 examples: ``margin`` m = 0.5, ``hard`` K = 2
 
-    with lambda = ``lam_base`` * sqrt(|C_old| / |C_new|) (Eq. 7; lambda_base = 5, the paper's CIFAR
-    value: the constraint grows as old classes accumulate). Before a new task, the new classes' weights are imprinted (the paper's
-    initialisation): theta_c = the normalised mean of the normalised features of class c's training
-    data, times the mean norm of the old classes' weights. Prediction: the cosine logits (the
-    paper's "CNN" classifier). Not done: class-balanced finetuning (optional in the paper).
+    with lambda = ``lam_base`` * sqrt(|C_old| / |C_new|) (the adaptive weight; lambda_base = 5,
+    the paper's CIFAR value: the constraint grows as old classes accumulate). Before a new task, the
+    new classes' weights are imprinted (the paper's initialisation): theta_c = the normalised mean
+    of the normalised features of class c's training data, times the mean norm of the old classes'
+    weights. Prediction: the cosine logits (the paper's "CNN" classifier). Not done: the
+    class-balanced finetuning (optional in the paper); fp16's gradient scaler does not unscale sigma's
+    gradient (use float32 or bf16).
     """
 
     name = "lucir"
@@ -84,7 +86,7 @@ class LUCIR(WithOldModel):
               "margin": Param(0.5, ">=0", "margin m of the ranking loss"),
               "hard": Param(2, ">=1", "K hardest new classes in the ranking loss"),
               "sigma_lr": Param(0.1, ">=0", "learning rate of the cosine scale sigma (plain SGD)")}
-    help = "LUCIR: cosine classifier, feature distillation (less-forget) and a margin ranking loss on exemplars (class-IL)"
+    help = "LUCIR: cosine classifier, less-forget feature distillation, margin ranking on exemplars (class-IL)"
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

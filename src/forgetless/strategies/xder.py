@@ -14,10 +14,11 @@ from .der import DERpp, logit_mse
 EVAL_BATCH = 1024
 
 
-def xder_update(old: torch.Tensor, new: torch.Tensor, y: torch.Tensor, cols: torch.Tensor, gamma: float) -> torch.Tensor:
-    """X-DER's logit update (the paper's Eq. (8)-(9)): the stored logits ``old`` [n, C] with the
-    outputs ``cols`` replaced by the model's ``new`` ones, scaled down where they would outrank the
-    stored ground-truth logit:
+def xder_update(old: torch.Tensor, new: torch.Tensor, y: torch.Tensor, cols: torch.Tensor,
+                gamma: float) -> torch.Tensor:
+    """X-DER's update of stored logits (the past and "future past" heads): the stored logits ``old``
+    [n, C] with the outputs ``cols`` replaced by the model's ``new`` ones, scaled down where they
+    would outrank the stored ground-truth logit:
 
         v = new[:, cols],  g = old[i, y_i],  v <- v * (gamma * g / max(v))  if max(v) > g,
 
@@ -74,7 +75,7 @@ class XDER(DERpp):
     params = {**DERpp.params,
               "alpha": Param(0.3, ">=0", "weight of the MSE on the stored logits"),
               "beta": Param(0.5, ">=0", "weight of the cross-entropy on a second memory batch (past heads)"),
-              "gamma": Param(0.85, "(0, 1]", "damping of the updated logits: their max becomes gamma * the true class's"),
+              "gamma": Param(0.85, "(0, 1]", "damping of updated logits: their max becomes gamma * the true class's"),
               "eta": Param(0.1, ">=0", "weight of the past and future margin constraints"),
               "m": Param(0.3, ">=0", "margin of the constraints")}
     help = "X-DER (cross-entropy variant): DER++ with logit updates of past examples and margin constraints (class-IL)"
@@ -209,7 +210,8 @@ class XDER(DERpp):
         left = K - len(fresh)
         classes = list(task.classes)
         quota = {cl: left // len(classes) for cl in classes}
-        for j in torch.randperm(len(classes), generator=ctx.generator, device="cpu")[: left - sum(quota.values())].tolist():
+        lucky = torch.randperm(len(classes), generator=ctx.generator, device="cpu")[: left - sum(quota.values())]
+        for j in lucky.tolist():
             quota[classes[j]] += 1
         order = torch.randperm(len(task.train), generator=ctx.generator, device="cpu")
         labels = task.train.y.cpu()[order].tolist()
