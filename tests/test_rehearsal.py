@@ -363,3 +363,13 @@ def test_lucir_loss_is_cosine_ce_plus_less_forget_plus_margin_ranking(bench):
     assert torch.allclose(loss, ce + lam * lf + mr, atol=1e-5)
     assert float(lf.detach()) > 1e-4 and float(mr.detach()) > 0  # every term is at work
     assert s.predict(ctx, b.x).shape == (12, 10)
+
+
+def test_lucir_refuses_fp16_in_one_line(bench):
+    from forgetless.strategies.lucir import LUCIR
+
+    ctx = context(bench)
+    ctx.precision = "fp16"
+    with pytest.raises(UsageError, match="bf16 or float32") as e:
+        LUCIR().before_task(ctx, bench.tasks[0])
+    assert "\n" not in str(e.value)

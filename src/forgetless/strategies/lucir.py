@@ -73,8 +73,8 @@ class LUCIR(WithOldModel):
     new classes' weights are imprinted (the paper's initialisation): theta_c = the normalised mean
     of the normalised features of class c's training data, times the mean norm of the old classes'
     weights. Prediction: the cosine logits (the paper's "CNN" classifier). Not done: the
-    class-balanced finetuning (optional in the paper); fp16's gradient scaler does not unscale sigma's
-    gradient (use float32 or bf16).
+    class-balanced finetuning (optional in the paper). fp16 is refused: its gradient scaler would
+    not unscale sigma's gradient (float32 and bf16 work).
     """
 
     name = "lucir"
@@ -102,6 +102,9 @@ class LUCIR(WithOldModel):
 
     # ---- hooks ------------------------------------------------------------------------------
     def before_task(self, ctx, task):
+        if ctx.precision == "fp16":
+            raise UsageError("lucir does not support --precision fp16 (its cosine scale sigma is outside the "
+                             "gradient scaler); use --precision bf16 or float32")
         self.sigma(ctx)
         if task.id > 0:
             self.snapshot(ctx)
