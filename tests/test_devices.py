@@ -69,7 +69,8 @@ def test_data_stays_uint8_and_batches_scale_exactly(mnist_dir, device):
 
 def _spec(name):
     return {"icarl": ("class", {}), "bic": ("class", {}), "prototype": ("class", {}),
-            "cec": ("class", {"episodes": 20}), "topic": ("class", {})}.get(name, ("task", {}))
+            "cec": ("class", {"episodes": 20}), "topic": ("class", {}), "xder": ("class", {}),
+            "lucir": ("class", {})}.get(name, ("task", {}))
 
 
 def _run(name, device, meta=False):

@@ -13,8 +13,17 @@
     within its class (probability ``slots of its class / examples of its class seen``). Class sizes
     then differ by at most one, and each class keeps a uniform sample of its own examples.
 
+  * ``"greedy"``: GDumb's greedy class-balancing sampler (Prabhu et al. 2020): like ``"balanced"``
+    while the buffer fills and when an example of a smaller class evicts one of the largest class,
+    but an example of a largest class is simply not stored (no reservoir within the class).
+
   ``sample(n, generator)`` draws a batch without replacement. All randomness comes from the
   ``torch.Generator`` passed in (the run's ``ctx.generator``), so runs are reproducible.
+
+  Optional extra per-example tensors (``add(..., logits=z)``: DER's stored logits) travel with
+  their example: stored in the same slot, in ``buffer.extra[name]`` ([capacity, ...] on the data's
+  device), kept through ``state_dict``. ``draw(n, generator)`` gives the slots of a sample (CPU
+  indices, for methods that read or rewrite extras of the examples they replay).
 - ``ExemplarSet``: per-class exemplars in priority order (iCaRL's sets P_y): ``reduce(m)`` keeps the
   first m of every class, as iCaRL's ReduceExemplarSet does.
 - ``herding(features, m)``: iCaRL's exemplar selection (Rebuffi et al. 2017, Algorithm 4).
@@ -31,6 +40,7 @@ from .devices import put
 from .errors import UsageError
 
 POLICIES = ("reservoir", "balanced")
+BUFFER_POLICIES = POLICIES + ("greedy",)  # greedy: GDumb's sampler (not offered to ER's ``sampling``)
 
 
 def check_memory(memory: Any, who: str) -> int:
@@ -50,8 +60,8 @@ class ReplayBuffer:
     def __init__(self, capacity: int, policy: str = "reservoir"):
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise UsageError(f"the replay memory must hold at least 1 example, got {capacity!r}")
-        if policy not in POLICIES:
-            raise UsageError(f"unknown memory policy {policy!r}; choose one of: {', '.join(POLICIES)}")
+        if policy not in BUFFER_POLICIES:
+            raise UsageError(f"unknown memory policy {policy!r}; choose one of: {', '.join(BUFFER_POLICIES)}")
         self.capacity, self.policy = capacity, policy
         self.x: torch.Tensor | None = None  # [capacity, ...] once the first example arrives (on its device)
         self.y = torch.zeros(capacity, dtype=torch.long, device="cpu")
@@ -60,6 +70,7 @@ class ReplayBuffer:
         self.size = 0
         self.seen = 0  # examples offered so far (the stream length n)
         self.class_seen: dict[int, int] = {}  # balanced: examples offered per class
+        self.extra: dict[str, torch.Tensor] = {}  # optional per-example tensors (e.g. logits), [capacity, ...]
 
     def __len__(self) -> int:
         return self.size
@@ -69,26 +80,50 @@ class ReplayBuffer:
         self.x = torch.zeros((self.capacity, *x.shape[1:]), dtype=x.dtype, device=x.device)
         self.y, self.t = self.y.to(x.device), self.t.to(x.device)
 
-    def _store(self, slot: int, x, y, t, label: int | None = None) -> None:
+    def _store(self, slot: int, x, y, t, label: int | None = None, extra=None) -> None:
         self.x[slot], self.y[slot], self.t[slot] = x, y, t
+        for name, value in (extra or {}).items():
+            self.extra[name][slot] = value
         if label is not None:
             self.labels[slot] = label
 
-    def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> None:
-        """Offer a batch of examples to the buffer, in order (a stream)."""
+    def _copy(self, dst, src, x, y, t, extra) -> None:
+        self.x[dst], self.y[dst], self.t[dst] = x[src], y[src], t[src]
+        for name, value in extra.items():
+            self.extra[name][dst] = value[src]
+
+    def _check_extra(self, extra: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+        if set(extra) != set(self.extra) and (self.size or self.extra):
+            raise ValueError(f"this buffer stores the extras {sorted(self.extra)}, got {sorted(extra)}")
+        out = {}
+        for name, value in extra.items():
+            value = value.detach()
+            if len(value) != n:
+                raise ValueError(f"extra {name!r} has {len(value)} rows for {n} examples")
+            if name not in self.extra:
+                self.extra[name] = torch.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype,
+                                               device=self.x.device)
+            out[name] = value.to(self.extra[name].dtype)
+        return out
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None,
+            **extra: torch.Tensor) -> None:
+        """Offer a batch of examples to the buffer, in order (a stream); ``extra``: per-example
+        tensors stored with them (the same names at every call)."""
         x, y, t = x.detach(), y.detach().long(), t.detach().long()
         if len(x) == 0:
             return
         if self.x is None:
             self._allocate(x)
+        extra = self._check_extra(extra, len(x))
         if self.policy == "reservoir":
-            self._add_reservoir(x, y, t, generator)
+            self._add_reservoir(x, y, t, generator, extra)
         else:
             ys, ts = y.tolist(), t.tolist()  # (the balanced policy decides example by example on the host)
             for i in range(len(x)):
-                self._add_balanced(x[i], ys[i], ts[i], generator)
+                self._add_balanced(x[i], ys[i], ts[i], generator, {k: v[i] for k, v in extra.items()})
 
-    def _add_reservoir(self, x, y, t, generator) -> None:
+    def _add_reservoir(self, x, y, t, generator, extra) -> None:
         n = len(x)
         position = self.seen + torch.arange(1, n + 1, device="cpu")  # each example's 1-based place in the stream
         # algorithm R: the k-th example draws j uniform in [0, k) and replaces slot j if j < capacity
@@ -101,7 +136,7 @@ class ReplayBuffer:
         if fill.any():
             src = put(fill.nonzero().flatten(), x.device)
             slots = put(position[fill] - 1, x.device)
-            self.x[slots], self.y[slots], self.t[slots] = x[src], y[src], t[src]
+            self._copy(slots, src, x, y, t, extra)
             self.size = int(position[fill].max())
         replace = ((~fill) & (j < self.capacity)).nonzero().flatten()  # in stream order
         if len(replace):
@@ -110,13 +145,13 @@ class ReplayBuffer:
             last = {int(s): i for i, s in zip(replace.tolist(), slots.tolist())}
             src = put(torch.tensor(list(last.values()), dtype=torch.long, device="cpu"), x.device)
             dst = put(torch.tensor(list(last.keys()), dtype=torch.long, device="cpu"), x.device)
-            self.x[dst], self.y[dst], self.t[dst] = x[src], y[src], t[src]
+            self._copy(dst, src, x, y, t, extra)
 
-    def _add_balanced(self, x, y: int, t: int, generator) -> None:
+    def _add_balanced(self, x, y: int, t: int, generator, extra) -> None:
         self.seen += 1
         self.class_seen[y] = self.class_seen.get(y, 0) + 1
         if self.size < self.capacity:
-            self._store(self.size, x, y, t, y)
+            self._store(self.size, x, y, t, y, extra)
             self.size += 1
             return
         labels = self.labels[: self.size]
@@ -127,19 +162,23 @@ class ReplayBuffer:
             big = classes[counts == largest]
             victim = int(big[_randint(len(big), generator)])
             slots = (labels == victim).nonzero().flatten()
-            self._store(int(slots[_randint(len(slots), generator)]), x, y, t, y)
-        else:  # reservoir sampling within its own class
+            self._store(int(slots[_randint(len(slots), generator)]), x, y, t, y, extra)
+        elif self.policy == "balanced":  # reservoir sampling within its own class (greedy: not stored)
             j = _randint(self.class_seen[y], generator)
             if j < own:
                 slots = (labels == y).nonzero().flatten()
-                self._store(int(slots[j]), x, y, t, y)
+                self._store(int(slots[j]), x, y, t, y, extra)
 
     # ---- reading ----------------------------------------------------------------------------
-    def sample(self, n: int, generator: torch.Generator | None = None):
-        """A batch of min(n, size) distinct stored examples, uniformly at random: (x, y, t)."""
+    def draw(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The slots (CPU indices) of min(n, size) distinct stored examples, uniformly at random."""
         if self.size == 0:
             raise ValueError("the replay buffer is empty")
-        idx = put(torch.randperm(self.size, generator=generator, device="cpu")[: min(n, self.size)], self.x.device)
+        return torch.randperm(self.size, generator=generator, device="cpu")[: min(n, self.size)]
+
+    def sample(self, n: int, generator: torch.Generator | None = None):
+        """A batch of min(n, size) distinct stored examples, uniformly at random: (x, y, t)."""
+        idx = put(self.draw(n, generator), self.x.device)
         return self.x[idx], self.y[idx], self.t[idx]
 
     def tensors(self):
@@ -157,6 +196,7 @@ class ReplayBuffer:
         x, y, t = self.tensors()
         return {"capacity": self.capacity, "policy": self.policy, "seen": self.seen,
                 "x": None if x is None else x.clone(), "y": y.clone(), "t": t.clone(),
+                "extra": {k: v[: self.size].clone() for k, v in self.extra.items()},
                 "class_seen": torch.tensor(sorted(self.class_seen.items()), dtype=torch.long, device="cpu").reshape(-1, 2)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -169,6 +209,10 @@ class ReplayBuffer:
             self.x[:n], self.y[:n], self.t[:n] = state["x"], state["y"].to(self.x.device), state["t"].to(self.x.device)
             self.labels[:n] = state["y"].cpu()
             self.size = n
+            for name, value in state.get("extra", {}).items():
+                self.extra[name] = torch.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype,
+                                               device=self.x.device)
+                self.extra[name][:n] = value.to(self.x.device)
 
 
 def herding(features: torch.Tensor, m: int) -> torch.Tensor:
