@@ -173,7 +173,8 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
           first_unpermuted: bool = False, angles: list[float] | None = None,
           download: bool = True, progress: bool = True, with_test: bool = True,
           base_classes: int | None = None, ways: int | None = None, shots: int | None = None,
-          sessions: int | None = None, session_lists=None) -> Benchmark:
+          sessions: int | None = None, session_lists=None, blurry: float = 0.0,
+          blurry_disjoint: float = 50.0) -> Benchmark:
     """Build a benchmark by name (see ``benchmark_names()``) in one scenario.
 
     ``with_test=False`` builds it for model selection: the test split is never touched and every
@@ -182,6 +183,7 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
     as the classes allow) define the sessions (see the module docstring); or ``session_lists``, a
     folder of the standard fixed index lists (``session_1.txt``, ``session_2.txt``, ...: one row of
     the training split per line, the CIFAR-100 protocol of Tao et al. 2020), which fixes them.
+    ``blurry`` M > 0 (split benchmarks, class-IL): the i-Blurry-N-M stream (``_blurry``).
     """
     if scenario not in SCENARIOS:
         raise UsageError(f"unknown scenario {scenario!r}{closest(scenario, SCENARIOS)}; "
@@ -203,6 +205,13 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
     elif any(v is not None for v in (base_classes, ways, shots, sessions, session_lists)):
         raise UsageError("--base-classes, --ways, --shots, --sessions and --session-lists apply to --scenario fscil only")
 
+    if blurry:
+        if not name.startswith("split-") or scenario != "class":
+            raise UsageError(f"--blurry applies to split benchmarks in class-IL (e.g. --benchmark split-mnist "
+                             f"--scenario class), not {name} in {scenario}")
+        if not 0 < blurry < 100 or not 0 <= blurry_disjoint <= 100:
+            raise UsageError(f"--blurry must be in (0, 100) and --blurry-disjoint in [0, 100], got {blurry}, "
+                             f"{blurry_disjoint}")
     if not with_test and val_fraction <= 0:
         raise UsageError("selecting on validation data needs a validation fraction > 0 (--val-fraction)")
 
@@ -262,6 +271,7 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
     if fscil:
         scenario = "class"  # (an fscil benchmark is a class-IL benchmark with uneven tasks)
     task_list, n_outputs = _apply_scenario(raw, scenario)
+    blurry_info = _blurry(task_list, blurry, blurry_disjoint, seed) if blurry else None
     if val_fraction > 0:
         for task in task_list:
             n_val = int(round(val_fraction * len(task.train)))
@@ -272,8 +282,54 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
     info = {"seed": seed, "val_fraction": val_fraction}
     if fscil:
         info["fscil"] = fscil_info
+    if blurry_info is not None:
+        info["blurry"] = blurry_info
     return Benchmark(name=name, scenario=scenario, tasks=task_list, n_outputs=n_outputs,
                      input_shape=tuple(raw[0][1].shape[1:]), info=info)
+
+
+def _blurry(tasks: list[Task], m: float, n: float, seed: int) -> dict:
+    """Make the tasks an i-Blurry-N-M stream (Koh et al., ICLR 2022, "Online Continual Learning on
+    Class Incremental Blurry Task Configuration with Anytime Inference"), in place; returns what
+    result.json records.
+
+    round(N % of the classes) are *disjoint* (chosen with a generator seeded by ``seed`` alone):
+    all their training samples stay in their own task. Every other class is *blurry*: round(M % of
+    its training samples), chosen at random, move to the other tasks, each to one drawn uniformly
+    among them; the rest stay in the class's own task (its "major" task). So a task's stream holds
+    mostly its own classes, plus about M % (times the blurry share of its classes) of samples of
+    other tasks' blurry classes, also of classes that come later. Test (and validation) data stay
+    with their own task, so the accuracy matrix keeps its meaning.
+    """
+    g = torch.Generator().manual_seed(seed + 7919)  # (not the stream of the other seeded choices)
+    classes = sorted(c for t in tasks for c in t.classes)
+    order = torch.randperm(len(classes), generator=g).tolist()
+    disjoint = sorted(classes[i] for i in order[: int(round(n / 100 * len(classes)))])
+    moved: list[list[TensorData]] = [[] for _ in tasks]
+    keep: list[torch.Tensor] = []
+    counts = [0] * len(tasks)
+    for task in tasks:
+        y = task.train.y.cpu()
+        stay = torch.ones(len(y), dtype=torch.bool)
+        others = [k for k in range(len(tasks)) if k != task.id]
+        for c in task.classes:
+            if c in disjoint or not others:
+                continue
+            rows = (y == c).nonzero().flatten()
+            pick = rows[torch.randperm(len(rows), generator=g)[: int(round(m / 100 * len(rows)))]]
+            dest = torch.randint(len(others), (len(pick),), generator=g)
+            for j, k in enumerate(others):
+                go = pick[dest == j]
+                if len(go):
+                    moved[k].append(task.train.subset(go.to(task.train.device)))
+                    counts[k] += len(go)
+            stay[pick] = False
+        keep.append(stay)
+    for task, stay in zip(tasks, keep):
+        task.train = TensorData.cat([task.train.subset(stay.nonzero().flatten().to(task.train.device)), *moved[task.id]])
+    return {"m": m, "n": n, "disjoint_classes": disjoint,
+            "samples_from_other_tasks": counts,
+            "fraction_from_other_tasks": [c / max(len(t.train), 1) for c, t in zip(counts, tasks)]}
 
 
 def _dir_for(dataset: str, data_dir, sequence: bool):

@@ -39,6 +39,10 @@ RUN_OPTIONS = [  # (flag, keyword arguments): shared by `run` and `compare`
     ("--session-lists", dict(help="fscil: a folder of session_1.txt, session_2.txt, ... (training-set rows, one a "
                                   "line: the standard CIFAR-100 lists) fixing every session")),
     ("--tasks", dict(type=int, help="number of tasks (default: the benchmark's)")),
+    ("--blurry", dict(type=float, help="i-Blurry stream (split, class-IL): percent M of each blurry class's "
+                                       "training samples appear in other tasks (e.g. 10)")),
+    ("--blurry-disjoint", dict(type=float, help="with --blurry: percent N of the classes kept disjoint "
+                                                "(default 50, i-Blurry-50-M)")),
     ("--strategy", dict(help="strategy name; several compose with '+' (default naive)")),
     ("--model", dict(help="mlp:W1,W2,..., cnn, resnet18[:nf=N], resnet20 or resnet32 (default mlp:1024,512,256)")),
     ("--epochs", dict(type=int, help="epochs per task (default 3)")),
@@ -74,7 +78,11 @@ RUN_OPTIONS = [  # (flag, keyword arguments): shared by `run` and `compare`
 ]
 FLAGS = [("--reset-optimizer", "a fresh optimizer at every task"),
          ("--compile", "torch.compile the model (off by default; see docs/performance.md)"),
-         ("--first-unpermuted", "permuted: the first task keeps the original images")]
+         ("--first-unpermuted", "permuted: the first task keeps the original images"),
+         ("--online", "online learning: one pass over each task's data, evaluated during the stream "
+                      "(every --eval-every steps; default about every 1,000 samples); use a small --batch-size, e.g. 10"),
+         ("--task-free", "the strategy is not told where tasks start and end (er, der, derpp, er-ace, mir, "
+                         "gdumb, naive)")]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,10 +137,12 @@ def _config(a: argparse.Namespace) -> RunConfig:
                                                  "classes", "angles", "val_fraction", "eval_every",
                                                  "precision", "device", "weight_decay", "lr_schedule",
                                                  "milestones", "lr_decay", "augment", "normalize",
-                                                 "base_classes", "ways", "shots", "sessions", "session_lists")}
+                                                 "base_classes", "ways", "shots", "sessions", "session_lists",
+                                                 "blurry", "blurry_disjoint")}
     cfg = RunConfig(**{k: v for k, v in given.items() if v is not None})
     cfg.params = parse_params(a.param)
     cfg.reset_optimizer, cfg.first_unpermuted, cfg.compile = a.reset_optimizer, a.first_unpermuted, a.compile
+    cfg.online, cfg.task_free = a.online, a.task_free
     cfg.data_dir, cfg.download = parse_data_dir(a.data_dir), not a.no_download
     return cfg
 
@@ -221,7 +231,7 @@ def _grid(a: argparse.Namespace):
             by_key.setdefault(key, []).append(value)
     for key, values in by_key.items():
         put(f"params.{key}", values)
-    for flag in ("reset_optimizer", "first_unpermuted"):
+    for flag in ("reset_optimizer", "first_unpermuted", "online", "task_free"):
         if getattr(a, flag):
             grid.base[flag] = True
     if a.data_dir:

@@ -59,6 +59,11 @@ class RunConfig:
     shots: int | None = None
     sessions: int | None = None  # None: as many as the remaining classes allow (session 1 is the base session)
     session_lists: str | None = None  # a folder of session_k.txt index lists (the standard fixed sessions)
+    # streams (issue 15): one pass with evaluation during it; no task boundaries for the strategy; blurry tasks
+    online: bool = False  # one pass over each task's data (epochs = 1), evaluated every eval_every steps
+    task_free: bool = False  # the strategy is not told where tasks start and end
+    blurry: float = 0.0  # i-Blurry: percent M of each blurry class's training samples moved to other tasks
+    blurry_disjoint: float = 50.0  # percent N of the classes that stay disjoint (in their own task only)
 
     def resolved(self) -> "RunConfig":
         """A copy with defaults that depend on other options filled in, and values checked."""
@@ -87,6 +92,7 @@ class RunConfig:
         if not c.lr > 0:
             raise UsageError(f"--lr must be positive, got {c.lr}")
         _check_image_options(c)
+        _check_stream_options(c)
         return c
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,11 +136,19 @@ class RunConfig:
             elif key != "lr_decay":
                 value = d[key]
                 parts.append(f"{IMAGE_ABBREV[key]}{','.join(map(str, value)) if isinstance(value, list) else value}")
+        for key, default in STREAM_DEFAULTS.items():  # (likewise)
+            if d[key] == default:
+                del d[key]
+            elif key != "blurry_disjoint" or d.get("blurry"):
+                parts.append(STREAM_ABBREV[key] + ("" if isinstance(d[key], bool) else f"{d[key]:g}"))
         digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
         return "_".join(str(p) for p in parts) + "_" + digest
 
 
 FSCIL_OPTIONS = {"base_classes": "base", "ways": "way", "shots": "shot", "sessions": "ses", "session_lists": "lists"}
+STREAM_DEFAULTS = {"online": False, "task_free": False, "blurry": 0.0, "blurry_disjoint": 50.0}
+STREAM_ABBREV = {"online": "online", "task_free": "taskfree", "blurry": "blurry", "blurry_disjoint": "disj"}
+ONLINE_EVAL_SAMPLES = 1000  # --online without --eval-every: evaluate about every 1,000 training samples
 IMAGE_DEFAULTS = {"augment": "auto", "normalize": "auto", "lr_schedule": "none", "milestones": None,
                   "lr_decay": None, "weight_decay": 0.0}
 IMAGE_ABBREV = {"augment": "aug-", "normalize": "norm-", "lr_schedule": "", "milestones": "ms", "weight_decay": "wd"}
@@ -204,3 +218,30 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
             raise UsageError(f"--param {item!r}: write KEY=VALUE, e.g. --param lam=100")
         out[key.strip()] = parse_value(value)
     return out
+
+
+def _check_stream_options(c: RunConfig) -> None:
+    """--online, --task-free, --blurry (one-line errors); --online fixes one pass and, without
+    --eval-every, evaluates about every ``ONLINE_EVAL_SAMPLES`` training samples."""
+    import math
+
+    for name in ("online", "task_free"):
+        if not isinstance(getattr(c, name), bool):
+            raise UsageError(f"{name} must be true or false, got {getattr(c, name)!r}")
+    for name, lo, hi in (("blurry", 0.0, 100.0), ("blurry_disjoint", 0.0, 100.0)):
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v < hi + (name == "blurry_disjoint"):
+            raise UsageError(f"--{name.replace('_', '-')} must be a percentage in [0, 100"
+                             f"{']' if name == 'blurry_disjoint' else ')'}, got {v!r}")
+        setattr(c, name, float(v))
+    if c.online:
+        if c.iterations is not None:
+            raise UsageError("--online makes one pass over each task's data; drop --iterations")
+        c.epochs = 1
+        if not c.eval_every:
+            c.eval_every = max(1, math.ceil(ONLINE_EVAL_SAMPLES / c.batch_size))
+    if c.task_free and c.reset_optimizer:
+        raise UsageError("--task-free: the run is not told where tasks start, so it cannot reset the optimizer "
+                         "there; drop --reset-optimizer")
+    if c.blurry_disjoint != 50.0 and not c.blurry:
+        raise UsageError("--blurry-disjoint applies to blurry streams; give --blurry M too")

@@ -62,6 +62,8 @@ def train_step(ctx: Context, strategy: Strategy, batch: Batch) -> torch.Tensor:
     smaller than the number of processes) adds nothing. The loss returned is the global one.
     """
     batch = strategy.adapt_batch(ctx, batch)
+    if ctx.seen_labels is not None:  # a blurry stream: these labels compete from now on
+        ctx.seen_labels[batch.y] = True
     if ctx.augment is not None:
         batch = batch._replace(x=ctx.augment(batch.x))
     several = devices.world_size() > 1
@@ -226,6 +228,8 @@ def evaluate(ctx: Context, strategy: Strategy, trained_upto: int, split: str = "
     for task in bench.tasks:
         data: TensorData = task.test if split == "test" else task.val
         bias = bench.eval_bias(trained_upto, task.id)
+        if ctx.seen_labels is not None:  # (a blurry stream: every label trained on competes)
+            bias = bias.masked_fill(ctx.seen_labels, 0.0)
         own = bench.eval_bias(trained_upto, task.id, task_aware=True) if task_aware else None
         correct = torch.zeros((), dtype=torch.long, device=data.device)
         correct_own = torch.zeros((), dtype=torch.long, device=data.device)

@@ -13,6 +13,12 @@
   Walk for Incremental Learning", eq. 9), where a*_k is the accuracy on task k of a reference model
   trained from scratch on the data of tasks 1..k together and evaluated as the scenario evaluates
   task k right after task k (see ``intransigence``).
+- anytime accuracy A_AUC (Koh et al., ICLR 2022, "Online Continual Learning on Class Incremental
+  Blurry Task Configuration with Anytime Inference"): the area under the accuracy curve measured at
+  fixed intervals during training, normalised by its length: the mean over the evaluation points
+  p of A(p) = (1/(k_p+1)) sum_{j<=k_p} acc_p[j], the average accuracy over the tasks seen so far
+  (k_p: the task being trained at p). With equal intervals this is the paper's sum of f(i dn) dn
+  divided by the number of samples (``anytime_accuracy``).
 Metrics that need two tasks are ``None`` for one.
 
 Few-shot class-incremental learning (scenario ``fscil``; Tao et al. 2020, "Few-Shot Class-Incremental
@@ -65,6 +71,10 @@ REGISTRY: dict[str, Metric] = {m.key: m for m in (
            "accuracy of a joint model trained on tasks 1..k minus the run's accuracy on task k just after "
            "learning it, mean over tasks (lower is better)",
            False, "I_k = a*_k - R[k, k]; I = (1/T) sum_k I_k"),
+    Metric("anytime_accuracy", "anytime accuracy (A_AUC)",
+           "mean over the evaluations during training of the average accuracy over the tasks seen so far "
+           "(area under the accuracy curve; --online or --eval-every)",
+           True, "A_AUC = (1/P) sum_p (1/(k_p+1)) sum_{j<=k_p} acc_p[j]"),
     Metric("avg", "AVG (FSCIL)", "few-shot class-IL: mean over sessions of the pooled accuracy on every class seen",
            True, "AVG = (1/T) sum_i S_i, S_i = sum_{j<=i} n_j R[i, j] / sum_{j<=i} n_j"),
     Metric("pd", "PD (FSCIL)", "few-shot class-IL: performance drop, first session's accuracy minus the last's "
@@ -209,3 +219,16 @@ def fscil_metrics(R, sizes: Sequence[float]) -> dict:
     harmonic = None if novel is None else (0.0 if base + novel == 0 else 2 * base * novel / (base + novel))
     return {"session_accuracy": S, "avg": float(np.mean(S)), "pd": S[0] - S[-1], "base_accuracy": base,
             "novel_accuracy": novel, "harmonic_mean": harmonic}
+
+
+def anytime_accuracy(points: Sequence[tuple[int, Sequence[float]]]) -> float | None:
+    """A_AUC (module docstring) from evaluation points (task being trained k, accuracy on every task);
+    None without points."""
+    if not points:
+        return None
+    values = []
+    for k, acc in points:
+        if not 0 <= k < len(acc):
+            raise ValueError(f"an evaluation point of task {k} has accuracies for {len(acc)} tasks")
+        values.append(sum(acc[:k + 1]) / (k + 1))
+    return float(sum(values) / len(values))

@@ -176,7 +176,7 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
             classes=cfg.classes, val_fraction=cfg.val_fraction, first_unpermuted=cfg.first_unpermuted,
             angles=cfg.angles, download=cfg.download, with_test=cfg.eval_split == "test",
             base_classes=cfg.base_classes, ways=cfg.ways, shots=cfg.shots, sessions=cfg.sessions,
-            session_lists=cfg.session_lists))
+            session_lists=cfg.session_lists, blurry=cfg.blurry, blurry_disjoint=cfg.blurry_disjoint))
     fscil = benchmark.info.get("fscil")
     cfg.scenario, cfg.tasks = ("fscil" if fscil else benchmark.scenario), len(benchmark.tasks)
     if fscil:
@@ -189,6 +189,12 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
     elif benchmark.scenario not in strategy.scenarios:
         raise UsageError(f"strategy {strategy.spec()!r} does not support the {benchmark.scenario}-incremental scenario")
     cfg.strategy, cfg.params = strategy.spec(), strategy.hparams()  # every value, defaults filled in
+    if cfg.task_free and not getattr(strategy, "task_free", False):
+        from .strategies import STRATEGIES
+
+        free = ", ".join(n for n, c in STRATEGIES.items() if getattr(c, "task_free", False) is True)
+        raise UsageError(f"strategy {cfg.strategy!r} needs to know where tasks end (it consolidates or changes "
+                         f"its model there), so it cannot run with --task-free; task-free strategies: {free}")
     _check_data_parallel(strategy)
     torch.manual_seed(cfg.seed)
     datasets = benchmark_datasets(benchmark.name)
@@ -211,7 +217,8 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
                   benchmark=benchmark, batch_size=cfg.batch_size, precision=cfg.precision,
                   generator=torch.Generator().manual_seed(cfg.seed), device=device,
                   scaler=devices.grad_scaler(device, cfg.precision),
-                  augment=make_augment(cfg.augment, datasets, cfg.seed))
+                  augment=make_augment(cfg.augment, datasets, cfg.seed),
+                  seen_labels=torch.zeros(benchmark.n_outputs, dtype=torch.bool, device=device) if cfg.blurry else None)
     out = Path(out) if out is not None else None
     with devices.together():
         if out is not None and main:
@@ -332,6 +339,8 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
         if ctx.scaler is not None and ck.get("scaler"):
             ctx.scaler.load_state_dict(ck["scaler"])
         ctx.global_step, ctx.seen_upto = ck["global_step"], ck["seen_upto"]
+        if ctx.seen_labels is not None:
+            ctx.seen_labels.copy_(ck["seen_labels"].to(ctx.device))
         if ctx.augment is not None and ck.get("augment_generator") is not None:
             ctx.augment.load_state_dict(ck["augment_generator"])
         if schedule is not None and ck.get("lr_schedule") is not None:
@@ -352,7 +361,7 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
                     "optimizer": ctx.optimizer.state_dict(), "strategy": strategy.state_dict(),
                     "generator": ctx.generator.get_state(), "torch_rng": devices.rng_state(ctx.device),
                     "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
-                    "global_step": ctx.global_step, "seen_upto": ctx.seen_upto,
+                    "global_step": ctx.global_step, "seen_upto": ctx.seen_upto, "seen_labels": ctx.seen_labels,
                     "augment_generator": ctx.augment.state_dict() if ctx.augment is not None else None,
                     "lr_schedule": schedule.state_dict() if schedule is not None else None})
     finally:
@@ -361,6 +370,8 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
     total = time.perf_counter() - t0
     class_il = benchmark.scenario == "class"
     metrics = M.all_metrics(state.R, state.initial)
+    if state.curves:  # evaluations during training: the anytime accuracy (A_AUC)
+        metrics["anytime_accuracy"] = M.anytime_accuracy([(p["task"], p["accuracy"]) for p in state.curves])
     if "fscil" in benchmark.info:  # pooled over the seen sessions' test (or validation) data
         metrics.update(M.fscil_metrics(state.R, [len(t.test if cfg.eval_split == "test" else t.val)
                                                  for t in benchmark.tasks]))
@@ -378,7 +389,8 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
                              for t in benchmark.tasks],
                    "augment": resolve_augment(cfg.augment, benchmark_datasets(benchmark.name)),
                    "normalize": _normalization(model),
-                   **({"fscil": benchmark.info["fscil"]} if "fscil" in benchmark.info else {})},
+                   **({"fscil": benchmark.info["fscil"]} if "fscil" in benchmark.info else {}),
+                   **({"blurry": benchmark.info["blurry"]} if "blurry" in benchmark.info else {})},
         task_aware_accuracy_matrix=state.R_task_aware if class_il else None)
     if writes:
         save_result(result, out)
@@ -403,7 +415,11 @@ def _run_task(cfg: RunConfig, ctx: Context, strategy: Strategy, task: Task, stat
                                        weight_decay=cfg.weight_decay)
     say(f"task {task.id + 1}/{len(ctx.benchmark.tasks)}: {task.name}")
     ts = time.perf_counter()
-    strategy.before_task(ctx, task)
+    last = task.id == len(ctx.benchmark.tasks) - 1
+    if not cfg.task_free or task.id == 0:
+        strategy.before_task(ctx, task)
+    else:  # task-free: the strategy is not told; the loop still tracks the task (masks, logs)
+        ctx.begin_task(task)
 
     def record():
         accs = evaluate(ctx, strategy, ctx.seen_upto, cfg.eval_split)
@@ -418,7 +434,8 @@ def _run_task(cfg: RunConfig, ctx: Context, strategy: Strategy, task: Task, stat
                        eval_every=cfg.eval_every, on_eval=record, on_step=step if log is not None else None,
                        progress=show_progress, lr_schedule=schedule)
     t_train = time.perf_counter() - ts
-    strategy.after_task(ctx, task)
+    if not cfg.task_free or last:
+        strategy.after_task(ctx, task)
     if not all(bool(torch.isfinite(p).all()) for p in ctx.model.parameters()):
         raise TrainingDiverged(f"the parameters became NaN or infinite in task {task.id + 1}: lower the "
                                f"learning rate (--lr) or the regularization strength (lam)")

@@ -156,6 +156,7 @@ class Context:
     device: torch.device | None = None  # where everything lives; None: the model's device
     scaler: Any = None  # torch.amp.GradScaler for fp16, else None
     augment: Any = None  # a callable x -> x applied to every training batch after adapt_batch, or None
+    seen_labels: torch.Tensor | None = None  # blurry streams: bool [n_outputs], the labels trained on so far
 
     def __post_init__(self):
         if self.device is None:
@@ -176,8 +177,12 @@ class Context:
 
     def mask(self, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Logits with the training mask of the scenario (task-IL: each sample's own task ``t``;
-        class-IL: every class seen so far; domain-IL: none)."""
-        return self.benchmark.mask_logits(logits, t, self.seen_upto)
+        class-IL: every class seen so far; domain-IL: none). In a blurry stream (``seen_labels``) the
+        labels already trained on compete too, also those of later tasks."""
+        out = self.benchmark.mask_logits(logits, t, self.seen_upto)
+        if self.seen_labels is not None:
+            out = torch.where(self.seen_labels, logits, out)
+        return out
 
     def params(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -191,6 +196,7 @@ class Strategy:
     family = "baseline"  # baseline | regularization | distillation | replay
     params: dict[str, Param] = {}
     scenarios: tuple[str, ...] = ALL_SCENARIOS
+    task_free = False  # True: works without being told where tasks start and end (--task-free)
     help = "fine-tuning: train on each task in turn, nothing against forgetting (lower bound)"
 
     def __init_subclass__(cls, **kwargs):
@@ -295,6 +301,7 @@ class Compose(Strategy):
             if len(owners) > 1:
                 raise UsageError(f"{owners[0]} and {owners[1]} both replace {hook}: they cannot be composed")
         self.scenarios = tuple(s for s in ALL_SCENARIOS if all(s in st.scenarios for st in self.strategies))
+        self.task_free = all(getattr(st, "task_free", False) for st in self.strategies)
 
     def hparams(self):
         """Every part's values, prefixed with its name: {"ewc.lam": 100.0, "lwf.lam": 1.0, ...}."""

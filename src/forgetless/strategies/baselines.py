@@ -15,6 +15,8 @@ def union(tasks) -> tuple[TensorData, torch.Tensor]:
 class Naive(Strategy):
     """Fine-tuning: train on each task in turn with nothing against forgetting (the lower bound)."""
 
+    task_free = True
+
 
 class Joint(Strategy):
     """Joint (multi-task) training: one model trained on every task's data at once.

@@ -23,6 +23,7 @@ class _StreamMemory(Strategy):
     it is offered, as in ER. Several processes are refused (``data_parallel``): the replay terms are
     computed on the global batch, not split."""
 
+    task_free = True
     family = "replay"
     data_parallel = False
     params = {"memory": MEMORY, "replay_batch_size": REPLAY_BATCH}

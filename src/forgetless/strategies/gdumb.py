@@ -34,12 +34,15 @@ class GDumb(Strategy):
     (``ReplayBuffer(..., "greedy")``): an example is stored while the memory has room; when it is
     full, an example whose class is not among the largest evicts a random example of (one of) the
     largest class(es); otherwise it is not stored. Training on the stream does nothing else: there
-    are no steps (``train_data`` gives None); the task's training examples are offered to the sampler
-    at the end of the task, in a random order (the run's generator).
+    is no learning from it: each incoming batch is offered to the sampler (during the first epoch
+    only, ``ctx.epoch == 0``, so that every example of the stream is offered once) and the step's
+    loss is 0 (zero gradients: whatever the optimizer then does, every fit starts from the initial
+    weights).
 
-    Learner: before each evaluation (at the end of every task) the model is re-initialised (to the
-    run's initial weights, saved when the first task starts) and trained from scratch on the memory
-    alone: ``fit_epochs`` epochs of SGD (momentum 0.9, weight decay ``weight_decay``) in batches of
+    Learner: before each evaluation after the memory changed (the end of every task, or any
+    evaluation during an online or task-free stream: ``predict`` refits first) the model is
+    re-initialised (to the run's initial weights, saved when the first task starts, or at the first
+    step) and trained from scratch on the memory alone: ``fit_epochs`` epochs of SGD (momentum 0.9, weight decay ``weight_decay``) in batches of
     ``fit_batch_size``, learning rate by ``sgdr_rate`` (a warm-up epoch at max_lr / 10, then SGDR with
     T_0 = 1, T_mult = 2 between ``max_lr`` 0.05 and ``min_lr`` 0.0005: the paper's recipe), the
     cross-entropy masked by the scenario as the loop masks (class-IL: classes seen so far; task-IL:
@@ -61,26 +64,48 @@ class GDumb(Strategy):
               "max_lr": Param(0.05, ">0", "SGDR's largest learning rate"),
               "min_lr": Param(0.0005, ">=0", "SGDR's smallest learning rate"),
               "weight_decay": Param(1e-6, ">=0", "SGD weight decay of that training")}
-    help = "GDumb: greedy class-balanced memory; at every task end, retrain from scratch on the memory only"
+    help = "GDumb: greedy class-balanced memory; before evaluating, retrain from scratch on the memory only"
+    task_free = True
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.buffer_ = ReplayBuffer(self.memory, "greedy")
         self.init_: dict[str, torch.Tensor] | None = None
         self.seed_: int | None = None
+        self.offered_ = 0  # batches offered to the sampler
+        self.fitted_ = -1  # ``offered_`` when the model was last fitted on the memory
 
-    def before_task(self, ctx, task):
+    def _start(self, ctx) -> None:
         if self.init_ is None:
             self.init_ = copy.deepcopy(ctx.model.state_dict())
             self.seed_ = int(torch.randint(2 ** 62, (1,), generator=ctx.generator, device="cpu"))
 
-    def train_data(self, ctx, task):
-        return None  # nothing is learnt from the stream
+    def before_task(self, ctx, task):
+        self._start(ctx)
+
+    def adapt_batch(self, ctx, batch):
+        self._start(ctx)
+        if ctx.epoch == 0:
+            self.buffer_.add(batch.x, batch.y, batch.t, ctx.generator)
+            self.offered_ += 1
+        return batch
+
+    def task_loss(self, ctx, batch, out, loss):
+        return out.sum() * 0.0  # nothing is learnt from the stream (zero gradients; the refit starts afresh)
 
     def after_task(self, ctx, task):
-        order = ctx.put(torch.randperm(len(task.train), generator=ctx.generator, device="cpu"))
-        self.buffer_.add(task.train.take(order), task.train.y[order], task.ids()[order], ctx.generator)
-        self.retrain(ctx)
+        self.refit(ctx)
+
+    def refit(self, ctx: Context) -> None:
+        """Retrain on the memory if it changed since the last fit."""
+        if self.fitted_ != self.offered_ and len(self.buffer_) > 0:
+            with torch.inference_mode(False), torch.autocast(ctx.device.type, enabled=False):
+                self.retrain(ctx)
+            self.fitted_ = self.offered_
+
+    def predict(self, ctx, x):
+        self.refit(ctx)
+        return ctx.model(x)
 
     def retrain(self, ctx: Context) -> None:
         """Re-initialise ``ctx.model`` to the initial weights and train it on the memory only."""
@@ -107,12 +132,14 @@ class GDumb(Strategy):
         model.train(was_training)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"buffer_": self.buffer_.state_dict(), "init_": self.init_, "seed_": self.seed_}
+        return {"buffer_": self.buffer_.state_dict(), "init_": self.init_, "seed_": self.seed_,
+                "offered_": self.offered_, "fitted_": self.fitted_}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.buffer_ = ReplayBuffer(self.memory, "greedy")
         self.buffer_.load_state_dict(state["buffer_"])
         self.init_, self.seed_ = state["init_"], state["seed_"]
+        self.offered_, self.fitted_ = state.get("offered_", 0), state.get("fitted_", -1)
 
 
 __all__ = ["GDumb", "sgdr_rate"]

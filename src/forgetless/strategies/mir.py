@@ -62,6 +62,7 @@ class MIR(Strategy):
 
     name = "mir"
     family = "replay"
+    task_free = True
     data_parallel = False
     scenarios = ALL_SCENARIOS
     params = {"memory": MEMORY,

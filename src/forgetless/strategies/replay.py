@@ -106,7 +106,12 @@ class ER(_Buffered):
 
     name = "er"
     scenarios = ALL_SCENARIOS
+    task_free = True  # with the reservoir (the balanced memory is filled at task ends)
     help = "experience replay: mix a batch from a small memory (reservoir or class-balanced) into every step"
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.task_free = self.sampling == "reservoir"
 
     def adapt_batch(self, ctx, batch):
         x, y, t = batch

@@ -71,6 +71,7 @@ class XDER(DERpp):
     """
 
     name = "xder"
+    task_free = False  # its memory and logit updates happen at task ends
     scenarios = ("class",)
     params = {**DERpp.params,
               "alpha": Param(0.3, ">=0", "weight of the MSE on the stored logits"),
