@@ -56,13 +56,14 @@ def test_intransigence_literal_by_hand():
 
 
 def test_registry_describes_every_metric_all_metrics_gives():
-    m = {**M.all_metrics(R, B, reference=[0.9, 0.9, 0.9]), **M.fscil_metrics(R, [10, 10, 10])}  # (fscil: its own)
+    m = {**M.all_metrics(R, B, reference=[0.9, 0.9, 0.9]), **M.fscil_metrics(R, [10, 10, 10]),  # (fscil: its own)
+         "anytime_accuracy": M.anytime_accuracy([(0, R[0]), (2, R[2])])}  # (from the curves: its own)
     assert set(m) == set(M.REGISTRY)
     for key, info in M.REGISTRY.items():
         assert info.key == key and info.label and info.help and info.formula
         assert info.scalar == (not isinstance(m[key], list))
     assert M.scalar_metrics() == ["average_accuracy", "bwt", "fwt", "forgetting", "intransigence",
-                                  "avg", "pd", "base_accuracy", "novel_accuracy", "harmonic_mean"]
+                                  "anytime_accuracy", "avg", "pd", "base_accuracy", "novel_accuracy", "harmonic_mean"]
     assert M.better("average_accuracy", 0.8, 0.7) and M.better("forgetting", 0.1, 0.2)
     assert not M.better("intransigence", 0.2, 0.1) and not M.better("bwt", 0.1, 0.1)
 
