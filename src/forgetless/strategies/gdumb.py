@@ -34,8 +34,9 @@ class GDumb(Strategy):
     (``ReplayBuffer(..., "greedy")``): an example is stored while the memory has room; when it is
     full, an example whose class is not among the largest evicts a random example of (one of) the
     largest class(es); otherwise it is not stored. Training on the stream does nothing else: there
-    is no learning from it: each incoming batch is offered to the sampler (during the first epoch
-    only, ``ctx.epoch == 0``, so that every example of the stream is offered once) and the step's
+    is no learning from it: each incoming batch is offered to the sampler (the first len(data)
+    examples after each ``train_data`` call, i.e. one pass over each task's data, so that with
+    several epochs an example is not offered again; in the library's loop and a user's alike) and the step's
     loss is 0 (zero gradients: whatever the optimizer then does, every fit starts from the initial
     weights).
 
@@ -73,6 +74,7 @@ class GDumb(Strategy):
         self.init_: dict[str, torch.Tensor] | None = None
         self.seed_: int | None = None
         self.offered_ = 0  # batches offered to the sampler
+        self.budget_ = 0  # examples still to offer from the current task's data (one pass)
         self.fitted_ = -1  # ``offered_`` when the model was last fitted on the memory
 
     def _start(self, ctx) -> None:
@@ -83,10 +85,17 @@ class GDumb(Strategy):
     def before_task(self, ctx, task):
         self._start(ctx)
 
+    def train_data(self, ctx, task):
+        got = super().train_data(ctx, task)
+        self.budget_ = 0 if got is None else len(got[0])
+        return got
+
     def adapt_batch(self, ctx, batch):
         self._start(ctx)
-        if ctx.epoch == 0:
-            self.buffer_.add(batch.x, batch.y, batch.t, ctx.generator)
+        take = min(self.budget_, len(batch.y))
+        if take > 0:
+            self.buffer_.add(batch.x[:take], batch.y[:take], batch.t[:take], ctx.generator)
+            self.budget_ -= take
             self.offered_ += 1
         return batch
 
@@ -133,13 +142,14 @@ class GDumb(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         return {"buffer_": self.buffer_.state_dict(), "init_": self.init_, "seed_": self.seed_,
-                "offered_": self.offered_, "fitted_": self.fitted_}
+                "offered_": self.offered_, "fitted_": self.fitted_, "budget_": self.budget_}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.buffer_ = ReplayBuffer(self.memory, "greedy")
         self.buffer_.load_state_dict(state["buffer_"])
         self.init_, self.seed_ = state["init_"], state["seed_"]
         self.offered_, self.fitted_ = state.get("offered_", 0), state.get("fitted_", -1)
+        self.budget_ = state.get("budget_", 0)
 
 
 __all__ = ["GDumb", "sgdr_rate"]
