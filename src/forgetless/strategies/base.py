@@ -158,6 +158,9 @@ class Context:
     augment: Any = None  # a callable x -> x applied to every training batch after adapt_batch, or None
 
     def __post_init__(self):
+        from ..models import adapt_model
+
+        self.model = adapt_model(self.model)  # a Keras 3 model -> its nn.Module view (forgetless.keras)
         if self.device is None:
             first = next(iter(self.model.parameters()), None)
             self.device = first.device if first is not None else torch.device("cpu")
