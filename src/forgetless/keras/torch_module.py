@@ -17,7 +17,8 @@ step on the wrapper's parameters is a step of the Keras model, ``model.predict``
 Updated non-trainable state (batch-norm moving statistics, dropout seeds) is written back in
 training mode. Trainable variables are registered as parameters, non-trainable ones as parameters
 with ``requires_grad=False`` (as Keras itself registers them, so that ``.to(device)`` moves them in
-place), under names made from the variable paths (``dense/kernel`` -> ``dense__kernel``).
+place), named by position and short name (``t0_kernel``, ``t1_bias``, ``s0_moving_mean``), so a
+checkpoint of one build loads into another build of the same architecture.
 
 ``forgetless.run(config, model=keras_model)`` and ``forgetless.Context(model=keras_model, ...)`` wrap
 a Keras model by themselves (``forgetless.models.adapt_model``); ``--model keras:pkg.module:function``
@@ -39,14 +40,11 @@ from ..errors import UsageError
 from ._require import require_torch_backend
 
 
-def _name(path: str, taken: set[str]) -> str:
-    base = path.replace("/", "__").replace(".", "_") or "variable"
-    name, k = base, 1
-    while name in taken:
-        k += 1
-        name = f"{base}_{k}"
-    taken.add(name)
-    return name
+def _name(prefix: str, i: int, variable) -> str:
+    """``t0_kernel``, ``t1_bias``, ``s0_moving_mean``: the variable's position and short name, so the
+    names (a checkpoint's keys) do not depend on Keras's per-process layer numbering (dense_3, ...)."""
+    short = "".join(c if c.isalnum() else "_" for c in str(getattr(variable, "name", "")).split("/")[-1])
+    return f"{prefix}{i}_{short}" if short else f"{prefix}{i}"
 
 
 def ends_with_softmax(model) -> bool:
@@ -77,14 +75,13 @@ class KerasModel(nn.Module):
                              "logits; remove activation='softmax' from its last layer (use from_logits=True in Keras)")
         super().__init__()
         object.__setattr__(self, "keras_model", model)  # not a submodule: its parameters are registered below
-        taken: set[str] = set()
         self._trainable_names, self._state_names = [], []
-        for v in model.trainable_variables:
-            name = _name(v.path, taken)
+        for i, v in enumerate(model.trainable_variables):
+            name = _name("t", i, v)
             self.register_parameter(name, v.value)
             self._trainable_names.append(name)
-        for v in model.non_trainable_variables:
-            name = _name(v.path, taken)
+        for i, v in enumerate(model.non_trainable_variables):
+            name = _name("s", i, v)
             t = v.value
             if not isinstance(t, nn.Parameter):  # (Keras registers them as parameters; be safe)
                 t = nn.Parameter(t, requires_grad=False)
