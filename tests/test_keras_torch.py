@@ -40,12 +40,12 @@ def build(input_shape, n_outputs):
 '''
 
 
-def kmlp(seed=0, shape=(1, 8, 8), n=10, hidden=32, dropout=0.0, softmax=False):
+def kmlp(seed=0, shape=(1, 8, 8), n=10, hidden=32, dropout=0.0, softmax=False, last_activation=None):
     keras.utils.set_random_seed(seed)
     layers = [keras.Input(shape), keras.layers.Flatten(), keras.layers.Dense(hidden, activation="relu")]
     if dropout:
         layers.append(keras.layers.Dropout(dropout))
-    layers.append(keras.layers.Dense(n, activation="softmax" if softmax else None))
+    layers.append(keras.layers.Dense(n, activation="softmax" if softmax else last_activation))
     return keras.Sequential(layers)
 
 
@@ -161,14 +161,30 @@ def test_old_model_copies_are_independent():
     assert len(lwf.accuracy_matrix) == 2
 
 
-@pytest.mark.parametrize("strategy,params,match", [
-    ("icarl", {}, "KerasModel has no nn.Linear layer"),
-    ("bic", {}, "KerasModel has no nn.Linear layer"),
-    ("mas", {"hebbian": True}, "hebbian=true needs .* nn.Linear"),
+@pytest.mark.parametrize("strategy", ["icarl", "bic"])
+def test_icarl_and_bic_take_the_input_of_the_output_dense(strategy):
+    """The output Dense is exposed as an nn.Linear (DenseHead) whose input is iCaRL's feature vector."""
+    res = fl.run(cfg(strategy=strategy, scenario="class", epochs=2), model=kmlp(0))
+    assert res.accuracy_matrix[1][0] > 0.15  # task 1's classes are not all forgotten (naive: 0)
+    m = KerasModel(kmlp(0))
+    caught = []
+    m.head.register_forward_hook(lambda mod, inp, out: caught.append(inp[0]))
+    m.eval()
+    x = torch.rand(3, 1, 8, 8)
+    logits = m(x)
+    hidden = torch.relu(x.flatten(1) @ m.t0_kernel + m.t1_bias)
+    assert torch.allclose(caught[0], hidden, atol=1e-6)
+    assert torch.allclose(logits, torch.nn.functional.linear(hidden, m.head.weight, m.head.bias), atol=1e-5)
+    assert [n for n, _ in m.named_parameters()] == ["t0_kernel", "t1_bias", "t2_kernel", "t3_bias"]  # no copies
+
+
+@pytest.mark.parametrize("strategy,params,model,match", [
+    ("icarl", {}, lambda: kmlp(0, hidden=32, last_activation="tanh"), "KerasModel has no nn.Linear layer"),
+    ("mas", {"hebbian": True}, lambda: kmlp(0), "hebbian=true needs .* nn.Linear"),
 ])
-def test_methods_that_need_nn_linear_refuse_clearly(strategy, params, match):
+def test_methods_that_need_nn_linear_refuse_clearly(strategy, params, model, match):
     with pytest.raises(fl.UsageError, match=match):
-        fl.run(cfg(strategy=strategy, params=params, scenario="class", epochs=1), model=kmlp(0))
+        fl.run(cfg(strategy=strategy, params=params, scenario="class", epochs=1), model=model())
 
 
 def test_softmax_outputs_are_refused():

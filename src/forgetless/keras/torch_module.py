@@ -22,10 +22,17 @@ checkpoint of one build loads into another build of the same architecture.
 
 ``forgetless.run(config, model=keras_model)`` and ``forgetless.Context(model=keras_model, ...)`` wrap
 a Keras model by themselves (``forgetless.models.adapt_model``); ``--model keras:pkg.module:function``
-builds one from the user's function. What cannot work, and says so: methods that need
-``nn.Linear`` layers (iCaRL's and BiC's features, MAS's Hebbian form; their errors name the
-model class ``KerasModel``), a Keras model ending in a softmax (forgetless needs logits), and any
-backend other than torch.
+builds one from the user's function.
+
+iCaRL and BiC take the input of the model's last ``nn.Linear`` as the feature vector. When the
+Keras model's output is a plain ``Dense`` (no activation), the wrapper runs the rest of the model
+as a Keras sub-model (same layers and variables) and that Dense as ``self.head``, a ``DenseHead``:
+an ``nn.Linear`` with no weights of its own that computes ``features @ kernel + bias`` from the
+wrapper's registered kernel and bias. What cannot work, and says so: MAS's Hebbian form and
+forgetless's Linear fast path need every parameter inside an ``nn.Linear`` (the fast path falls
+back to ``torch.func``; ``hebbian=true`` refuses, naming ``KerasModel``), iCaRL/BiC on a model whose
+output layer is not a plain Dense, a Keras model ending in a softmax (forgetless needs logits), and
+any backend other than torch.
 """
 from __future__ import annotations
 
@@ -60,6 +67,62 @@ def ends_with_softmax(model) -> bool:
         getattr(act, "__name__", "") == "softmax"
 
 
+def _dense_split(model):
+    """(body, dense) when the model's output is a plain ``keras.layers.Dense`` (no activation, no LoRA,
+    not quantised) applied to the output of the rest: ``body`` is the Keras model from the inputs to
+    that Dense's input (sharing the layers and variables). None otherwise."""
+    import keras
+
+    layers = getattr(model, "layers", None)
+    if not layers or type(layers[-1]) is not keras.layers.Dense:
+        return None
+    dense = layers[-1]
+    if dense.activation is not keras.activations.linear or getattr(dense, "lora_enabled", False) \
+            or getattr(dense, "quantization_mode", None) or dense.kernel is None:
+        return None
+    try:
+        if model.outputs is None or len(model.outputs) != 1 or model.outputs[0] is not dense.output:
+            return None
+        body = keras.Model(model.inputs, dense.input)
+    except Exception:  # noqa: BLE001 - a subclassed or multi-input model: no split
+        return None
+    return body, dense
+
+
+class DenseHead(nn.Linear):
+    """The Keras model's output ``Dense`` seen as the ``nn.Linear`` that iCaRL and BiC look for (their
+    features are the input of the model's last ``nn.Linear``).
+
+    It owns no parameters: ``forward`` computes ``features @ kernel + bias`` (Keras's Dense) with the
+    kernel and bias registered on the ``KerasModel`` (so an optimizer step, ``functional_call`` and
+    checkpoints see one set of weights), and ``weight`` / ``bias`` are read-only views in
+    ``nn.Linear``'s layout (``weight = kernel.T``). forgetless's Linear fast path and Hebbian MAS need
+    every parameter inside an ``nn.Linear`` and therefore still take the general path / refuse."""
+
+    def __init__(self, owner: "KerasModel", kernel: str, bias: str | None, in_features: int, out_features: int):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = in_features, out_features
+        self._owner = [owner]  # (a list: not a submodule, no reference cycle in the module tree)
+        self._kernel_name, self._bias_name = kernel, bias
+
+    def _tensors(self):
+        params = self._owner[0]._parameters
+        return params[self._kernel_name], (None if self._bias_name is None else params[self._bias_name])
+
+    @property
+    def weight(self):  # noqa: D102 - nn.Linear's layout, read-only
+        return self._tensors()[0].T
+
+    @property
+    def bias(self):  # noqa: D102
+        return self._tensors()[1]
+
+    def forward(self, features):
+        kernel, bias = self._tensors()
+        out = torch.matmul(features, kernel)
+        return out if bias is None else out + bias
+
+
 class KerasModel(nn.Module):
     """``nn.Module`` view of a built Keras 3 model (torch backend); see the module docstring."""
 
@@ -87,12 +150,32 @@ class KerasModel(nn.Module):
                 t = nn.Parameter(t, requires_grad=False)
             self.register_parameter(name, t)
             self._state_names.append(name)
+        self._split = None
+        split = _dense_split(model)
+        if split is not None:
+            body, dense = split
+            by_id = {id(v): n for v, n in zip(model.trainable_variables, self._trainable_names)}
+            by_id.update({id(v): n for v, n in zip(model.non_trainable_variables, self._state_names)})
+            try:
+                self._split = (body, [by_id[id(v)] for v in body.trainable_variables],
+                               [by_id[id(v)] for v in body.non_trainable_variables])
+                kernel, bias = by_id[id(dense.kernel)], (None if dense.bias is None else by_id[id(dense.bias)])
+            except KeyError:  # a variable of the body that the model does not list: use the whole model
+                self._split = None
+            else:
+                self.head = DenseHead(self, kernel, bias, int(dense.kernel.shape[0]), int(dense.kernel.shape[1]))
 
     def forward(self, x):
         params = self._parameters  # (torch.func.functional_call substitutes entries here)
-        trainable = [params[n] for n in self._trainable_names]
-        state = [params[n] for n in self._state_names]
-        out, new_state = self.keras_model.stateless_call(trainable, state, x, training=self.training)
+        if self._split is not None:  # the body in Keras, then the output Dense as ``self.head``
+            body, t_names, s_names = self._split
+            state = [params[n] for n in s_names]
+            features, new_state = body.stateless_call([params[n] for n in t_names], state, x, training=self.training)
+            out = self.head(features)
+        else:
+            state = [params[n] for n in self._state_names]
+            out, new_state = self.keras_model.stateless_call([params[n] for n in self._trainable_names], state, x,
+                                                             training=self.training)
         if self.training and state:
             with torch.no_grad():
                 for old, new in zip(state, new_state):
