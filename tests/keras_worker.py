@@ -100,8 +100,75 @@ def evenodd(epochs: int) -> None:
     print(json.dumps(result))
 
 
+def methods(epochs: int) -> None:
+    """SI, MAS, LwF, replay and online EWC through fit on the even/odd pair: accuracy after both tasks."""
+    (xa, ya), (xb, yb) = even_odd()
+    (ta, tya), (tb, tyb) = even_odd("test")
+    result = {}
+    for name in ("plain", "si", "mas", "lwf", "replay", "online"):
+        m = mlp(128, 0)
+        method = {"plain": lambda: None, "si": lambda: fk.SI(m, lam=10.0), "mas": lambda: fk.MAS(m, lam=1.0),
+                  "lwf": lambda: fk.LwF(m, lam=1.0), "replay": lambda: fk.Replay(memory=500),
+                  "online": lambda: fk.EWC(m, online=True)}[name]()
+        for x, y in ((xa, ya), (xb, yb)):
+            if name == "si":
+                data = fk.batches(x, y, batch_size=32)
+                m.fit(data, epochs=epochs, verbose=0, callbacks=[method.watch(data)])
+            elif name == "replay":
+                m.fit(method.batches(x, y, batch_size=32), epochs=epochs, verbose=0)
+            else:
+                m.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+            if method is not None:
+                method.consolidate(x, y)
+        result[name] = [fk.accuracy(m, ta, tya), fk.accuracy(m, tb, tyb)]
+    print(json.dumps(result))
+
+
+class Steps(keras.callbacks.Callback):
+    """Records the weights after every step (and before the first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if not self.weights:
+            self.weights.append([np.array(w) for w in self.model.get_weights()])
+
+    def on_train_batch_end(self, batch, logs=None):
+        if hasattr(self.model, "jax_state_sync"):
+            self.model.jax_state_sync()
+        self.weights.append([np.array(w) for w in self.model.get_weights()])
+
+
+def si_check() -> None:
+    """With plain SGD (lr eta) a step is delta = -eta g, so SI's omega = -sum g delta must equal
+    sum delta^2 / eta: true only if SI's gradient is the step's own gradient (the right batch)."""
+    (xa, ya), _ = even_odd()
+    xa, ya = xa[:400], ya[:400]
+    keras.utils.set_random_seed(4)
+    m = keras.Sequential([keras.Input((784,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(5)])
+    eta = 0.1
+    m.compile(optimizer=keras.optimizers.SGD(eta), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    si = fk.SI(m)
+    steps = Steps()
+    data = fk.batches(xa, ya, batch_size=50, seed=3)
+    m.fit(data, epochs=2, verbose=0, callbacks=[si.watch(data), steps])
+    expected = [sum((b[i] - a[i]) ** 2 for a, b in zip(steps.weights, steps.weights[1:])) / eta
+                for i in range(len(steps.weights[0]))]
+    err = max(float(np.abs(o - e).max() / np.abs(e).max()) for o, e in zip(si.omega_, expected))
+    si.consolidate()
+    print(json.dumps({"steps": len(steps.weights) - 1, "relative_error": err,
+                      "omega_max": max(float(np.abs(e).max()) for e in expected),
+                      "importance_max": max(float(o.max()) for o in si.importance)}))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "values":
         values(sys.argv[2])
+    elif sys.argv[1] == "methods":
+        methods(int(sys.argv[2]))
+    elif sys.argv[1] == "si":
+        si_check()
     else:
         evenodd(int(sys.argv[2]))

@@ -146,3 +146,22 @@ def test_even_odd_ewc_keeps_task_a_far_above_plain_training(backend):
     assert l2[1][0] > plain[1][0] + 0.15, (plain, l2)
     assert ewc[1][1] > 0.85  # B is still learnt
     assert res["ewc"]["metrics"]["bwt"] > res["plain"]["metrics"]["bwt"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_si_path_integral_uses_each_steps_own_gradient(backend):
+    """Plain SGD: delta = -lr g, so omega = -sum g delta = sum delta^2 / lr, only with the right batch's g."""
+    res = json.loads(worker(backend, "si").strip().splitlines()[-1])
+    assert res["steps"] == 16 and res["omega_max"] > 1e-3
+    assert res["relative_error"] < 1e-4, res
+    assert res["importance_max"] > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_si_mas_lwf_replay_online_ewc_through_fit_keep_task_a(backend):
+    res = json.loads(worker(backend, "methods", "2").strip().splitlines()[-1])
+    plain_a = res["plain"][0]
+    assert plain_a < 0.5, res
+    for name in ("si", "mas", "lwf", "replay", "online"):
+        assert res[name][0] > plain_a + 0.1, (name, res)
+    assert res["replay"][1] > 0.85 and all(res[n][1] > 0.5 for n in res), res  # B is learnt too

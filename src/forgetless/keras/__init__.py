@@ -30,8 +30,8 @@ training only (``model.evaluate`` reports the plain loss). All terms are written
 ``jax.vmap(jax.grad)``, ``torch.func``, ``tf.GradientTape``). After every ``consolidate`` the model's
 compiled train function is dropped so that the next ``fit`` traces the new term.
 ``SI`` also needs each step's gradient, which ``fit`` hides from callbacks: it is a callback that
-recomputes the task-loss gradient on the step's own batch, so it trains on ``fk.batches(...)``
-(a ``keras.utils.PyDataset`` that knows which samples every step gets). ``Replay`` is data-side:
+recomputes the task-loss gradient at the step's starting weights on the step's own batch, so it
+trains on ``fk.batches(...)`` (a ``keras.utils.PyDataset`` that logs which batch every step read). ``Replay`` is data-side:
 ``replay.batches(x, y)`` mixes a memory batch into every batch.
 
 Conventions: the same as forgetless's PyTorch strategies (``forgetless.strategies.penalty``), so
@@ -375,9 +375,11 @@ class SI(_Regularizer, keras.callbacks.Callback):
     ``Omega <- max(0, Omega + omega / (Delta^2 + xi))`` with Delta the task's total change, anchor at
     the latest weights, ``lam * sum Omega (theta - theta*)^2`` (lam = c); forgetless's ``si``.
 
-    ``fit`` does not show gradients to callbacks, so SI recomputes g (inference mode, mean sparse
-    cross-entropy from logits: one more forward and backward per step) on the batch that the step
-    gets, which it reads from the ``fk.batches`` dataset it watches::
+    ``fit`` does not show gradients to callbacks, so after every step SI recomputes g at the step's
+    starting weights (``stateless_call``; inference mode, mean sparse cross-entropy from logits: one
+    more forward and backward per step) on the batch the step trained on, which the ``fk.batches``
+    dataset it watches has logged (with plain SGD, omega then equals sum delta^2 / lr exactly: the
+    tests check it)::
 
         data = fk.batches(xa, ya, batch_size=32)
         model.fit(data, epochs=6, callbacks=[si.watch(data)])
@@ -393,7 +395,7 @@ class SI(_Regularizer, keras.callbacks.Callback):
         self.data: Batches | None = None
         self.omega_: list[np.ndarray] | None = None
         self.start_: list[np.ndarray] | None = None
-        self._before = self._grad = None
+        self._before = None
 
     def watch(self, data: "Batches") -> "SI":
         if not isinstance(data, Batches):
@@ -411,18 +413,19 @@ class SI(_Regularizer, keras.callbacks.Callback):
         if self.start_ is None:
             self.start_ = _weights(self.model)
             self.omega_ = [np.zeros_like(w) for w in self.start_]
+        self.data.served.clear()  # (a backend may have read a few batches to learn their shapes)
 
     def on_train_batch_begin(self, batch, logs=None):
-        xb, yb = self.data[batch]
         self._before = _weights(self.model)
-        self._grad = _grads.loss_grads(self.model, xb, yb)
 
     def on_train_batch_end(self, batch, logs=None):
         sync = getattr(self.model, "jax_state_sync", None)
         if sync is not None:  # JAX keeps the weights outside the variables during fit: put them back
             sync()
         after = _weights(self.model)
-        for o, g, b, a in zip(self.omega_, self._grad, self._before, after):
+        xb, yb = self.data.served_batch(batch)  # the batch this step trained on
+        grad = _grads.loss_grads(self.model, xb, yb, self._before)  # at the step's start
+        for o, g, b, a in zip(self.omega_, grad, self._before, after):
             o -= g * (a - b)
 
     def consolidate(self, x=None, y=None) -> None:
@@ -538,7 +541,8 @@ class Replay:
 class Batches(keras.utils.PyDataset):
     """Training data for ``fit``: shuffled batches (one seeded permutation per epoch), each with a
     memory batch of the same size appended when a ``Replay`` holds examples. ``self[i]`` is a pure
-    function of (seed, epoch, i), which is how ``SI`` sees each step's batch."""
+    function of (seed, epoch, i), and the indices read in an epoch are logged in order (``served``:
+    ``fit`` may shuffle the batch order), which is how ``SI`` finds the batch of every step."""
 
     def __init__(self, x, y, batch_size: int = 32, seed: int = 0, replay: Replay | None = None):
         super().__init__(workers=1, use_multiprocessing=False)
@@ -550,6 +554,7 @@ class Batches(keras.utils.PyDataset):
         self.batch_size, self.seed, self.replay = int(batch_size), int(seed), replay
         self.epoch = 0
         self._perm_epoch, self._perm = -1, None
+        self.served: list[int] = []  # the batch indices read this epoch, in the order fit read them
 
     def __len__(self) -> int:
         return -(-len(self.y) // self.batch_size)
@@ -561,6 +566,17 @@ class Batches(keras.utils.PyDataset):
         return self._perm
 
     def __getitem__(self, i):
+        self.served.append(int(i))
+        return self._batch(int(i))
+
+    def served_batch(self, step: int):
+        """The batch that the epoch's ``step``-th read returned (``fit`` may shuffle the batch order)."""
+        if step >= len(self.served):
+            raise UsageError("SI could not tell which batch a step trained on: fit on the fk.batches "
+                             "dataset that SI watches, with one step per batch (steps_per_execution=1)")
+        return self._batch(self.served[step])
+
+    def _batch(self, i: int):
         idx = self._order()[i * self.batch_size:(i + 1) * self.batch_size]
         xb, yb = self.x[idx], self.y[idx]
         if self.replay is not None and len(self.replay):
@@ -570,6 +586,7 @@ class Batches(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self.epoch += 1
+        self.served.clear()
 
 
 def batches(x, y, batch_size: int = 32, seed: int = 0, replay: Replay | None = None) -> Batches:

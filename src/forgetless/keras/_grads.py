@@ -119,26 +119,29 @@ def _per_sample_tf(model, x, onehot, weights, f, reduce, chunk):  # pragma: no c
     return acc
 
 
-def loss_grads(model, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+def loss_grads(model, x: np.ndarray, y: np.ndarray, weights: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """The gradient of the mean sparse categorical cross-entropy (from logits) of the batch (x, y),
-    in inference mode, with respect to ``model.trainable_variables``."""
+    in inference mode, with respect to the trainable weights, taken at ``weights`` (numpy arrays in
+    ``model.trainable_variables`` order; None: the model's current weights)."""
     from keras import ops
 
     def loss_of(out, labels):
         logp = ops.log_softmax(out, axis=-1)
         return -ops.mean(ops.take_along_axis(logp, ops.expand_dims(labels, -1), axis=-1))
 
+    if weights is None:
+        weights = [np.asarray(v.numpy()) for v in model.trainable_variables]
     backend = _backend()
     y = y.astype("int32")
     if backend == "torch":
         import torch
 
-        tv = [v.value for v in model.trainable_variables]
+        first = model.trainable_variables[0].value
+        tv = [torch.tensor(w, device=first.device, requires_grad=True) for w in weights]
         nv = [v.value.detach() for v in model.non_trainable_variables]
-        device = tv[0].device if tv else None
         with torch.enable_grad():
-            out, _ = model.stateless_call(tv, nv, torch.as_tensor(x, device=device), training=False)
-            loss = loss_of(out, torch.as_tensor(y, dtype=torch.long, device=device))
+            out, _ = model.stateless_call(tv, nv, torch.as_tensor(x, device=first.device), training=False)
+            loss = loss_of(out, torch.as_tensor(y, dtype=torch.long, device=first.device))
             grads = torch.autograd.grad(loss, tv, allow_unused=True)
         return [np.zeros(tuple(t.shape), "float32") if g is None else g.detach().cpu().numpy()
                 for t, g in zip(tv, grads)]
@@ -150,19 +153,22 @@ def loss_grads(model, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
             out, _ = model.stateless_call(params, state, xb, training=False)
             return loss_of(out, yb)
 
-        fn = getattr(model, "_forgetless_grad_fn", None)  # compiled once per model
+        fn = model.__dict__.get("_forgetless_grad_fn")  # compiled once per model
         if fn is None:
             fn = jax.jit(jax.grad(total))
             object.__setattr__(model, "_forgetless_grad_fn", fn)
-        grads = fn([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
+        grads = fn([jnp.asarray(w) for w in weights], [v.value for v in model.non_trainable_variables],
                    jnp.asarray(x), jnp.asarray(y))
         return [np.asarray(g) for g in grads]
     if backend == "tensorflow":  # pragma: no cover - not installed in CI
         import tensorflow as tf
 
+        tv = [tf.constant(w) for w in weights]
+        nv = [v.value for v in model.non_trainable_variables]
         with tf.GradientTape() as tape:
-            loss = loss_of(model(x, training=False), tf.constant(y))
-        grads = tape.gradient(loss, model.trainable_variables)
-        return [np.zeros(tuple(v.shape), "float32") if g is None else np.asarray(g)
-                for v, g in zip(model.trainable_variables, grads)]
+            tape.watch(tv)
+            out, _ = model.stateless_call(tv, nv, tf.constant(x), training=False)
+            loss = loss_of(out, tf.constant(y))
+        grads = tape.gradient(loss, tv)
+        return [np.zeros(tuple(t.shape), "float32") if g is None else np.asarray(g) for t, g in zip(tv, grads)]
     raise NotImplementedError(f"forgetless.keras has no gradient code for the {backend!r} backend")
