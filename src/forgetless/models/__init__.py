@@ -91,7 +91,7 @@ def build_model(spec: str, input_shape: tuple[int, ...], n_outputs: int, *,
             return resnet18(input_shape[0], n_outputs, nf=nf, normalize=layer)
         return cifar_resnet(int(kind[len("resnet"):]), input_shape[0], n_outputs, nf=nf, normalize=layer)
     raise UsageError(f"unknown model {spec!r}; use mlp:W1,W2,... (e.g. {DEFAULT_MODEL}), cnn, "
-                     f"resnet18[:nf=N], resnet20, resnet32 or keras:package.module:function")
+                     f"resnet18[:nf=N], resnet20 or resnet32 (a Keras model: keras:package.module:function)")
 
 
 def adapt_model(model):
