@@ -18,14 +18,15 @@ def run(script, *args, backend="torch"):
             if os.environ.get("CI"):
                 pytest.fail(f"CI must install {module}")
             pytest.skip(f"{module} is not installed")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
     p = subprocess.run([sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True,
                        timeout=900, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     return p.stdout
 
 
-@pytest.mark.parametrize("backend", ["torch", "jax"])
+@pytest.mark.parametrize("backend", ["torch", "jax"] + (["tensorflow"] if importlib.util.find_spec("tensorflow") else []))
 def test_even_odd_example(backend):
     out = run("keras_even_odd.py", "--epochs", "2", backend=backend)
     fit = {m[0]: (float(m[1]), float(m[2])) for m in re.findall(rf"(\w+): model.fit task A {NUM}, task B {NUM}", out)}
