@@ -50,6 +50,8 @@ def values(out: str) -> None:
     for labels in ("empirical", "exact"):
         for i, f in enumerate(fk.fisher_diagonal(m, xa, ya, labels=labels, samples=None)):
             res[f"fisher_{labels}_{i}"] = f
+    for i, f in enumerate(fk.fisher_diagonal(m, np.concatenate([xa] * 4), labels="sample", samples=None, seed=5)):
+        res[f"fisher_sample_{i}"] = f  # (labels drawn from the model: 4 draws per image)
     for i, f in enumerate(fk.mas_importance(m, xa)):
         res[f"mas_{i}"] = f
     # EWC with two tasks (two separate terms, merged exactly), evaluated at moved weights

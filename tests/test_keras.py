@@ -97,6 +97,16 @@ def test_fisher_equals_forgetless_pytorch(keras_values, labels, backend):
     assert float(np.abs(v[f"fisher_{labels}_0"]).max()) > 1e-4  # (a real Fisher, not zeros)
 
 
+def test_sampled_fisher_estimates_the_true_fisher(keras_values):
+    """Labels drawn from the model: a Monte-Carlo estimate of the exact (true) Fisher, not the empirical one."""
+    v = keras_values
+    for i in range(4):
+        exact, sampled = v[f"fisher_exact_{i}"].sum(), v[f"fisher_sample_{i}"].sum()
+        assert abs(sampled - exact) < 0.15 * exact, (i, sampled, exact)
+    assert abs(v["fisher_sample_0"].sum() - v["fisher_empirical_0"].sum()) > \
+        abs(v["fisher_sample_0"].sum() - v["fisher_exact_0"].sum())
+
+
 def test_mas_equals_forgetless_pytorch(keras_values):
     v = keras_values
     _, tasks = task_data()

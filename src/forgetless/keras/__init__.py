@@ -55,9 +55,10 @@ keras = require_keras()
 from keras import ops  # noqa: E402
 
 from . import _grads  # noqa: E402
+from .torch_module import KerasModel, as_module  # noqa: E402,F401  (Keras models inside forgetless: torch backend)
 
-__all__ = ["AccuracyMatrix", "Batches", "EWC", "L2", "LwF", "MAS", "Replay", "SI", "accuracy", "batches",
-           "fisher_diagonal", "mas_importance", "methods_of"]
+__all__ = ["AccuracyMatrix", "Batches", "EWC", "KerasModel", "L2", "LwF", "MAS", "Replay", "SI", "accuracy",
+           "as_module", "batches", "fisher_diagonal", "mas_importance", "methods_of"]
 
 FISHER_LABELS = ("empirical", "sample", "exact")
 
