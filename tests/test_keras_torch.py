@@ -2,9 +2,9 @@
 the strategies that touch modules, checkpoints and resume, the ``--model keras:...`` spec, and the
 errors (keras absent, another backend, softmax outputs, nn.Linear-only methods).
 
-Keras is imported in this process with the torch backend (set below before the first import); the
-CPU is used (Keras's torch backend places variables itself; the ``device`` fixture's CUDA is not
-exercised here)."""
+Keras is imported in this process with the torch backend (set below before the first import). The
+runs use the test suite's device (conftest: CPU here, CUDA where present; KerasModel runs Keras on
+the device forgetless puts the model on)."""
 import copy
 import importlib.util
 import os
@@ -17,6 +17,7 @@ import torch
 
 import forgetless as fl
 from conftest import Crash
+from forgetless import devices as _devices
 from forgetless.checkpoint import CHECKPOINT, load_checkpoint
 
 if importlib.util.find_spec("keras") is None:
@@ -49,9 +50,12 @@ def kmlp(seed=0, shape=(1, 8, 8), n=10, hidden=32, dropout=0.0, softmax=False, l
     return keras.Sequential(layers)
 
 
+DEVICE = str(_devices.resolve(os.environ.get("FORGETLESS_TEST_DEVICE") or "auto"))  # conftest's device
+
+
 def cfg(**kw):
     base = dict(benchmark="split-digits", scenario="task", tasks=2, epochs=2, batch_size=32, optimizer="adam",
-                lr=1e-3, seed=3, device="cpu")
+                lr=1e-3, seed=3, device=DEVICE)
     base.update(kw)
     return fl.RunConfig(**base)
 
@@ -119,16 +123,17 @@ def test_importance_of_a_keras_model_is_not_zero(name):
     assert omega is not None and float(omega.abs().max()) > 0
 
 
-def test_train_step_in_a_users_loop_with_a_keras_model():
-    bench = fl.build("split-digits", scenario="task", tasks=2, seed=0)
+def test_train_step_in_a_users_loop_with_a_keras_model(device):
+    bench = fl.build("split-digits", scenario="task", tasks=2, seed=0).to(device)
     km = kmlp(2)
+    km.to(device)
     ctx = fl.Context(model=km, optimizer=torch.optim.Adam(km.parameters(), lr=1e-3), benchmark=bench, batch_size=32)
     assert isinstance(ctx.model, KerasModel) and ctx.model.keras_model is km
     s = fl.make_strategy("ewc", {}, "task")
     for task in bench.tasks:
         s.before_task(ctx, task)
         for _ in range(3):
-            for idx in torch.randperm(len(task.train), generator=torch.Generator().manual_seed(task.id)).split(32):
+            for idx in torch.randperm(len(task.train), generator=torch.Generator().manual_seed(task.id)).to(device).split(32):
                 fl.train_step(ctx, s, fl.Batch(task.train.take(idx), task.train.y[idx], task.ids(len(idx))))
         s.after_task(ctx, task)
     acc = fl.evaluate(ctx, s, trained_upto=1)
@@ -136,12 +141,12 @@ def test_train_step_in_a_users_loop_with_a_keras_model():
     # the optimizer's steps are the Keras model's: predict sees them
     x = bench.tasks[1].test.take(slice(0, 64))
     ctx.model.eval()
-    assert torch.allclose(torch.as_tensor(km.predict(x.numpy(), verbose=0)), ctx.model(x).detach(), atol=1e-5)
+    assert torch.allclose(torch.as_tensor(km.predict(x.cpu().numpy(), verbose=0)), ctx.model(x).detach().cpu(), atol=1e-5)
 
 
 def test_training_mode_reaches_keras_layers():
     m = KerasModel(kmlp(0, dropout=0.5))
-    x = torch.rand(16, 1, 8, 8)
+    x = torch.rand(16, 1, 8, 8, device=next(m.parameters()).device)
     m.eval()
     assert torch.equal(m(x), m(x))
     m.train()
@@ -151,7 +156,7 @@ def test_training_mode_reaches_keras_layers():
 def test_old_model_copies_are_independent():
     m = KerasModel(kmlp(0))
     old = copy.deepcopy(m)
-    x = torch.rand(4, 1, 8, 8)
+    x = torch.rand(4, 1, 8, 8, device=next(m.parameters()).device)
     m.eval(), old.eval()
     assert torch.allclose(m(x), old(x))
     with torch.no_grad():
@@ -170,7 +175,7 @@ def test_icarl_and_bic_take_the_input_of_the_output_dense(strategy):
     caught = []
     m.head.register_forward_hook(lambda mod, inp, out: caught.append(inp[0]))
     m.eval()
-    x = torch.rand(3, 1, 8, 8)
+    x = torch.rand(3, 1, 8, 8, device=m.t0_kernel.device)
     logits = m(x)
     hidden = torch.relu(x.flatten(1) @ m.t0_kernel + m.t1_bias)
     assert torch.allclose(caught[0], hidden, atol=1e-6)

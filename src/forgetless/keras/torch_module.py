@@ -138,6 +138,7 @@ class KerasModel(nn.Module):
                              "logits; remove activation='softmax' from its last layer (use from_logits=True in Keras)")
         super().__init__()
         object.__setattr__(self, "keras_model", model)  # not a submodule: its parameters are registered below
+        object.__setattr__(self, "_device_scope", keras.device)
         self._trainable_names, self._state_names = [], []
         for i, v in enumerate(model.trainable_variables):
             name = _name("t", i, v)
@@ -167,6 +168,13 @@ class KerasModel(nn.Module):
 
     def forward(self, x):
         params = self._parameters  # (torch.func.functional_call substitutes entries here)
+        first = params[self._trainable_names[0]] if self._trainable_names else x
+        # Keras's torch backend moves every tensor it converts to its own global device (CUDA when
+        # present): run it on the device forgetless put this model on instead
+        with self._device_scope(str(first.device)):
+            return self._forward(params, x)
+
+    def _forward(self, params, x):
         if self._split is not None:  # the body in Keras, then the output Dense as ``self.head``
             body, t_names, s_names = self._split
             state = [params[n] for n in s_names]
