@@ -177,3 +177,32 @@ def test_si_mas_lwf_replay_online_ewc_through_fit_keep_task_a(backend):
     for name in ("si", "mas", "lwf", "replay", "online"):
         assert res[name][0] > plain_a + 0.1, (name, res)
     assert res["replay"][1] > 0.85 and all(res[n][1] > 0.4 for n in res), res  # B is learnt too (LwF: ~0.5)
+
+
+def test_misuse_is_a_one_line_error():
+    need("keras")
+    code = """
+import numpy as np, keras, forgetless, forgetless.keras as fk
+m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+m.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+x, y = np.random.default_rng(0).random((8, 4)).astype("float32"), np.arange(8) % 3
+cases = [lambda: fk.SI(m).consolidate(),                                   # fit without the callback
+         lambda: fk.EWC(m, gamma=0.5),                                     # gamma without online
+         lambda: fk.L2(m, strength=1.0),                                   # unknown parameter
+         lambda: fk.MAS(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])),
+         lambda: m.fit(fk.batches(x, y, 4), callbacks=[fk.SI(keras.models.clone_model(m)).watch([x, y])])]
+for case in cases:
+    try:
+        case()
+    except forgetless.UsageError as e:
+        print(str(e).replace(chr(10), " | "))
+    else:
+        print("NO ERROR")
+"""
+    env = {**os.environ, "KERAS_BACKEND": "torch", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 5 and "NO ERROR" not in out.stdout and " | " not in out.stdout, lines
+    assert "callbacks=[si.watch(data)]" in lines[0] and "online=True" in lines[1] and "'strength'" in lines[2]
+    assert "softmax" in lines[3] and "forgetless.keras.batches" in lines[4]

@@ -133,7 +133,8 @@ def test_train_step_in_a_users_loop_with_a_keras_model(device):
     for task in bench.tasks:
         s.before_task(ctx, task)
         for _ in range(3):
-            for idx in torch.randperm(len(task.train), generator=torch.Generator().manual_seed(task.id)).to(device).split(32):
+            order = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(task.id)).to(device)
+            for idx in order.split(32):
                 fl.train_step(ctx, s, fl.Batch(task.train.take(idx), task.train.y[idx], task.ids(len(idx))))
         s.after_task(ctx, task)
     acc = fl.evaluate(ctx, s, trained_upto=1)

@@ -431,8 +431,9 @@ class SI(_Regularizer, keras.callbacks.Callback):
 
     def consolidate(self, x=None, y=None) -> None:
         w = _weights(self.model)
-        if self.start_ is None:  # no training step in this task
-            self.start_, self.omega_ = w, [np.zeros_like(a) for a in w]
+        if self.start_ is None:  # the callback saw no fit: its importance would silently be zero
+            raise UsageError("SI saw no training: fit on data = fk.batches(x, y) with callbacks=[si.watch(data)] "
+                             "before si.consolidate()")
         new = [o / ((a - s) ** 2 + self.xi) for o, a, s in zip(self.omega_, w, self.start_)]
         total = new if not self.quad.active else [q + n for q, n in zip(self.quad.omega, new)]
         self.quad.set([np.maximum(t, 0) for t in total], w)
