@@ -44,7 +44,8 @@ RUN_OPTIONS = [  # (flag, keyword arguments): shared by `run` and `compare`
     ("--blurry-disjoint", dict(type=float, help="with --blurry: percent N of the classes kept disjoint "
                                                 "(default 50, i-Blurry-50-M)")),
     ("--strategy", dict(help="strategy name; several compose with '+' (default naive)")),
-    ("--model", dict(help="mlp:W1,W2,..., cnn, resnet18[:nf=N], resnet20 or resnet32 (default mlp:1024,512,256)")),
+    ("--model", dict(help="mlp:W1,W2,..., cnn, resnet18[:nf=N], resnet20 or resnet32 (default mlp:1024,512,256); "
+                          "keras:package.module:function for a Keras 3 model (KERAS_BACKEND=torch)")),
     ("--epochs", dict(type=int, help="epochs per task (default 3)")),
     ("--iterations", dict(type=int, help="optimizer steps per task (replaces --epochs)")),
     ("--batch-size", dict(type=int, help="default 64")),
@@ -275,7 +276,7 @@ def cmd_list(a: argparse.Namespace) -> int:
         print(f"  {name:<15}{info.get('description', '')}")
     print(f"scenarios: {', '.join(SCENARIOS)} (fscil: --base-classes --ways --shots; every class-IL strategy runs in it)")
     print("models: mlp:W1,W2,... (default mlp:1024,512,256), cnn, resnet18[:nf=N] (nf=20: GEM's reduced), "
-          "resnet20[:nf=N], resnet32[:nf=N]")
+          "resnet20[:nf=N], resnet32[:nf=N], keras:package.module:function (a Keras 3 model, KERAS_BACKEND=torch)")
     print("strategies (parameters with defaults):")
     for name, cls in STRATEGIES.items():
         print(f"  {name:<12}{cls.help} (scenarios: {', '.join(cls.scenarios)})")

@@ -32,7 +32,7 @@ from .config import PLACEMENT, RunConfig
 from .data.cache import atomic_write_text
 from .errors import UsageError
 from .loop import TrainingDiverged, evaluate, train_task
-from .models import build_model, check_model, normalize_for
+from .models import adapt_model, build_model, check_model, normalize_for
 from .schedules import make_schedule
 from .results import Result, save_result
 from .strategies import Context, Strategy, make_strategy
@@ -206,6 +206,7 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
             raise UsageError("--normalize on applies to the models forgetless builds; give your model a "
                              "forgetless.models.Normalize first layer instead")
         cfg.model = f"custom:{type(model).__name__}"
+        model = adapt_model(model)  # a Keras 3 model -> forgetless.keras.torch_module.KerasModel
     model.to(device)
     check_model(model, benchmark.input_shape, benchmark.n_outputs)
     if cfg.compile:

@@ -7,7 +7,10 @@ Input and output sizes come from the benchmark. Any ``nn.Module`` that maps a ba
 
 - ``mlp:1024,512,256`` (hidden widths; ``mlp:`` for none), ``cnn`` (``mlp.py``, ``cnn.py``);
 - ``resnet18`` / ``resnet18:nf=20`` (GEM's reduced width), ``resnet32``, ``resnet20`` (width option
-  ``nf`` too, default 16) (``resnet.py``, with the sources and parameter counts).
+  ``nf`` too, default 16) (``resnet.py``, with the sources and parameter counts);
+- ``keras:package.module:function``: ``function(input_shape, n_outputs)`` returns a Keras 3 model
+  (KERAS_BACKEND=torch), wrapped by ``forgetless.keras.torch_module.KerasModel``; keras is imported
+  only then (``adapt_model`` wraps a Keras model given as an object).
 
 Normalisation (``normalize.py``): a model can take a ``Normalize`` first layer with a dataset's
 channel mean and std. ``RunConfig.normalize`` chooses: ``auto`` (the default) turns it on for the
@@ -53,6 +56,13 @@ def build_model(spec: str, input_shape: tuple[int, ...], n_outputs: int, *,
                              f"{tuple(input_shape)}; use --normalize off")
         layer = Normalize(tuple(mean), tuple(std))
     kind, _, rest = spec.partition(":")
+    if kind == "keras":
+        if layer is not None:
+            raise UsageError("--normalize on applies to forgetless's own models; normalise inside your Keras "
+                             "model (keras.layers.Normalization) and use --normalize off")
+        from ..keras.torch_module import build_keras_model  # (imports keras: only when asked for)
+
+        return build_keras_model(rest, tuple(input_shape), n_outputs)
     if kind == "mlp":
         try:
             hidden = [int(w) for w in rest.split(",") if w.strip()] if rest else [1024, 512, 256]
@@ -81,7 +91,20 @@ def build_model(spec: str, input_shape: tuple[int, ...], n_outputs: int, *,
             return resnet18(input_shape[0], n_outputs, nf=nf, normalize=layer)
         return cifar_resnet(int(kind[len("resnet"):]), input_shape[0], n_outputs, nf=nf, normalize=layer)
     raise UsageError(f"unknown model {spec!r}; use mlp:W1,W2,... (e.g. {DEFAULT_MODEL}), cnn, "
-                     f"resnet18[:nf=N], resnet20 or resnet32")
+                     f"resnet18[:nf=N], resnet20 or resnet32 (a Keras model: keras:package.module:function)")
+
+
+def adapt_model(model):
+    """A Keras 3 model (already imported by the caller, so keras is never imported here) as the
+    ``nn.Module`` forgetless trains (``forgetless.keras.torch_module.KerasModel``); any other model
+    unchanged."""
+    import sys
+
+    if "keras" not in sys.modules:
+        return model
+    from ..keras.torch_module import as_module
+
+    return as_module(model)
 
 
 def normalize_for(choice: str, spec: str, datasets: list[str] | None):
@@ -120,5 +143,5 @@ def check_model(model: nn.Module, input_shape: tuple[int, ...], n_outputs: int) 
                          f"it returns {got} for a batch of 2")
 
 
-__all__ = ["CNN", "DEFAULT_MODEL", "MLP", "NORMALIZE_CHOICES", "Normalize", "ResNet", "build_model",
+__all__ = ["CNN", "DEFAULT_MODEL", "adapt_model", "MLP", "NORMALIZE_CHOICES", "Normalize", "ResNet", "build_model",
            "check_model", "cifar_resnet", "dataset_stats", "normalize_for", "resnet18"]

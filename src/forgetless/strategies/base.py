@@ -159,6 +159,9 @@ class Context:
     seen_labels: torch.Tensor | None = None  # blurry streams: bool [n_outputs], the labels trained on so far
 
     def __post_init__(self):
+        from ..models import adapt_model
+
+        self.model = adapt_model(self.model)  # a Keras 3 model -> its nn.Module view (forgetless.keras)
         if self.device is None:
             first = next(iter(self.model.parameters()), None)
             self.device = first.device if first is not None else torch.device("cpu")
