@@ -53,6 +53,22 @@ def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return extract(model, x)[0]
 
 
+def update_exemplars(who: str, exemplars: ExemplarSet, memory: int, ctx, task) -> None:
+    """iCaRL's exemplar management after ``task``: m = memory // (classes seen) per class; every old
+    set is cut to its first m (ReduceExemplarSet), each new class gets m by herding on the model's
+    features (ConstructExemplarSet). Shared by iCaRL and LUCIR."""
+    seen = ctx.benchmark.classes_upto(task.id)
+    m = memory // len(seen)
+    if m < 1:
+        raise UsageError(f"{who}: memory={memory} is smaller than the {len(seen)} classes seen; "
+                         f"it needs at least one exemplar per class")
+    exemplars.reduce(m)
+    for c in task.classes:
+        xc = task.train.take(task.train.y == c)
+        if len(xc):
+            exemplars.set(c, xc[herding(features(ctx.model, xc), m)], task.id)
+
+
 def with_exemplars(task, keep: torch.Tensor | None, exemplars: ExemplarSet, old_classes: list[int]):
     """(TensorData, task indices): the task's training data (rows ``keep``) plus the old classes' exemplars."""
     data = task.train if keep is None else task.train.subset(keep)
@@ -125,16 +141,7 @@ class ICaRL(WithOldModel):
         return bce.sum(1).mean()
 
     def after_task(self, ctx, task):
-        seen = ctx.benchmark.classes_upto(task.id)
-        m = self.memory // len(seen)
-        if m < 1:
-            raise UsageError(f"icarl: memory={self.memory} is smaller than the {len(seen)} classes seen; "
-                             f"it needs at least one exemplar per class")
-        self.exemplars.reduce(m)
-        for c in task.classes:
-            xc = task.train.take(task.train.y == c)
-            if len(xc):
-                self.exemplars.set(c, xc[herding(features(ctx.model, xc), m)], task.id)
+        update_exemplars("icarl", self.exemplars, self.memory, ctx, task)
         self._means_key = None
 
     def predict(self, ctx, x):

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
-from ..memory import ExemplarSet, herding
+from ..memory import ExemplarSet
 from .base import Context, Param
 from .distill import WithOldModel
-from .icarl import features, last_linear, with_exemplars
+from .icarl import features, last_linear, update_exemplars, with_exemplars
 from .replay import MEMORY
 
 
@@ -162,16 +162,7 @@ class LUCIR(WithOldModel):
             s.grad = None
 
     def after_task(self, ctx, task):
-        seen = ctx.benchmark.classes_upto(task.id)
-        m = self.memory // len(seen)
-        if m < 1:
-            raise UsageError(f"lucir: memory={self.memory} is smaller than the {len(seen)} classes seen; "
-                             f"it needs at least one exemplar per class")
-        self.exemplars.reduce(m)
-        for c in task.classes:
-            xc = task.train.take(task.train.y == c)
-            if len(xc):
-                self.exemplars.set(c, xc[herding(features(ctx.model, xc), m)], task.id)
+        update_exemplars("lucir", self.exemplars, self.memory, ctx, task)
 
     def predict(self, ctx, x):
         return self.sigma(ctx).detach() * features_and_cosine(ctx.model, x)[1]
