@@ -196,7 +196,7 @@ class Strategy:
     """Naive fine-tuning: every hook does nothing. Subclasses declare ``name`` and ``params``."""
 
     name = "naive"
-    family = "baseline"  # baseline | regularization | distillation | replay
+    family = "baseline"  # baseline | regularization | distillation | replay | isolation | fscil
     params: dict[str, Param] = {}
     scenarios: tuple[str, ...] = ALL_SCENARIOS
     task_free = False  # True: works without being told where tasks start and end (--task-free)

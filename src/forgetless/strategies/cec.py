@@ -139,7 +139,7 @@ class CEC(Strategy):
     """
 
     name = "cec"
-    family = "baseline"
+    family = "fscil"
     scenarios = ("class",)
     help = ("CEC (FSCIL): frozen backbone after the base session, class prototypes adapted by a graph "
             "attention module meta-trained on rotated base classes; temperature-scaled cosine (class-IL)")

@@ -36,7 +36,7 @@ class Prototype(Strategy):
     """
 
     name = "prototype"
-    family = "baseline"
+    family = "fscil"
     scenarios = ("class",)
     help = ("prototype classifier (FSCIL): train on the base session, then freeze the backbone; cosine "
             "similarity to each class's mean normalised feature (class-IL)")
