@@ -11,6 +11,7 @@ from torch import nn
 from ..errors import UsageError
 from .base import Param, Strategy
 from .icarl import features
+from .prototype import add_class_means
 
 QUERY_CHUNK = 256  # queries adapted at once (each query has its own graph: [chunk, classes, d] tensors)
 
@@ -193,12 +194,7 @@ class CEC(Strategy):
             return
         x = data.x
         phi = features(ctx.model, x).float()
-        if self.prototypes_ is None:
-            self.prototypes_ = torch.full((ctx.benchmark.n_outputs, phi.shape[1]), float("nan"), device=phi.device)
-        for c in task.classes:
-            rows = data.y == c
-            if bool(rows.any()):
-                self.prototypes_[c] = phi[rows].mean(0)
+        self.prototypes_ = add_class_means(self.prototypes_, phi, data.y, task.classes, ctx.benchmark.n_outputs)
         if task.id == 0 and self.attn is None:
             self.attn = GraphAttention(phi.shape[1], self.dropout, ctx.generator, phi.device)
             rotated = torch.stack([phi] + [features(ctx.model, torch.rot90(x, k, dims=(2, 3))).float()

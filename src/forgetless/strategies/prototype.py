@@ -11,6 +11,18 @@ from .base import Strategy
 from .icarl import features
 
 
+def add_class_means(table: torch.Tensor | None, phi: torch.Tensor, y: torch.Tensor, classes, n_outputs: int):
+    """``table`` [n_outputs, d] (NaN rows: no prototype yet; made on the first call) with row c set to
+    the mean of the rows of ``phi`` labelled c, for every c in ``classes`` that has one."""
+    if table is None:
+        table = torch.full((n_outputs, phi.shape[1]), float("nan"), device=phi.device)
+    for c in classes:
+        rows = y == c
+        if bool(rows.any()):
+            table[c] = phi[rows].mean(0)
+    return table
+
+
 class Prototype(Strategy):
     """Prototype (nearest class mean) classifier over a backbone frozen after the base session.
 
@@ -53,12 +65,7 @@ class Prototype(Strategy):
         if not len(data):
             return
         phi = F.normalize(features(ctx.model, data.x), dim=1)
-        if self.prototypes_ is None:
-            self.prototypes_ = torch.full((ctx.benchmark.n_outputs, phi.shape[1]), float("nan"), device=phi.device)
-        for c in task.classes:
-            rows = data.y == c
-            if bool(rows.any()):
-                self.prototypes_[c] = phi[rows].mean(0)
+        self.prototypes_ = add_class_means(self.prototypes_, phi, data.y, task.classes, ctx.benchmark.n_outputs)
 
     def predict(self, ctx, x):
         if self.prototypes_ is None:
