@@ -37,8 +37,8 @@ trains on ``fk.batches(...)`` (a ``keras.utils.PyDataset`` that logs which batch
 Conventions: the same as forgetless's PyTorch strategies (``forgetless.strategies.penalty``), so
 the values match: ``lam * sum_i Omega_i (theta_i - theta*_i)^2`` with no 1/2, i.e. for EWC
 ``lam = lambda_paper / 2`` (Kirkpatrick et al. 2017 write ``lambda/2 sum F (theta - theta*)^2``); the
-same defaults (EWC lam 10 on the min-max normalised Fisher, ``normalize="none"`` for the paper's
-raw Fisher; online EWC lam 100; SI lam 10, xi 0.1; MAS lam 0.01; L2 lam 0.001; LwF lam 0.1, T 2).
+same defaults (EWC lam 100 on the min-max normalised Fisher, ``normalize="none"`` for the paper's
+raw Fisher; online EWC lam 100; SI lam 10, xi 0.1; MAS lam 0.01; L2 lam 0.01; LwF lam 0.1, T 2).
 The model must output logits (no final softmax) and the labels are integer classes.
 """
 from __future__ import annotations
@@ -301,7 +301,7 @@ class L2(_Regularizer):
     """L2 to the previous task's weights: ``lam * ||theta - theta*||^2`` (Omega = 1; Kirkpatrick et
     al. 2017, fig. 2's baseline); forgetless's ``l2``."""
 
-    hparams = {"lam": Param(0.001, ">=0", "strength of the quadratic penalty")}
+    hparams = {"lam": Param(0.01, ">=0", "strength of the quadratic penalty")}
 
     def consolidate(self, x=None, y=None) -> None:
         w = _weights(self.model)
@@ -319,7 +319,7 @@ class EWC(_Regularizer):
     ``normalize="minmax"`` (the default, as in forgetless) scales each task's Fisher to [0, 1],
     ``"none"`` is the paper's raw Fisher. ``fisher_`` holds the last task's raw Fisher."""
 
-    hparams = {"lam": Param(None, ">=0", "strength (default 10; online: 100)", optional=True),
+    hparams = {"lam": Param(None, ">=0", "strength (default 100; online: 100)", optional=True),
               "fisher": Param("empirical", FISHER_LABELS, "labels of the Fisher"),
               "samples": Param(1000, ">=1", "samples the Fisher is estimated on", optional=True),
               "normalize": Param("minmax", ("none", "minmax"), "scale of each task's Fisher"),
@@ -330,7 +330,7 @@ class EWC(_Regularizer):
     def __init__(self, model, **kwargs):
         super().__init__(model, **kwargs)
         if self.lam is None:
-            self.lam = 100.0 if self.online else 10.0
+            self.lam = 100.0
         if not self.online and "gamma" in kwargs:
             raise UsageError("EWC's gamma needs online=True")
         self.fisher_: list[np.ndarray] | None = None
