@@ -16,7 +16,7 @@ initialisation, not Keras's Glorot), i.e.::
 
 Third (torch backend only): the Keras model itself trained by ``forgetless.run(config, model=...)``.
 Strengths use forgetless's convention (``lam * sum Omega (theta - theta*)^2``, no 1/2): EWC with its
-defaults (lam 10 on the min-max normalised Fisher of 1,000 training samples), L2 with lam 0.1
+defaults (lam 100 on the min-max normalised Fisher of 1,000 training samples), L2 with lam 0.1
 (chosen on a validation split of the training data, among 0.01, 0.1 and 1). The numbers of one run
 are in docs: README, "Keras".
 
