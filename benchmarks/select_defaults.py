@@ -360,8 +360,15 @@ def table(a) -> None:
             if not root.is_dir():
                 continue
             res = {}
+            try:  # only the runs at the lam of this table (earlier choices stay in the same folders)
+                lams = chosen_lams(argparse.Namespace(json=a.json, lams=kind[len("test-"):]), b)
+            except (OSError, KeyError, ValueError):
+                lams = {}
             for m in ["naive", "joint"] + REGULARIZERS + ["lwf"]:
                 rs = [r for d in sorted((root / folder(m)).glob("*")) if (r := finished(d))]
+                if m in lams:
+                    rs = [r for r in rs if r["config"]["params"].get("lam") == lams[m]
+                          and all(r["config"]["params"].get(k) == v for k, v in FIXED.get(m, {}).items())]
                 if rs:
                     res[m] = rs
             if not res:
