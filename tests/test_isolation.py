@@ -340,3 +340,12 @@ def test_each_beats_naive_on_task_il_split_digits():
     for name in NAMES:
         assert got[name]["average_accuracy"] > got["naive"]["average_accuracy"] + 0.05, (name, got)
         assert got[name]["bwt"] > got["naive"]["bwt"], (name, got)
+
+
+@pytest.mark.parametrize("spec", ["hat+er", "packnet+lwf", "pnn+derpp", "er+hat"])
+def test_isolation_composed_with_replay_or_distillation_is_refused(spec):
+    from forgetless.errors import UsageError
+
+    with pytest.raises(UsageError, match="alone"):
+        fl.make_strategy(spec, {})
+    fl.make_strategy("hat+ewc", {})  # a penalty is not fed through the gates: allowed

@@ -303,6 +303,12 @@ class Compose(Strategy):
             owners = [st.name for st in self.strategies if _overrides(st, hook)]
             if len(owners) > 1:
                 raise UsageError(f"{owners[0]} and {owners[1]} both replace {hook}: they cannot be composed")
+        isolated = [st.name for st in self.strategies if st.family == "isolation"]
+        feeding = [st.name for st in self.strategies if st.family in ("replay", "distillation")]
+        if isolated and feeding:
+            raise UsageError(f"{isolated[0]} runs every batch through the current task's own parameters, so "
+                             f"{feeding[0]}'s examples or outputs of earlier tasks would pass through the wrong "
+                             f"task's; use {isolated[0]} alone (it does not forget in task-IL)")
         self.scenarios = tuple(s for s in ALL_SCENARIOS if all(s in st.scenarios for st in self.strategies))
         self.task_free = all(getattr(st, "task_free", False) for st in self.strategies)
 
