@@ -187,10 +187,23 @@ def test_icarl_and_bic_take_the_input_of_the_output_dense(strategy):
 @pytest.mark.parametrize("strategy,params,model,match", [
     ("icarl", {}, lambda: kmlp(0, hidden=32, last_activation="tanh"), "KerasModel has no nn.Linear layer"),
     ("mas", {"hebbian": True}, lambda: kmlp(0), "hebbian=true needs .* nn.Linear"),
+    ("pnn", {}, lambda: kmlp(0), "MLP only"),
+    ("hat", {}, lambda: kmlp(0), "MLP only"),
+    ("packnet", {}, lambda: kmlp(0), "has none it can own"),
 ])
 def test_methods_that_need_nn_linear_refuse_clearly(strategy, params, model, match):
+    scenario = "task" if strategy in ("pnn", "hat", "packnet") else "class"  # (isolation: task-IL only)
     with pytest.raises(fl.UsageError, match=match):
-        fl.run(cfg(strategy=strategy, params=params, scenario="class", epochs=1), model=model())
+        fl.run(cfg(strategy=strategy, params=params, scenario=scenario, epochs=1), model=model())
+
+
+@pytest.mark.parametrize("strategy", ["der", "derpp", "xder", "er-ace", "mir", "gdumb", "lucir"])
+def test_the_rehearsal_methods_run_a_keras_model(strategy):
+    """They touch only the model's outputs (LUCIR: the output Dense as an nn.Linear), so a Keras model
+    trains through them; each keeps something of the first task in class-IL (naive keeps 0)."""
+    res = fl.run(cfg(strategy=strategy, scenario="class", epochs=5, params={"memory": 200}), model=kmlp(0))
+    naive = fl.run(cfg(strategy="naive", scenario="class", epochs=5), model=kmlp(0))
+    assert res.accuracy_matrix[1][0] > naive.accuracy_matrix[1][0] + 0.05, (res.accuracy_matrix, naive.accuracy_matrix)
 
 
 def test_softmax_outputs_are_refused():

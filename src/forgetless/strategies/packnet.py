@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from .base import Batch, Param
 from .icarl import last_linear
 from .pnn import TaskIsolation
@@ -62,6 +63,10 @@ class PackNet(TaskIsolation):
         """(prunable weight names, (head weight name, head bias name or None))."""
         head = last_linear(model)
         names = {id(p): n for n, p in model.named_parameters()}
+        if id(head.weight) not in names or not any(
+                isinstance(m, (nn.Linear, nn.Conv2d)) and m is not head for m in model.modules()):
+            raise UsageError(f"{self.name} prunes the nn.Linear / nn.Conv2d layers of forgetless's models "
+                             f"(--model mlp:..., cnn, resnet...); {type(model).__name__} has none it can own")
         prunable = [names[id(m.weight)] for m in model.modules()
                     if isinstance(m, (nn.Linear, nn.Conv2d)) and m is not head and id(m.weight) in names]
         bias = names.get(id(head.bias)) if head.bias is not None else None
