@@ -96,10 +96,12 @@ class RunConfig:
         return c
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as a plain dict (what result.json records under ``config``)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        """A RunConfig from a dict such as ``to_dict``'s; unknown keys are a UsageError."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
