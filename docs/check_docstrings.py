@@ -43,7 +43,11 @@ def public_modules(package: str = "forgetless") -> list[ModuleType]:
 
 def _own_doc(obj) -> str | None:
     doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else getattr(obj, "__doc__", None)
-    return doc.strip() if isinstance(doc, str) and doc.strip() else None
+    if not isinstance(doc, str) or not doc.strip():
+        return None
+    if inspect.isclass(obj) and doc.startswith(obj.__name__ + "("):
+        return None  # the signature that @dataclass writes when the class has no docstring
+    return doc.strip()
 
 
 def _documentable(obj) -> bool:

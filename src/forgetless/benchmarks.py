@@ -65,6 +65,9 @@ class Task:
 
 @dataclass
 class Benchmark:
+    """A sequence of tasks and its output space: ``scenario`` (task, domain or class) decides which of
+    the ``n_outputs`` outputs compete for a sample of each task (the masks of the loop and evaluation)."""
+
     name: str
     scenario: str
     tasks: list[Task]

@@ -20,6 +20,9 @@ PLACEMENT = ("device", "compile")
 
 @dataclass
 class RunConfig:
+    """Every option of a run (the command line's ``forgetless run`` options, one field each), saved
+    with its result; ``resolved()`` fills the defaults that depend on other options and checks values."""
+
     benchmark: str = "permuted-digits"
     scenario: str | None = None  # None: domain for permuted/rotated, class for split, task otherwise
     tasks: int | None = None  # None: the benchmark's default
