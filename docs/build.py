@@ -42,6 +42,7 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 REPO = DOCS.parent
 GEN = DOCS / "generated"
+SNIPPETS = GEN / "snippets"  # included into pages by pymdownx.snippets; not pages themselves
 TUTORIALS = DOCS / "tutorials"
 
 
@@ -68,7 +69,7 @@ def generate_pages() -> None:
     import forgetless as fl
     from forgetless import metrics as M
 
-    (GEN / "params").mkdir(parents=True, exist_ok=True)
+    (SNIPPETS / "params").mkdir(parents=True, exist_ok=True)
     rows = []
     missing_pages = []
     for name, cls in sorted(fl.STRATEGIES.items()):
@@ -83,7 +84,7 @@ def generate_pages() -> None:
                           f"`{name}+ewc`); `forgetless list` prints the same table."]
         else:
             lines.append("It has no parameters.")
-        (GEN / "params" / f"{name}.md").write_text("\n".join(lines) + "\n")
+        (SNIPPETS / "params" / f"{name}.md").write_text("\n".join(lines) + "\n")
         doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         first = re.split(r"(?<=[.:;])\s", doc, maxsplit=1)[0]
         rows.append(f"| [`{name}`]({name}.md) | `{cls.__name__}` | {scen} | {len(cls.params)} | {first.replace('|', '/')} |")
@@ -92,7 +93,7 @@ def generate_pages() -> None:
     if missing_pages:
         raise SystemExit(f"docs: no page for strategy {', '.join(missing_pages)}: add docs/methods/NAME.md "
                          "(and its nav entry in mkdocs.yml)")
-    (GEN / "strategies.md").write_text("| strategy | class | scenarios | parameters | what it is (its docstring) |\n"
+    (SNIPPETS / "strategies.md").write_text("| strategy | class | scenarios | parameters | what it is (its docstring) |\n"
                                        "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
     # the worked 3x3 example: every metric of the registry computed by forgetless.metrics
@@ -133,7 +134,7 @@ def generate_pages() -> None:
         out.append(f"| {m.label} (`{key}`) | `{m.formula}` | {fmt(values[key])} | {direction} |")
     out += ["", "Computed by `forgetless.metrics` when this page was built (docs/build.py), so they are the "
                 "library's numbers; tests/test_docs.py checks the same values by hand."]
-    (GEN / "metrics_example.md").write_text("\n".join(out) + "\n")
+    (SNIPPETS / "metrics_example.md").write_text("\n".join(out) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------------
