@@ -48,6 +48,17 @@ TUTORIALS = DOCS / "tutorials"
 
 # ---------------------------------------------------------------------------------------------------
 # 2. pages generated from the code
+
+# The worked example of the concepts page (tests/test_docs.py checks its metrics by hand).
+EXAMPLE_R = [[0.90, 0.12, 0.10],
+             [0.60, 0.88, 0.09],
+             [0.45, 0.70, 0.92]]
+EXAMPLE_B = [0.10, 0.11, 0.09]            # the untrained model's accuracies
+EXAMPLE_REFERENCE = [0.90, 0.91, 0.94]    # a*_k: joint models on tasks 1..k
+EXAMPLE_SIZES = [600, 50, 50]             # test examples per task (FSCIL: a base session and two small ones)
+EXAMPLE_POINTS = [(0, [0.50, 0.10, 0.10]), (0, [0.90, 0.12, 0.10]), (1, [0.70, 0.60, 0.09]),
+                  (1, [0.60, 0.88, 0.09]), (2, [0.50, 0.75, 0.70]), (2, [0.45, 0.70, 0.92])]  # A_AUC
+
 def _cell(v) -> str:
     s = repr(v) if not isinstance(v, str) else f'"{v}"'
     return "`" + s.replace("|", "\\|") + "`"
@@ -97,14 +108,7 @@ def generate_pages() -> None:
                                        "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
     # the worked 3x3 example: every metric of the registry computed by forgetless.metrics
-    R = [[0.90, 0.12, 0.10],
-         [0.60, 0.88, 0.09],
-         [0.45, 0.70, 0.92]]
-    b = [0.10, 0.11, 0.09]
-    ref = [0.90, 0.91, 0.94]          # a*_k: joint models on tasks 1..k
-    sizes = [600, 50, 50]             # test examples per task (FSCIL: a base session and two small ones)
-    points = [(0, [0.50, 0.10, 0.10]), (0, [0.90, 0.12, 0.10]), (1, [0.70, 0.60, 0.09]),
-              (1, [0.60, 0.88, 0.09]), (2, [0.50, 0.75, 0.70]), (2, [0.45, 0.70, 0.92])]
+    R, b, ref, sizes, points = EXAMPLE_R, EXAMPLE_B, EXAMPLE_REFERENCE, EXAMPLE_SIZES, EXAMPLE_POINTS
     values = dict(M.all_metrics(R, b=b, reference=ref))
     values.update(M.fscil_metrics(R, sizes))
     values["anytime_accuracy"] = M.anytime_accuracy(points)

@@ -46,7 +46,7 @@ for ax, scenario in zip(axes, ("task", "domain", "class")):
     ax.set_xticks(range(1, 6))
 axes[0].set_ylabel("average accuracy A_k")
 axes[0].legend()
-fig.suptitle("Split MNIST: average accuracy over the tasks seen so far")
+fig.suptitle("Split MNIST: average accuracy over the tasks seen so far", y=1.04)
 
 # %% [markdown]
 # Task-IL is nearly solved by everything: with only two outputs competing, even naive fine-tuning
