@@ -8,7 +8,8 @@ surface itself:
 - every name in ``forgetless.__all__`` and in each public module's ``__all__`` must have a docstring
   of its own (a class's or function's, not one inherited from ``object`` or a builtin), and so must
   the public methods of the classes in ``forgetless.__all__`` (an override of a documented method
-  keeps its base's meaning and passes).
+  keeps its base's meaning and passes);
+- a module without ``__all__``: every public class and function it defines itself.
 
 Constants (dicts, tuples, numbers) have no docstring in Python and are not checked.
 
@@ -30,8 +31,8 @@ def public_modules(package: str = "forgetless") -> list[ModuleType]:
     out = [root]
     for info in pkgutil.walk_packages(root.__path__, package + "."):
         parts = info.name.split(".")
-        if any(p.startswith("_") for p in parts[1:]):
-            continue
+        if any(p.startswith("_") for p in parts[1:]) or info.name == "forgetless.cli":
+            continue  # (the command line is documented by its --help, not by an API)
         try:
             out.append(importlib.import_module(info.name))
         except Exception as e:  # an optional dependency (keras) that is not installed
@@ -83,7 +84,10 @@ def missing(modules: list[ModuleType]) -> list[str]:
     for mod in modules:
         if _own_doc(mod) is None:
             problems.append(f"{mod.__name__}: module has no docstring")
-        names = getattr(mod, "__all__", None) or []
+        names = getattr(mod, "__all__", None)
+        if names is None:  # no __all__: the public classes and functions the module defines itself
+            names = [n for n, v in vars(mod).items() if not n.startswith("_") and _documentable(v)
+                     and not inspect.ismodule(v) and getattr(v, "__module__", None) == mod.__name__]
         for n in names:
             if not hasattr(mod, n):
                 problems.append(f"{mod.__name__}.__all__ names {n!r}, which does not exist")
