@@ -76,6 +76,9 @@ def _check_text(p) -> str:
     return text
 
 
+FAMILIES = ["baseline", "regularization", "distillation", "replay", "isolation", "fscil"]
+
+
 def generate_pages() -> None:
     import forgetless as fl
     from forgetless import metrics as M
@@ -96,16 +99,17 @@ def generate_pages() -> None:
         else:
             lines.append("It has no parameters.")
         (SNIPPETS / "params" / f"{name}.md").write_text("\n".join(lines) + "\n")
-        doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-        first = re.split(r"(?<=[.:;])\s", doc, maxsplit=1)[0]
-        rows.append(f"| [`{name}`]({name}.md) | `{cls.__name__}` | {scen} | {len(cls.params)} | {first.replace('|', '/')} |")
+        family = getattr(cls, "family", "")
+        rows.append((FAMILIES.index(family) if family in FAMILIES else len(FAMILIES), name,
+                     f"| [`{name}`]({name}.md) | {family} | {scen} | {len(cls.params)} | "
+                     f"{cls.help.replace('|', '/')} |"))
         if not (DOCS / "methods" / f"{name}.md").exists():
             missing_pages.append(name)
     if missing_pages:
         raise SystemExit(f"docs: no page for strategy {', '.join(missing_pages)}: add docs/methods/NAME.md "
                          "(and its nav entry in mkdocs.yml)")
-    (SNIPPETS / "strategies.md").write_text("| strategy | class | scenarios | parameters | what it is (its docstring) |\n"
-                                       "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    head = "| strategy | family | scenarios | parameters | what it is (as `forgetless list` says) |\n|---|---|---|---|---|\n"
+    (SNIPPETS / "strategies.md").write_text(head + "\n".join(r[2] for r in sorted(rows)) + "\n")
 
     # the worked 3x3 example: every metric of the registry computed by forgetless.metrics
     R, b, ref, sizes, points = EXAMPLE_R, EXAMPLE_B, EXAMPLE_REFERENCE, EXAMPLE_SIZES, EXAMPLE_POINTS

@@ -142,7 +142,8 @@ for kind, F in (("empirical", F_emp), ("true", F_true)):
         model.load_state_dict(model_A.state_dict())
         train(model, "B", penalty=ewc_penalty(F, lam))
         curve[kind].append((accuracy(model, "A"), accuracy(model, "B")))
-        print(f"{kind:9s} Fisher, lambda {lam:>6}: accuracy on A {curve[kind][-1][0]:.3f}, on B {curve[kind][-1][1]:.3f}")
+        a, b = curve[kind][-1]
+        print(f"{kind:9s} Fisher, lambda {lam:>6}: accuracy on A {a:.3f}, on B {b:.3f}")
 
 for kind, F in (("empirical", F_emp), ("true", F_true)):
     largest = max(f.max().item() for f in F)

@@ -8,7 +8,8 @@
 # task's inputs,
 #
 # \[
-# L = \mathrm{CE}(y, z) + \lambda_o \, T^2 \, \mathrm{KL}\!\left(\mathrm{softmax}(z^{old}/T) \,\middle\|\, \mathrm{softmax}(z/T)\right).
+# L = \mathrm{CE}(y, z) + \lambda_o \, T^2 \,
+#     \mathrm{KL}\!\left(\mathrm{softmax}(z^{old}/T) \,\middle\|\, \mathrm{softmax}(z/T)\right).
 # \]
 #
 # No data of the old tasks is stored. In class-IL this is not enough, for the reason of

@@ -17,7 +17,9 @@
 # \[
 # L = \mathrm{CE}(\text{shots}) + \lambda_{AL}\,\underbrace{\frac{1}{|J|}\sum_j \frac{1}{d}\sum_k
 # \frac{(f_k(z_j) - m_{jk})^2}{\lambda_{jk}}}_{\text{anchor loss: old nodes stay put}}
-# + \lambda_{MML}\,\underbrace{\Big[d(f(x), m_{j^+}) + \sum_{i: c_i \neq y}\max\big(0, \xi - d(f(x), m_i)\big)\Big]}_{\text{min-max loss: new shots near their node, away from others}}
+# + \lambda_{MML}\,\underbrace{\Big[d(f(x), m_{j^+})
+#   + \sum_{i: c_i \neq y}\max\big(0, \xi - d(f(x), m_i)\big)\Big]}_{\text{min-max loss: new shots near their node,
+#   away from others}}
 # \]
 #
 # and an image is classified by its **nearest node**.
