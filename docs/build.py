@@ -108,7 +108,8 @@ def generate_pages() -> None:
     if missing_pages:
         raise SystemExit(f"docs: no page for strategy {', '.join(missing_pages)}: add docs/methods/NAME.md "
                          "(and its nav entry in mkdocs.yml)")
-    head = "| strategy | family | scenarios | parameters | what it is (as `forgetless list` says) |\n|---|---|---|---|---|\n"
+    head = ("| strategy | family | scenarios | parameters | what it is (as `forgetless list` says) |\n"
+            "|---|---|---|---|---|\n")
     (SNIPPETS / "strategies.md").write_text(head + "\n".join(r[2] for r in sorted(rows)) + "\n")
 
     # the worked 3x3 example: every metric of the registry computed by forgetless.metrics
