@@ -179,6 +179,9 @@ def test_the_site_builds_strictly(tmp_path):
         html = (site / "generated" / "tutorials" / f"{t.stem}.html").read_text()
         assert re.search(r'<img[^>]+src="' + t.stem + r'/fig1\.png"', html), t.stem
         assert (site / "generated" / "tutorials" / t.stem / "fig1.png").exists()
+    for page in site.rglob("*.html"):  # offline: no script or stylesheet from the network
+        remote = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', page.read_text())
+        assert not remote, (page, remote[:3])
     ewc = (site / "methods" / "ewc.html").read_text()
     assert "<code>fisher</code>" in ewc and "arithmatex" in ewc  # the generated table, the formula
     timings = json.loads((DOCS / "generated" / "timings.json").read_text())
