@@ -65,6 +65,9 @@ class Task:
 
 @dataclass
 class Benchmark:
+    """A sequence of tasks and its output space: ``scenario`` (task, domain or class) decides which of
+    the ``n_outputs`` outputs compete for a sample of each task (the masks of the loop and evaluation)."""
+
     name: str
     scenario: str
     tasks: list[Task]
@@ -144,6 +147,7 @@ class Benchmark:
 
     @property
     def device(self) -> torch.device:
+        """The device the tasks' data lives on."""
         return self.tasks[0].train.device
 
     def first(self, k: int) -> "Benchmark":
@@ -156,12 +160,14 @@ class Benchmark:
                          input_shape=self.input_shape, info=dict(self.info, first_tasks=k)).to(self.device)
 
     def describe(self) -> str:
+        """One line: name, scenario, number of tasks and outputs, input shape, train/test sizes."""
         sizes = ", ".join(f"{len(t.train)}/{len(t.test) if t.test is not None else '-'}" for t in self.tasks)
         return (f"{self.name} ({self.scenario}-incremental): {len(self.tasks)} tasks, "
                 f"{self.n_outputs} outputs, input {tuple(self.input_shape)}, train/test sizes {sizes}")
 
 
 def benchmark_names() -> list[str]:
+    """Every benchmark name that ``--benchmark`` accepts (kind-dataset pairs, then the sequences)."""
     return [f"{k}-{d}" for k in KINDS for d in DATASETS] + list(SEQUENCES)
 
 

@@ -22,6 +22,7 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` with torch.save to ``path`` atomically (a crash leaves the old file or the new one)."""
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())

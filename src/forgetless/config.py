@@ -20,6 +20,9 @@ PLACEMENT = ("device", "compile")
 
 @dataclass
 class RunConfig:
+    """Every option of a run (the command line's ``forgetless run`` options, one field each), saved
+    with its result; ``resolved()`` fills the defaults that depend on other options and checks values."""
+
     benchmark: str = "permuted-digits"
     scenario: str | None = None  # None: domain for permuted/rotated, class for split, task otherwise
     tasks: int | None = None  # None: the benchmark's default
@@ -96,10 +99,12 @@ class RunConfig:
         return c
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as a plain dict (what result.json records under ``config``)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        """A RunConfig from a dict such as ``to_dict``'s; unknown keys are a UsageError."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

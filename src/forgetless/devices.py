@@ -130,6 +130,7 @@ def put(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def check_precision(precision: str, device: torch.device) -> None:
+    """A UsageError unless ``precision`` is one of PRECISIONS and the device supports it."""
     if precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -375,6 +376,7 @@ def all_reduce_(tensors, mean: bool = False) -> None:
 
 
 def all_reduce_mean_(tensors) -> None:
+    """Average ``tensors`` in place over the processes of a distributed run (nothing in a single process)."""
     all_reduce_(tensors, mean=True)
 
 

@@ -146,6 +146,7 @@ def load_grid_file(path: str | Path, overrides: list[str] = ()) -> Grid:
 # ---- running ---------------------------------------------------------------------------------
 
 def run_dir(out: Path, cfg: RunConfig) -> Path:
+    """The folder of one run of a grid: ``out / <stamp>``, the stamp named from the resolved config."""
     return out / cfg.resolved().stamp()
 
 
@@ -290,6 +291,7 @@ def _execute_ray(todo, workers, threads, address, say, gpus_per_run: float = 0.0
 # ---- aggregation -------------------------------------------------------------------------------
 
 def group_key(config: dict) -> str:
+    """The key that groups runs differing only by seed (and the other keys of NOT_GROUPED) into one summary row."""
     return json.dumps({k: v for k, v in config.items() if k not in NOT_GROUPED}, sort_keys=True, default=str)
 
 
@@ -431,6 +433,7 @@ def _reference_for(result: dict, index: dict) -> dict | None:
 
 
 def write_summary(rows: list[dict], out: Path) -> None:
+    """Write the summary rows to ``out/summary.json`` and ``out/summary.csv`` (atomically)."""
     atomic_write_text(out / "summary.json", json.dumps(rows, indent=1))
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -444,6 +447,7 @@ def write_summary(rows: list[dict], out: Path) -> None:
 
 
 def format_summary(rows: list[dict]) -> str:
+    """The summary rows as the text table ``forgetless compare`` prints."""
     shown = [m for m in SUMMARY_METRICS if any(m in r for r in rows)]
     width = max([len(r["label"]) for r in rows] + [8]) + 2
     head = f"{'method':<{width}}{'scenario':<10}{'n':>3}  " + "".join(f"{m.replace('_', ' '):>22}" for m in shown)

@@ -126,16 +126,19 @@ def average_accuracies(R) -> list[float]:
 
 
 def average_accuracy(R) -> float:
+    """A_T: the mean accuracy over all tasks after the last one."""
     return average_accuracies(R)[-1]
 
 
 def backward_transfer(R) -> float | None:
+    """BWT = 1/(T-1) sum_{j<T} (R[T, j] - R[j, j]); None for one task."""
     M = _matrix(R)
     T = len(M)
     return None if T < 2 else float(np.mean(M[-1, :-1] - np.diag(M)[:-1]))
 
 
 def forward_transfer(R, b: Sequence[float]) -> float | None:
+    """FWT = 1/(T-1) sum_{j>1} (R[j-1, j] - b[j]), b the untrained model's accuracies; None for one task."""
     M, b = _matrix(R), np.asarray(b, dtype=float)
     T = len(M)
     if b.shape != (T,):
@@ -150,11 +153,13 @@ def forgetting_per_task(R) -> list[float]:
 
 
 def forgetting(R) -> float | None:
+    """The mean of ``forgetting_per_task``; None for one task."""
     f = forgetting_per_task(R)
     return float(np.mean(f)) if f else None
 
 
 def learning_accuracy(R) -> list[float]:
+    """The diagonal R[k, k]: each task's accuracy just after it was learnt."""
     return [float(v) for v in np.diag(_matrix(R))]
 
 

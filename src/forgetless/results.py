@@ -37,6 +37,7 @@ class Result:
     task_aware_accuracy_matrix: list[list[float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as the plain dict written to result.json."""
         return {k: getattr(self, k) for k in RESULT_KEYS
                 if k != "task_aware_accuracy_matrix" or self.task_aware_accuracy_matrix is not None}
 

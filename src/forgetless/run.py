@@ -138,6 +138,7 @@ class RunState:
 
 
 def versions() -> dict[str, str]:
+    """The versions of forgetless, torch, numpy and the other packages a result depends on."""
     from . import __version__
 
     return {"forgetless": __version__, "torch": torch.__version__, "numpy": np.__version__,

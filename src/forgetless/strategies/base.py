@@ -71,9 +71,11 @@ class Param:
 
     @property
     def kind(self) -> type:
+        """The declared type: the default's type (float when the default is None)."""
         return type(self.default) if self.default is not None else float
 
     def describe(self) -> str:
+        """One line for ``forgetless list``: the help, the accepted values, and "or none" when optional."""
         rng = f"one of {', '.join(self.check)}" if isinstance(self.check, tuple) else self.check
         return ", ".join(x for x in (self.help, rng, "or none" if self.optional else "") if x)
 
@@ -188,6 +190,7 @@ class Context:
         return out
 
     def params(self) -> list[torch.nn.Parameter]:
+        """The model's trainable parameters (those with ``requires_grad``), in the model's order."""
         return [p for p in self.model.parameters() if p.requires_grad]
 
 
@@ -227,6 +230,7 @@ class Strategy:
                                  f"set {needs}=true or drop {key}")
 
     def hparams(self) -> dict[str, Any]:
+        """The declared hyperparameters and their current values: {"lam": 100.0, ...}."""
         return {key: getattr(self, key) for key in self.params}
 
     def spec(self) -> str:
@@ -242,6 +246,7 @@ class Strategy:
 
     # ---- hooks ------------------------------------------------------------------------------
     def before_task(self, ctx: Context, task: "Task") -> None:
+        """Called once before ``task`` is trained (records it in ``ctx``; LwF, iCaRL, BiC keep the old model here)."""
         ctx.begin_task(task, self.trains_upto(ctx, task))
 
     before_task._records_task = True
@@ -251,6 +256,7 @@ class Strategy:
         return task.train, task.ids()
 
     def adapt_batch(self, ctx: Context, batch: Batch) -> Batch:
+        """The batch to train on, given the one drawn from the task (replay methods mix memory into it)."""
         return batch
 
     def task_loss(self, ctx: Context, batch: Batch, out: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
@@ -258,18 +264,23 @@ class Strategy:
         return loss
 
     def penalty(self, ctx: Context, batch: Batch, out: torch.Tensor) -> torch.Tensor | None:
+        """A scalar added to the loss before backward (regularization, distillation), or None."""
         return None
 
     def after_backward(self, ctx: Context) -> None:
+        """Called after backward, before the optimizer step: gradients may be changed here (GEM, A-GEM)."""
         pass
 
     def after_step(self, ctx: Context, batch: Batch) -> None:
+        """Called after every optimizer step (SI and RWalk accumulate their path integral, online buffers fill)."""
         pass
 
     def after_task(self, ctx: Context, task: "Task") -> None:
+        """Called once after ``task`` is trained (importances, anchors, memory updates, BiC's bias stage)."""
         pass
 
     def predict(self, ctx: Context, x: torch.Tensor) -> torch.Tensor:
+        """The scores used for evaluation (default: the model's logits; iCaRL predicts by nearest mean)."""
         return ctx.model(x)
 
     # ---- state ------------------------------------------------------------------------------
@@ -278,6 +289,7 @@ class Strategy:
         return {k: v for k, v in vars(self).items() if k.endswith("_")}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the learned state saved by ``state_dict`` (the attributes ending with ``_``)."""
         for key, value in state.items():
             setattr(self, key, value)
 

@@ -25,6 +25,7 @@ CHUNK_FLOATS = 1 << 22  # per-sample gradients held at once: 2^22 floats = 16 MB
 
 
 def trainable(model: nn.Module) -> list[torch.nn.Parameter]:
+    """The model's parameters that require a gradient, in order."""
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -54,6 +55,7 @@ def split(model: nn.Module):
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
+    """A context in which the model is in eval mode; its previous mode is restored after."""
     was = model.training
     model.eval()
     try:
@@ -69,6 +71,7 @@ def auto_chunk(params, per_sample: int = 1, cap: int = 256) -> int:
 
 
 def default_generator(generator: torch.Generator | None) -> torch.Generator:
+    """``generator``, or a new one seeded with 0 when it is None (estimates are reproducible)."""
     return generator if generator is not None else torch.Generator().manual_seed(0)
 
 
@@ -118,6 +121,7 @@ def batch_fn(model, names, frozen, classes):
 
 
 def as_long(classes) -> torch.Tensor | None:
+    """Class indices as a LongTensor (None stays None)."""
     if classes is None:
         return None
     if isinstance(classes, torch.Tensor):

@@ -50,6 +50,7 @@ def extract(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input of the model's last ``nn.Linear`` for ``x``: the feature vectors iCaRL and BiC use."""
     return extract(model, x)[0]
 
 

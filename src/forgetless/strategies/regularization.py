@@ -46,6 +46,7 @@ NORMALIZE = Param("minmax", ("none", "minmax"),
 
 
 def lam(default: float) -> Param:
+    """The ``lam`` parameter of a quadratic-penalty strategy, with its default."""
     return Param(default, ">=0", "strength of the quadratic penalty")
 
 
