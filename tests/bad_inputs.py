@@ -76,7 +76,7 @@ CASES = [
                                                           "mlp:8", "--lr", "0.01", "--out", "{tmp}/finished"],
      "holds a run with other settings (lr: 0.001 -> 0.01)"),
     ("a learning rate that makes training diverge", ["run", "--quiet", "--optimizer", "sgd", "--lr", "1e20", "--tasks", "1",
-                                                     "--model", "mlp:32"], "lower the learning rate"),
+                                                     "--model", "mlp:32", "--out", "{tmp}/diverge"], "lower the learning rate"),
 ]
 
 

@@ -32,13 +32,14 @@ import itertools
 import json
 import math
 import os
+import re
 import traceback
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from .config import RunConfig
-from .data.cache import atomic_write_text
+from .data.cache import atomic_write_text, record_written, refuse_foreign
 from .errors import UsageError
 from .metrics import better, scalar_metrics
 
@@ -120,27 +121,54 @@ def load_grid_file(path: str | Path, overrides: list[str] = ()) -> Grid:
         raise
     except Exception as e:  # noqa: BLE001 - any parse error is the user's file
         raise UsageError(f"{path} is not valid {path.suffix[1:].upper()}: {str(e).splitlines()[0]}") from None
+    if data is None or data == {}:
+        raise UsageError(f"{path} is empty: give at least one option (e.g. strategy = [\"naive\", \"er\"]); "
+                         f"an empty grid file would silently run the defaults")
     if not isinstance(data, dict):
         raise UsageError(f"{path}: the top level must be a table of options")
     data = dict(data)
-    params = data.pop("params", {}) or {}
-    if not isinstance(params, dict):
+    for key in data:
+        if not isinstance(key, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", key):
+            raise UsageError(f"{path}: option {key!r} is not an option name; write names like batch_size"
+                             f"{_did_you_mean(str(key))}")
+    params = data.pop("params", {})
+    if params is None or not isinstance(params, dict):
         raise UsageError(f"{path}: params must be a table of KEY = VALUE")
+    from .spec import check_param_key
+
+    for k in params:
+        check_param_key(k, f"{path}: params key")
     flat = {**data, **{f"params.{k}": v for k, v in params.items()}}
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError(f"override {item!r}: write KEY=VALUE")
-        key = key.strip().replace("-", "_")
-        flat[key if not key.startswith("param.") else "params." + key[6:]] = parse_value(value)
+        if not sep or not key:
+            raise UsageError(f"override {item!r}: write KEY=VALUE, e.g. epochs=2 or params.lam=10")
+        name = key.replace("-", "_")
+        name = name if not name.startswith("param.") else "params." + name[6:]
+        head, dot, tail = name.partition(".")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", head) or dot and head != "params":
+            raise UsageError(f"override {item!r}: {key!r} is not an option (write NAME=VALUE or "
+                             f"params.NAME=VALUE){_did_you_mean(head)}")
+        if dot:
+            check_param_key(tail, f"override {item!r}:")
+        flat[name] = parse_value(value, f"override {item!r}")
     base, axes = {}, {}
     for k, v in flat.items():
         one = k in ("angles", "milestones")  # (a list that is one value)
         if isinstance(v, list) and not one or one and v and isinstance(v[0], list):
+            if not v:
+                raise UsageError(f"{path}: {k} is an empty list, which would make a grid of no runs; "
+                                 f"give at least one value")
             axes[k] = v
         else:
             base[k] = v
     return Grid(base=base, axes=axes)
+
+
+def _did_you_mean(name: str) -> str:
+    from .errors import closest
+
+    return closest(name, [f.name for f in fields(RunConfig)])
 
 
 # ---- running ---------------------------------------------------------------------------------
@@ -430,6 +458,43 @@ def _reference_for(result: dict, index: dict) -> dict | None:
     return {"values": values, "dirs": dirs}
 
 
+SUMMARY_FILES = ("summary.json", "summary.csv", "selection.json")
+
+
+def _ours(path: Path) -> bool:
+    """A summary.json / summary.csv / selection.json written by forgetless before manifests existed."""
+    if path.name == "summary.csv":
+        with open(path, "rb") as f:
+            return f.readline().startswith(b"benchmark,scenario,strategy,params,n,")
+    data = json.loads(path.read_text())
+    key = "strategy" if path.name == "summary.json" else "chosen"
+    return isinstance(data, list) and all(isinstance(r, dict) and key in r for r in data)
+
+
+def claim_compare_dir(out: Path, configs: list[RunConfig], overwrite: bool = False) -> None:
+    """Refuse to write a comparison into ``out`` over files forgetless did not write, or over the
+    summary of another grid (one whose runs are not all in this one), unless ``overwrite``; then
+    record the summary files in ``out``'s manifest. A grid that extends the stored one (more seeds,
+    more strategies) replaces its summary: every stored row is still in it."""
+    for name in SUMMARY_FILES:
+        refuse_foreign(out / name, overwrite, _ours)
+    if not overwrite and configs and (out / "summary.json").is_file():
+        try:
+            stored = {d for row in json.loads((out / "summary.json").read_text()) for d in row.get("runs", [])}
+        except (OSError, ValueError, AttributeError, TypeError):
+            stored = set()
+        dropped = sorted(stored - {run_dir(out, c).name for c in configs})
+        if dropped:  # (the joint references of a with_joint grid count as its runs)
+            tasks = max(len(finished(out / d)["accuracy_matrix"]) if finished(out / d) else 0 for d in stored)
+            dropped = sorted(set(dropped) - {run_dir(out, _joint_of(c, k)).name for c in configs
+                                             for k in [c.first_tasks, *range(1, tasks + 1)]})
+        if dropped:
+            raise UsageError(f"{out} holds the summary of another grid ({len(dropped)} of its runs are not in this "
+                             f"one, e.g. {dropped[0]}); choose another --out, or add --overwrite to replace that "
+                             f"summary (finished runs are kept and reused)")
+    record_written(out, *SUMMARY_FILES)
+
+
 def write_summary(rows: list[dict], out: Path) -> None:
     atomic_write_text(out / "summary.json", json.dumps(rows, indent=1))
     buf = io.StringIO()
@@ -461,11 +526,12 @@ def compare(grid: Grid, out: str | Path, *, workers: int = 1, executor: str = "l
             address: str | None = None, select_on: str | None = None, metric: str = "average_accuracy",
             val_fraction: float = 0.1, with_joint: bool = False,
             say: Callable[[str], None] = lambda m: None, threads: int | None = None,
-            gpus_per_run: float = 0.0) -> list[dict]:
+            gpus_per_run: float = 0.0, overwrite: bool = False) -> list[dict]:
     """Run the grid (after selecting hyperparameters on validation data if asked) and summarize.
 
     ``with_joint`` (implied by ``metric="intransigence"``) adds the joint references described in
-    the module docstring: the ``joint`` row, and intransigence for every row.
+    the module docstring: the ``joint`` row, and intransigence for every row. ``overwrite``
+    replaces a summary (or a file forgetless did not write) found in ``out`` (otherwise an error).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -474,8 +540,11 @@ def compare(grid: Grid, out: str | Path, *, workers: int = 1, executor: str = "l
         raise UsageError(f"unknown metric {metric!r}; choose one of: {', '.join(SUMMARY_METRICS)}")
     out.mkdir(parents=True, exist_ok=True)
     configs = grid.configs()
+    if not configs:
+        raise UsageError("the grid has no runs: give at least one value for every option")
     for c in configs:
         c.resolved()  # bad values fail here, before anything runs
+    claim_compare_dir(out, [] if select_on is not None else configs, overwrite)
     run = lambda jobs: execute(jobs, workers, executor, address, say, threads, gpus_per_run)  # noqa: E731
     if select_on is not None:
         if select_on != "validation":
