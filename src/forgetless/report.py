@@ -135,22 +135,31 @@ def _save_figure(fig, path: Path, formats: tuple[str, ...], overwrite: bool) -> 
     import io
 
     from . import plots
-    from .data.cache import atomic_write_bytes, record_written, refuse_foreign
+    from .data.cache import atomic_write_bytes, refuse_foreign
 
     matplotlib, _, _ = plots._mpl()
     written = []
     for fmt in formats:
         out = path.with_name(path.name + "." + fmt)
-        refuse_foreign(out, overwrite, what="--figures folder")
-        meta = {"Date": None} if fmt == "svg" else {"Software": None} if fmt == "png" else None
+        refuse_foreign(out, overwrite, _is_our_figure, what="--figures folder")
+        meta = FIGURE_MARK.get(fmt)
         buf = io.BytesIO()
         with matplotlib.rc_context(plots.STYLE):  # (as plots.save: the same figure gives the same file)
             fig.savefig(buf, format=fmt, dpi=plots.DPI, metadata=meta)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        record_written(out.parent, out.name)
         atomic_write_bytes(out, buf.getvalue())
         written.append(out)
     return written
+
+
+# the figures of `report --figures` say who wrote them in their own metadata (no manifest in that folder)
+FIGURE_MARK = {"png": {"Software": "forgetless report"}, "svg": {"Date": None, "Creator": "forgetless report"},
+               "pdf": {"Creator": "forgetless report"}}
+
+
+def _is_our_figure(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    return b"forgetless report" in head
 
 
 def _is_our_report(path: Path) -> bool:
