@@ -239,15 +239,115 @@ def execute(jobs: list[tuple[RunConfig, Path]], workers: int = 1, executor: str 
             statuses.append(run_one(c.to_dict(), str(d), threads))
             say(f"  {statuses[-1]['status']}: {d.name}")
         return _wait_for_busy(statuses, todo, threads, say)
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(run_one, c.to_dict(), str(d), threads) for c, d in todo]
-        for f in as_completed(futures):
-            statuses.append(f.result())
-            say(f"  {statuses[-1]['status']}: {Path(statuses[-1]['dir']).name}")
+    statuses = _execute_local(todo, workers, threads, say)
     return _wait_for_busy(statuses, todo, threads, say)
+
+
+# imported once by the fork server, so that a worker starts in a fraction of a second: torch's optimizers
+# import torch._dynamo on first use (seconds), the digits benchmark sklearn (a missing one is skipped)
+PRELOAD = ["forgetless.run", "forgetless.experiment", "torch._dynamo", "sklearn.datasets", "sklearn.model_selection"]
+WORKER_ATTEMPTS = 8  # a run whose worker process dies (killed, out of memory) is started again this often
+
+
+def _start_method() -> str:
+    """How worker processes start: ``forkserver`` where available (a server that imported
+    forgetless and torch once forks each worker: fast, and safe since the server runs no threads),
+    else ``spawn``; ``$FORGETLESS_START_METHOD`` overrides."""
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    wanted = os.environ.get("FORGETLESS_START_METHOD")
+    if wanted:
+        if wanted not in methods:
+            raise UsageError(f"FORGETLESS_START_METHOD={wanted!r}: choose one of {', '.join(methods)}")
+        return wanted
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _worker(conn, cfg_dict: dict, out_dir: str, threads: int | None) -> None:
+    """One run in a worker process; its status goes back through ``conn``. SIGTERM stops it like
+    Ctrl-C: the run ends cleanly and resumes from its last checkpoint when started again."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        status = run_one(cfg_dict, out_dir, threads)
+    except KeyboardInterrupt:
+        status = {"dir": out_dir, "status": "interrupted"}
+    try:
+        conn.send(status)
+    finally:
+        conn.close()
+
+
+def _execute_local(todo: list[tuple[RunConfig, Path]], workers: int, threads: int | None,
+                   say: Callable[[str], None]) -> list[dict]:
+    """Run the jobs in at most ``workers`` processes at once, one process per run. A worker that dies
+    (SIGKILL, out of memory) or is stopped alone (SIGTERM) costs only its run, which starts again
+    (from its last checkpoint) up to ``WORKER_ATTEMPTS`` times; the others go on. Ctrl-C or SIGTERM
+    of this process stops every worker cleanly (SIGTERM, then SIGKILL after 10 s) and re-raises."""
+    import collections
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    method = _start_method()
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(PRELOAD)
+    pending = collections.deque(range(len(todo)))
+    tries = [0] * len(todo)
+    statuses: list[dict | None] = [None] * len(todo)
+    running: dict[int, tuple[Any, Any]] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                i = pending.popleft()
+                c, d = todo[i]
+                recv, send = ctx.Pipe(duplex=False)
+                p = ctx.Process(target=_worker, args=(send, c.to_dict(), str(d), threads), daemon=True)
+                p.start()
+                send.close()
+                running[i] = (p, recv)
+                tries[i] += 1
+            wait([p.sentinel for p, _ in running.values()], timeout=5.0)
+            for i, (p, recv) in list(running.items()):
+                if p.exitcode is None:
+                    continue
+                p.join()
+                status = None
+                try:
+                    if recv.poll():
+                        status = recv.recv()
+                except (EOFError, OSError):
+                    pass
+                recv.close()
+                del running[i]
+                d = todo[i][1]
+                if status is None or status["status"] == "interrupted":
+                    how = (f"stopped by SIGTERM" if status is not None else
+                           f"killed by signal {-p.exitcode}" if p.exitcode < 0 else f"exited with code {p.exitcode}")
+                    if tries[i] < WORKER_ATTEMPTS and (status is not None or p.exitcode < 0):  # (not a crash)
+                        say(f"  worker {how}; starting {d.name} again (from its last checkpoint)")
+                        pending.append(i)
+                        continue
+                    status = {"dir": str(d), "status": "failed",
+                              "error": f"its worker process stopped {tries[i]} times (last: {how})"}
+                statuses[i] = status
+                say(f"  {status['status']}: {d.name}")
+    except BaseException:
+        for p, _ in running.values():
+            p.terminate()  # (SIGTERM: each run stops cleanly, resumable)
+        for p, recv in running.values():
+            p.join(10)
+            if p.exitcode is None:
+                p.kill()
+                p.join()
+            recv.close()
+        raise
+    return [s for s in statuses if s is not None]
 
 
 BUSY_WAIT = 24 * 3600  # at most this many seconds to wait for runs another process is writing
