@@ -372,3 +372,141 @@ def test_sigterm_stops_a_compare_and_its_workers_cleanly(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     assert len(json.loads((out / "summary.json").read_text())) == 2
+
+
+# ---- 5. faults in bulk ---------------------------------------------------------------------------
+
+BULK_STRATEGIES = ["er", "agem", "ewc", "si", "lwf", "der"]
+BULK_BENCHMARKS = ["permuted-digits", "split-digits"]
+BULK_SEEDS = [0, 1, 2, 3, 4]
+BULK_BASE = dict(tasks=2, iterations=6, model="mlp:16", batch_size=32)
+MIN_KILLS = 30
+KILL_SEED = 18
+
+
+def same_result(a: dict, b: dict) -> bool:
+    return (a["accuracy_matrix"] == b["accuracy_matrix"] and a["initial_accuracy"] == b["initial_accuracy"]
+            and a["metrics"] == b["metrics"])
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
+
+
+@pytest.fixture
+def grid_disk(tmp_path):
+    """A 64 MB tmpfs for the grid (so that it can be filled for real), or a plain folder when mounting
+    is not permitted (then the full disk is not injected, and the record says so)."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(where)], capture_output=True)
+    try:
+        yield where, p.returncode == 0
+    finally:
+        if p.returncode == 0:
+            subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the workers through Linux /proc")
+def test_a_grid_survives_kills_a_full_disk_and_a_corrupt_checkpoint(grid_disk, tmp_path):
+    import torch
+
+    disk, can_fill = grid_disk
+    out = disk / "grid"
+    grid = Grid(base=dict(BULK_BASE), axes={"benchmark": BULK_BENCHMARKS, "strategy": BULK_STRATEGIES,
+                                            "seed": BULK_SEEDS})
+    configs = grid.configs()
+    assert len(configs) >= 60
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # (as every worker: the same arithmetic, so the same bits)
+    try:
+        reference = {run_dir(out, c).name: run(c).to_dict() for c in configs}  # undisturbed, in memory
+    finally:
+        torch.set_num_threads(threads)
+
+    rng = random.Random(KILL_SEED)
+    stats = {"runs": len(configs), "kills": 0, "sigkill": 0, "sigterm": 0, "disk_full": 0, "corrupted": 0,
+             "runs_failed_by_disk_full": 0, "passes": 0}
+    outcome: dict = {}
+
+    def grid_pass():
+        try:
+            outcome["rows"] = compare(grid, out, workers=2, threads=1)
+        except UsageError as e:
+            outcome["error"] = str(e)
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            outcome["crash"] = repr(e)
+
+    t0 = time.monotonic()
+    worker = threading.Thread(target=grid_pass)
+    worker.start()
+    me = os.getpid()
+    while worker.is_alive():
+        time.sleep(rng.uniform(0.1, 0.8))
+        holders = {pid: d for pid, d in lock_holders(out).items() if pid != me}
+        if stats["kills"] < MIN_KILLS and holders:
+            pid = rng.choice(sorted(holders))
+            sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                continue
+            stats["kills"] += 1
+            stats["sigkill" if sig == signal.SIGKILL else "sigterm"] += 1
+        if can_fill and stats["kills"] == 10 and not stats["disk_full"]:
+            vfs = os.statvfs(disk)
+            ballast = disk / "ballast"
+            with open(ballast, "wb") as f:  # the whole disk, for a moment
+                try:
+                    f.write(b"\0" * (vfs.f_bavail * vfs.f_frsize))
+                except OSError:
+                    pass
+            time.sleep(0.6)
+            ballast.unlink()
+            stats["disk_full"] += 1
+        if stats["kills"] >= 15 and not stats["corrupted"]:
+            running = set(lock_holders(out).values())
+            for d in sorted(out.iterdir()) if out.is_dir() else []:
+                ck = d / CHECKPOINT
+                if d.is_dir() and d not in running and ck.exists() and not (d / "result.json").exists():
+                    data = bytearray(ck.read_bytes())
+                    data[len(data) // 3] ^= 0xFF
+                    ck.write_bytes(bytes(data))
+                    stats["corrupted"] += 1
+                    break
+    worker.join()
+    stats["passes"] += 1
+    assert "crash" not in outcome, outcome
+    if "error" in outcome:  # runs the full disk stopped: one line each; they resume in the next pass
+        assert "no space left on device" in outcome["error"], outcome["error"]
+        stats["runs_failed_by_disk_full"] = int(outcome["error"].split(" of ")[0])
+    if not stats["corrupted"]:  # every run finished between two looks: corrupt a finished run's checkpoint
+        d = out / sorted(reference)[0]
+        (d / "result.json").unlink()  # (as if killed between its last checkpoint and its result)
+        data = bytearray((d / CHECKPOINT).read_bytes())
+        data[len(data) // 3] ^= 0xFF
+        (d / CHECKPOINT).write_bytes(bytes(data))
+        stats["corrupted"] += 1
+    rows = compare(grid, out, workers=2, threads=1)  # the resume pass, undisturbed
+    stats["passes"] += 1
+    stats["seconds"] = round(time.monotonic() - t0, 1)
+
+    results = {name: json.loads((out / name / "result.json").read_text()) if (out / name / "result.json").exists()
+               else None for name in reference}
+    stats["results_lost"] = sum(r is None or not same_result(r, reference[name]) for name, r in results.items())
+    print(f"\nfaults in bulk: {json.dumps(stats)}")
+    _record("faults_in_bulk", stats)
+    assert stats["kills"] >= MIN_KILLS and stats["sigkill"] and stats["sigterm"]
+    assert stats["corrupted"] == 1 and (stats["disk_full"] == 1 or not can_fill)
+    assert stats["results_lost"] == 0
+    assert temp_files(disk) == []
+    assert without_timing(rows) == without_timing(summarize(reference, None))
+    assert without_timing(json.loads((out / "summary.json").read_text())) == without_timing(rows)
+
+
+def _record(name: str, data: dict) -> None:
+    """Keep the figures as DIR/NAME.json when FORGETLESS_RELIABILITY_RECORD=DIR (tools/reliability_table.py)."""
+    where = os.environ.get("FORGETLESS_RELIABILITY_RECORD")
+    if where:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        (Path(where) / f"{name}.json").write_text(json.dumps(data, indent=1))

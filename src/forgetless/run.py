@@ -256,8 +256,8 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
         with devices.together():  # rank 0 alone locks and claims the directory
             if out is not None and main:
                 lock = lock_dir(out)
-                ck = _claim(out, cfg, overwrite)
-                if resume and ck is None:
+                ck, read = _claim(out, cfg, overwrite)
+                if resume and not read:
                     ck = load_checkpoint(out / CHECKPOINT)
         if devices.world_size() > 1 and out is not None and resume:
             with devices.together():  # the others read the checkpoint once rank 0 has claimed the directory
@@ -316,30 +316,33 @@ def _same_config(stored: dict[str, Any], cfg: RunConfig) -> list[str]:
     return sorted(diff, key=lambda d: d.startswith("params."))  # (the strategy, lr, ... before its parameters)
 
 
-def _claim(out: Path, cfg: RunConfig, overwrite: bool) -> dict | None:
-    """Refuse to write over a run of another configuration in ``out`` (unless ``overwrite``).
-    Returns the checkpoint if it had to be read (no result.json) and is still there, else None."""
+def _claim(out: Path, cfg: RunConfig, overwrite: bool) -> tuple[dict | None, bool]:
+    """Refuse to write over a run of another configuration in ``out`` (unless ``overwrite``), or over
+    files forgetless did not write. Returns (the checkpoint if it had to be read (no result.json) and
+    is still there, else None; whether it was read: a corrupt one is reported once)."""
     import json
 
     stored = ck = None
+    read = False
     try:
         stored = json.loads((out / "result.json").read_text())["config"]
         if not isinstance(stored, dict):
             raise TypeError
     except (OSError, ValueError, KeyError, TypeError):
         stored = None
+        read = True
         ck = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).exists() else None
         stored = ck["config"] if ck is not None and isinstance(ck.get("config"), dict) else None
     if stored is None:
         _refuse_foreign_files(out, overwrite)
         record_written(out, *RUN_FILES)
-        return None
+        return ck, read
     diff = _same_config(stored, cfg)
     if not diff:
         if not written_by_forgetless(out / "result.json") and not written_by_forgetless(out / CHECKPOINT):
             _refuse_foreign_files(out, overwrite, known=("result.json", CHECKPOINT))  # (a run made before manifests)
         record_written(out, *RUN_FILES)
-        return ck
+        return ck, read
     if not overwrite:
         shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
         raise UsageError(f"{out} holds a run with other settings ({shown}); choose another --out, "
@@ -351,7 +354,7 @@ def _claim(out: Path, cfg: RunConfig, overwrite: bool) -> dict | None:
         elif path.exists():
             path.unlink()
     record_written(out, *RUN_FILES)
-    return None
+    return None, True
 
 
 def _is_our_log(path: Path) -> bool:
