@@ -68,6 +68,7 @@ class RunConfig:
     def resolved(self) -> "RunConfig":
         """A copy with defaults that depend on other options filled in, and values checked."""
         c = RunConfig(**{f.name: getattr(self, f.name) for f in fields(self)})
+        _check_types(c)
         c.params = dict(self.params)
         if c.scenario is None:
             kind = c.benchmark.partition("-")[0]
@@ -213,6 +214,26 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
             raise UsageError(f"--param {key} is given twice ({out[key]!r} and {value!r}); give it once")
         out[key] = value
     return out
+
+
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),),
+          "list": (list, tuple), "dict": (dict,)}
+_TEXT_TOO = ("classes", "angles", "milestones")  # lists that may also be written as text ("0,45,90")
+
+
+def _check_types(c: RunConfig) -> None:
+    """Every option has the type its field declares (a grid file may hold anything): one-line errors."""
+    for f in fields(c):
+        value = getattr(c, f.name)
+        kinds = [k.strip().split("[")[0] for k in str(f.type).split("|")]
+        allowed = tuple(t for k in kinds for t in _TYPES.get(k, (object,)))
+        if f.name in _TEXT_TOO:
+            allowed += (str,)
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if not ok:
+            want = " or ".join({"str": "text", "int": "an integer", "float": "a number", "bool": "true or false",
+                                "None": "empty", "list": "a list", "dict": "a table"}.get(k, k) for k in kinds)
+            raise UsageError(f"option {f.name!r} must be {want}, got {value!r}")
 
 
 def _check_specs(c: RunConfig) -> None:

@@ -70,7 +70,10 @@ class Grid:
         out, seen = [], set()
         for values in itertools.product(*(self.axes[k] for k in keys)):
             d = {k: v for k, v in self.base.items() if not k.startswith("params.")}
-            params = dict(self.base.get("params", {}))
+            params = self.base.get("params", {})
+            if not isinstance(params, dict):
+                raise UsageError(f"params must be a table of KEY = VALUE, got {params!r}")
+            params = dict(params)
             params.update({k[7:]: v for k, v in self.base.items() if k.startswith("params.")})
             for k, v in zip(keys, values):
                 if k.startswith("params."):
@@ -78,6 +81,8 @@ class Grid:
                 else:
                     d[k] = v
             strategy = d.get("strategy", RunConfig.strategy)
+            if not isinstance(strategy, str):
+                raise UsageError(f"option 'strategy' must be text (e.g. \"er+ewc\"), got {strategy!r}")
             parts = strategy.split("+")
             declared = {p for n in parts if n in STRATEGIES for p in STRATEGIES[n].params}
             declared |= {f"{n}.{p}" for n in parts if n in STRATEGIES for p in STRATEGIES[n].params}
@@ -151,11 +156,13 @@ def load_grid_file(path: str | Path, overrides: list[str] = ()) -> Grid:
                              f"params.NAME=VALUE){_did_you_mean(head)}")
         if dot:
             check_param_key(tail, f"override {item!r}:")
+        elif head == "params":
+            raise UsageError(f"override {item!r}: set one parameter at a time, e.g. params.lam=10")
         flat[name] = parse_value(value, f"override {item!r}")
     base, axes = {}, {}
     for k, v in flat.items():
         one = k in ("angles", "milestones")  # (a list that is one value)
-        if isinstance(v, list) and not one or one and v and isinstance(v[0], list):
+        if isinstance(v, list) and not one or one and isinstance(v, list) and v and isinstance(v[0], list):
             if not v:
                 raise UsageError(f"{path}: {k} is an empty list, which would make a grid of no runs; "
                                  f"give at least one value")

@@ -158,7 +158,10 @@ def parse_angles(text: Any) -> list[float]:
         raise UsageError(f"--angles {text!r}: write comma-separated numbers of degrees, e.g. 0,45,90")
     items = text.split(",")
     if all(_NUMBER_RE.fullmatch(v) for v in items):
-        return [float(v) for v in items]
+        values = [float(v) for v in items]
+        if not all(math.isfinite(v) for v in values):  # (1e400 overflows to inf)
+            raise UsageError(f"--angles {text!r}: every angle must be a finite number of degrees")
+        return values
     good = [v.strip() for v in items if _NUMBER_RE.fullmatch(v.strip())]
     bad = next(v for v in items if not _NUMBER_RE.fullmatch(v))
     what = "an empty item" if not bad.strip() else "spaces" if bad.strip() != bad else f"{bad!r}, not a number"
@@ -234,6 +237,8 @@ def parse_value(text: str, what: str = "value") -> Any:
     if re.fullmatch(r"[+-]?[0-9]+", text):
         return int(text)
     if _NUMBER_RE.fullmatch(text):
+        if not math.isfinite(float(text)):  # (1e400 overflows to inf)
+            raise UsageError(f"{what}: {text!r} is too large: give a finite value")
         return float(text)
     if _LOOKS_NUMERIC.fullmatch(text) and any(c.isdigit() for c in text):
         fixed = None
