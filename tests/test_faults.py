@@ -187,6 +187,22 @@ def test_full_disk_during_a_run_is_one_line_and_resumes(name, after, resumes, tm
     assert json.loads((out / "result.json").read_text())["accuracy_matrix"] == reference.accuracy_matrix
 
 
+def test_full_disk_in_the_tensorboard_writer_thread_is_one_line(tmp_path, capsys, monkeypatch):
+    """TensorBoard writes events from a thread of its own: its ENOSPC becomes the same one line."""
+    gfile = pytest.importorskip("tensorboard.compat.tensorflow_stub.io.gfile")
+    real = gfile.io.open
+
+    def full(name, mode="r", *a, **k):
+        if "tfevents" in str(name) and ("a" in mode or "w" in mode):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(name, mode, *a, **k)
+
+    monkeypatch.setattr(gfile.io, "open", full)
+    err = one_line_error(capsys, "run", *TINY, "--out", tmp_path / "run")
+    assert "no space left on device while writing" in err and "tensorboard" in err and "--resume" in err
+    assert temp_files(tmp_path) == []
+
+
 @pytest.mark.parametrize("name", ["summary.json", "summary.csv"])
 def test_full_disk_writing_a_summary(name, tmp_path, capsys, monkeypatch):
     FullDisk(monkeypatch, name)
@@ -510,3 +526,79 @@ def _record(name: str, data: dict) -> None:
     if where:
         Path(where).mkdir(parents=True, exist_ok=True)
         (Path(where) / f"{name}.json").write_text(json.dumps(data, indent=1))
+
+
+# ---- 5b. the same under torchrun: killing one rank ends the other cleanly ------------------------
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            out.append(int(status.parent.name))
+    return out
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for item in env:
+        if item.startswith(b"RANK="):
+            return int(item[5:])
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="finds the ranks through Linux /proc")
+@pytest.mark.parametrize("victim", [1])
+def test_killing_one_rank_under_torchrun_ends_the_other_cleanly_and_resume_completes(tmp_path, victim):
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    args = ["--benchmark", "permuted-digits", "--tasks", "4", "--epochs", "4", "--model", "mlp:128", "--seed", "4",
+            "--quiet", "--device", "cpu"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "-m", "forgetless", "run"]
+    out = tmp_path / "ddp"
+    p = subprocess.Popen([*torchrun, *args, "--out", str(out)], env=child_env(), cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert _wait_for(lambda: (out / CHECKPOINT).exists() or p.poll() is not None, 300)
+        ranks = {_rank_of(c): c for c in _children(p.pid)}
+        if p.poll() is not None or victim not in ranks:
+            pytest.skip(f"the run ended before a rank could be killed ({p.poll()})")
+        os.kill(ranks[victim], signal.SIGKILL)
+        t = time.monotonic()
+        _, err = p.communicate(timeout=120)
+        ended = time.monotonic() - t
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    survivor = ranks[1 - victim]
+    assert not Path(f"/proc/{survivor}").exists() or "zombie" in Path(f"/proc/{survivor}/status").read_text()
+    assert p.returncode != 0
+    forgetless_lines = [line for line in err.splitlines() if line.startswith("forgetless:")]
+    assert "Traceback (most recent call last)" not in err, err[-3000:]
+    assert temp_files(out) == []
+    resumed = subprocess.run([*torchrun, *args, "--out", str(out), "--resume"], env=child_env(), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reference = run(RunConfig(benchmark="permuted-digits", tasks=4, epochs=4, model="mlp:128", seed=4))
+    finally:
+        torch.set_num_threads(threads)
+    got = json.loads((out / "result.json").read_text())
+    _record("torchrun_kill", {"ended_seconds": round(ended, 1), "survivor_lines": forgetless_lines,
+                              "identical": got["accuracy_matrix"] == reference.accuracy_matrix})
+    print(f"\ntorchrun: rank {1 - victim} ended {ended:.1f} s after rank {victim} was killed; {forgetless_lines}")
+    assert ended < 60
+    assert got["accuracy_matrix"] == reference.accuracy_matrix

@@ -51,7 +51,12 @@ def lock_dir(out: Path):
     """An exclusive lock on ``out`` (released when the file closes or the process dies)."""
     import fcntl
 
-    f = open(out / ".lock", "a")
+    try:
+        f = open(out / ".lock", "a")
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full(e, out / ".lock") from None
+        raise
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -92,13 +97,35 @@ class RunLog:
             self.paths[name] = path
             self.files[name] = self._guard(name, lambda: open(path, "a", buffering=1 << 16))
         self.tb = None
+        self.paths["tensorboard"] = out / "tensorboard"
+        self._hook = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=resume_step or None)
             except ImportError:
-                pass
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self._quiet_writer_thread()
+                try:
+                    self.tb = self._guard("tensorboard", lambda: SummaryWriter(str(out / "tensorboard"),
+                                                                               purge_step=resume_step or None))
+                except BaseException:
+                    self.close(quiet=True)
+                    raise
+
+    def _quiet_writer_thread(self) -> None:
+        """TensorBoard writes from a thread of its own; a full disk there is raised again in this thread
+        at the next call (where it becomes the one-line DiskFull): the thread must not print it too."""
+        import threading
+
+        previous = threading.excepthook
+
+        def hook(args):
+            if not is_disk_full(args.exc_value):
+                previous(args)
+
+        self._hook = previous
+        threading.excepthook = hook
 
     def _guard(self, name: str, write: Callable[[], Any]):
         """``write()``; a full disk becomes the one-line DiskFull naming the file."""
@@ -112,21 +139,21 @@ class RunLog:
     def step(self, step: int, task: int, epoch: int, loss: float) -> None:
         self._guard("log.csv", lambda: self.files["log.csv"].write(f"{step},{task},{epoch},{loss:.6g}\n"))
         if self.tb is not None:
-            self.tb.add_scalar("loss", loss, step)
+            self._guard("tensorboard", lambda: self.tb.add_scalar("loss", loss, step))
 
     def accuracy(self, step: int, after_task: int, accs: list[float]) -> None:
         rows = "".join(f"{step},{after_task},{j},{a:.6f}\n" for j, a in enumerate(accs))
         self._guard("accuracy.csv", lambda: self.files["accuracy.csv"].write(rows))
         if self.tb is not None:
             for j, a in enumerate(accs):
-                self.tb.add_scalar(f"accuracy/task_{j + 1}", a, step)
+                self._guard("tensorboard", lambda: self.tb.add_scalar(f"accuracy/task_{j + 1}", a, step))
 
     def flush(self) -> None:
         for name, f in self.files.items():
             self._guard(name, f.flush)
             self._guard(name, lambda: os.fsync(f.fileno()))
         if self.tb is not None:
-            self.tb.flush()
+            self._guard("tensorboard", self.tb.flush)
 
     def close(self, quiet: bool = False) -> None:
         """Close the files; ``quiet``: while another error is on its way, a failing close (a full disk
@@ -137,8 +164,17 @@ class RunLog:
             except (OSError, UsageError):
                 if not quiet:
                     raise
-        if self.tb is not None:
-            self.tb.close()
+        try:
+            if self.tb is not None:
+                self._guard("tensorboard", self.tb.close)
+        except (OSError, UsageError):
+            if not quiet:
+                raise
+        finally:
+            if self._hook is not None:
+                import threading
+
+                threading.excepthook, self._hook = self._hook, None
 
 
 @dataclass
@@ -246,7 +282,12 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
         if out is not None and main:
             if out.exists() and not out.is_dir():
                 raise UsageError(f"--out {out} is a file, not a directory; choose another path")
-            out.mkdir(parents=True, exist_ok=True)
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                if is_disk_full(e):
+                    raise disk_full(e, out) from None
+                raise
     if benchmark.scenario == "class" and getattr(strategy, "family", "") in ("regularization", "distillation"):
         say(CLASS_IL_NOTE.format(name=cfg.strategy))
     t_setup = time.perf_counter() - t0
@@ -478,7 +519,8 @@ class RunDiskFull(DiskFull):
     """A full disk during a run: the message says that the run resumes from its last checkpoint."""
 
     def __init__(self, error: DiskFull, done: int, tasks: int):
-        UsageError.__init__(self, str(error).replace("and run again", "and run again with --resume") +
+        UsageError.__init__(self, str(error).replace("and run again", "and run the same command again (with "
+                                                                       "--resume for `forgetless run`)") +
                             (f": the run resumes from its last checkpoint (after task {done} of {tasks})" if done
                              else ": there is no checkpoint yet, so the run starts from task 1"))
         self.path, self.needed, self.free = error.path, error.needed, error.free
