@@ -583,7 +583,11 @@ def test_killing_one_rank_under_torchrun_ends_the_other_cleanly_and_resume_compl
     assert not Path(f"/proc/{survivor}").exists() or "zombie" in Path(f"/proc/{survivor}/status").read_text()
     assert p.returncode != 0
     forgetless_lines = [line for line in err.splitlines() if line.startswith("forgetless:")]
-    assert "Traceback (most recent call last)" not in err, err[-3000:]
+    # the survivor says one line; torchrun's own report of the killed rank follows (its traceback is
+    # torchrun's, from torch/distributed/run.py): no traceback comes from forgetless's code
+    assert len(forgetless_lines) == 1 and "another process of this torchrun run stopped" in forgetless_lines[0], err
+    assert "--resume" in forgetless_lines[0]
+    assert not [line for line in err.splitlines() if "File \"" in line and "/forgetless/" in line], err[-3000:]
     assert temp_files(out) == []
     resumed = subprocess.run([*torchrun, *args, "--out", str(out), "--resume"], env=child_env(), cwd=tmp_path,
                              capture_output=True, text=True, timeout=600)

@@ -326,6 +326,19 @@ def sigterm_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, _terminate_like_interrupt)
 
 
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused",
+             "Socket Timeout", "socket timeout", "NCCL communicator was aborted", "remote process exited")
+
+
+def _peer_lost(error: RuntimeError) -> bool:
+    """Whether a collective failed because another process of the run is gone (not a bug here)."""
+    import torch.distributed as dist
+
+    kinds = tuple(k for k in (getattr(dist, "DistNetworkError", None), getattr(dist, "DistBackendError", None))
+                  if k is not None)
+    return (bool(kinds) and isinstance(error, kinds)) or any(s in str(error) for s in PEER_LOST)
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
@@ -346,6 +359,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"forgetless: error: {disk_full(e, e.filename or 'a file')}", file=sys.stderr, flush=True)
         return 2
+    except RuntimeError as e:  # under torchrun: another process died, and a collective here saw it
+        if not devices.launched_by_torchrun() or not _peer_lost(e):
+            raise
+        why = next((s for s in PEER_LOST if s in str(e)), type(e).__name__)
+        print(f"forgetless: error: rank {devices.rank()}: another process of this torchrun run stopped "
+              f"({why}); run the same torchrun command with --resume to continue from the last checkpoint",
+              file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
         print("forgetless: interrupted; run the same command again (with --resume for `run`) to continue "
               "from the last checkpoint", file=sys.stderr)
