@@ -353,6 +353,14 @@ def faults_sections(tests: dict) -> list[str]:
                 f"{bulk['results_lost']}** — every result equals an undisturbed run's (accuracy matrix, "
                 "initial accuracies, metrics, with `==`), no temporary file remains, and `summary.json` "
                 "equals the undisturbed summary (ignoring `train_seconds`)."]
+    tr = tests["records"].get("torchrun_kill", {})
+    if tr:
+        out += ["", "**Under torchrun** (2 processes, gloo): `forgetless run` on permuted-digits (4 tasks, mlp:128) "
+                f"has rank 1 killed with SIGKILL after its first checkpoint; rank 0 ended {tr['ended_seconds']} s "
+                f"later with one line, `{tr['survivor_lines'][0] if tr['survivor_lines'] else ''}`, and no "
+                "traceback from forgetless (torchrun then prints its own report of the killed rank); the same "
+                "torchrun command with `--resume` completed with "
+                + ("exactly the one-process accuracy matrix." if tr["identical"] else "**another** matrix.")]
     out += ["", "## Fuzzing (`tests/test_fuzz.py`: " + outcome(tests, "test_fuzz") + ")", "",
             "Hypothesis, with a deadline per example (a hang fails): 300 examples for each spec parser "
             "(strategy, model, classes, angles, data dir, `--param` lists), 150 random and 150 mutated TOML "
