@@ -299,9 +299,10 @@ def tests_sections(tests: dict) -> list[str]:
             "`data/idx.py`: a header with a zero dimension and huge other ones raised numpy's "
             "`ValueError` (and the data size was computed in int64, which wraps around for huge "
             "dimensions).",
-            "- Options: `parse_value(str(v))` gives back ints, floats (inf and nan included) and bools "
-            "with their type; `parse_params` of generated `KEY=VALUE` lists gives the expected dict, and "
-            "items without `=` or without a key are refused.",
+            "- Options: `parse_value(str(v))` gives back ints, finite floats and bools with their type (inf "
+            "and nan are refused: issue 18's strict values); `parse_params` of generated `KEY=VALUE` lists "
+            "gives the expected dict, spaces around a key are refused, and items without `=` or without a "
+            "key are refused.",
             "- Metrics on random matrices in [0, 1]: BWT is 0 when every column is constant from the "
             "diagonal down; forgetting is then 0 exactly when no accuracy above the diagonal beats the "
             "diagonal (Chaudhry et al.'s max runs over every earlier row, before the task was learned "
