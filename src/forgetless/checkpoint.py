@@ -58,13 +58,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     torch.save(state, buf)
     blob = buf.getvalue()
     new = hashlib.sha256(blob).hexdigest()
-    old = (_listed(path) or set()) if path.exists() else set()
+    old: set[str] = set()
     if path.exists():  # the checkpoint now on disk stays valid until the new one replaces it
-        try:
-            current = hashlib.sha256(path.read_bytes()).hexdigest()
-            old = {current} if current in old or not old else set()
-        except OSError:
-            old = set()
+        old = _listed(path) or set()
+        if not old:  # (no checksum yet: a checkpoint from before checksums)
+            try:
+                old = {hashlib.sha256(path.read_bytes()).hexdigest()}
+            except OSError:
+                old = set()
     atomic_write_text(sidecar(path), "\n".join([new, *sorted(old)]) + f"  {path.name}\n")
     atomic_write_bytes(path, blob)
     atomic_write_text(sidecar(path), f"{new}  {path.name}\n")
