@@ -11,7 +11,6 @@ checkpoints with their checksum file, 100 damaged ones without it (torch's own p
 from __future__ import annotations
 
 import datetime
-import io
 import json
 import os
 import re

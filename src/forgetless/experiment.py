@@ -334,7 +334,7 @@ def _execute_local(todo: list[tuple[RunConfig, Path]], workers: int, threads: in
                 del running[i]
                 d = todo[i][1]
                 if status is None or status["status"] == "interrupted":
-                    how = (f"stopped by SIGTERM" if status is not None else
+                    how = ("stopped by SIGTERM" if status is not None else
                            f"killed by signal {-p.exitcode}" if p.exitcode < 0 else f"exited with code {p.exitcode}")
                     if tries[i] < WORKER_ATTEMPTS and (status is not None or p.exitcode < 0):  # (not a crash)
                         say(f"  worker {how}; starting {d.name} again (from its last checkpoint)")

@@ -28,7 +28,7 @@ from . import devices
 from . import metrics as M
 from .augment import make_augment, resolve as resolve_augment
 from .benchmarks import Benchmark, Task, build
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, sidecar
+from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import PLACEMENT, RunConfig
 from .data.cache import (DiskFull, atomic_write_text, disk_full, is_disk_full, record_written, refuse_foreign,
                          written_by_forgetless)
