@@ -94,7 +94,10 @@ def load_checkpoint(path: str | Path, quiet: bool = False) -> dict[str, Any] | N
                       if listed else f"{sidecar(path).name} is unreadable")
     if reason is None:
         try:
-            return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            if isinstance(state, dict):
+                return state
+            reason = f"it holds a {type(state).__name__}, not a checkpoint"  # (damaged, without a checksum)
         except pickle.UnpicklingError as e:
             if "weights_only" in str(e) or "Unsupported global" in str(e):
                 raise UsageError(f"refusing to load {path}: it holds objects that could run code, not only "

@@ -300,16 +300,39 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
                 ck, read = _claim(out, cfg, overwrite)
                 if resume and not read:
                     ck = load_checkpoint(out / CHECKPOINT)
+                if resume and ck is not None and not _usable(ck, out):
+                    ck = None
         if devices.world_size() > 1 and out is not None and resume:
             with devices.together():  # the others read the checkpoint once rank 0 has claimed the directory
                 if not main:
-                    ck = load_checkpoint(out / CHECKPOINT)
+                    ck = load_checkpoint(out / CHECKPOINT, quiet=True)  # (rank 0 says what is wrong)
+                    if ck is not None and not _usable(ck, out, quiet=True):
+                        ck = None
             devices.check_same(f"the checkpoint in {out} (every process must see --out: a directory they "
                                f"all share)", None if ck is None else (ck["global_step"], ck["state"]))
         return _train_all(cfg, ctx, strategy, out, ck if resume else None, say, show_progress, t0, t_setup)
     finally:
         if lock is not None:
             lock.close()
+
+
+CHECKPOINT_KEYS = ("config", "state", "model", "optimizer", "strategy", "generator", "torch_rng", "global_step",
+                   "seen_upto")
+
+
+def _usable(ck: dict, out: Path, quiet: bool = False) -> bool:
+    """Whether a loaded checkpoint has what resuming needs (a damaged one without a checksum may
+    load as something else); if not, a warning: the run starts over."""
+    import sys
+
+    missing = [k for k in CHECKPOINT_KEYS if k not in ck]
+    if not missing and isinstance(ck["config"], dict) and isinstance(ck["state"], dict):
+        return True
+    if not quiet:
+        print(f"forgetless: warning: ignoring unreadable checkpoint {out / CHECKPOINT} (it lacks "
+              f"{', '.join(missing) or 'a valid config'}); the run restarts from task 1 (the beginning)",
+              file=sys.stderr)
+    return False
 
 
 def benchmark_datasets(name: str) -> list[str] | None:
