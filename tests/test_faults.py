@@ -606,3 +606,17 @@ def test_killing_one_rank_under_torchrun_ends_the_other_cleanly_and_resume_compl
     print(f"\ntorchrun: rank {1 - victim} ended {ended:.1f} s after rank {victim} was killed; {forgetless_lines}")
     assert ended < 60
     assert got["accuracy_matrix"] == reference.accuracy_matrix
+
+
+def test_a_checkpoint_without_what_resuming_needs_starts_the_run_over(tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "run"
+    full = run(tiny(benchmark="permuted-digits", tasks=2), out=out)
+    (out / "result.json").unlink()
+    sidecar(out / CHECKPOINT).unlink()
+    (out / cache.MANIFEST).unlink()  # (as a checkpoint from before checksums and manifests)
+    torch.save({"config": full.config, "state": {"done": 1}}, out / CHECKPOINT)
+    again = run(tiny(benchmark="permuted-digits", tasks=2), out=out, resume=True)
+    assert "it lacks model" in capsys.readouterr().err
+    assert again.accuracy_matrix == full.accuracy_matrix

@@ -371,7 +371,9 @@ def faults_sections(tests: dict) -> list[str]:
             "them): only acceptance or one-line `UsageError`s. `FORGETLESS_FUZZ_SCALE=10` multiplies the "
             "counts. Fuzzing found, now fixed: grid-file options of the wrong type (`angles = 1`, "
             "`strategy = 0`, `benchmark = 0`) raised TypeError/AttributeError; `params=...` as an override "
-            "raised ValueError; `1e400` overflowed to an infinite angle or parameter.",
+            "raised ValueError; `1e400` overflowed to an infinite angle or parameter; a checkpoint without a "
+            "checksum file whose pickle had one flipped byte loaded as a string instead of a dict (now refused, "
+            "and resuming checks the keys it needs).",
             "", "## Security (`tests/test_security.py`: " + outcome(tests, "test_security") + ")", "",
             "A crafted checkpoint with a valid checksum file is still refused (`weights_only`), also through "
             "`run --resume` (the loader every torchrun rank uses); every loader call in the source is checked "
