@@ -76,8 +76,80 @@ CASES = [
                                                           "mlp:8", "--lr", "0.01", "--out", "{tmp}/finished"],
      "holds a run with other settings (lr: 0.001 -> 0.01)"),
     ("a learning rate that makes training diverge", ["run", "--quiet", "--optimizer", "sgd", "--lr", "1e20", "--tasks", "1",
-                                                     "--model", "mlp:32"], "lower the learning rate"),
+                                                     "--model", "mlp:32", "--out", "{tmp}/diverge"], "lower the learning rate"),
+    # issue 18: one strict grammar per spec (src/forgetless/spec.py): every malformed form is refused
+    ("a doubled '+' in a composition", ["run", "--strategy", "ewc++lwf"], "did you mean 'ewc+lwf'"),
+    ("a trailing '+' in a composition", ["run", "--strategy", "ewc+"], "did you mean 'ewc'"),
+    ("spaces in a composition", ["run", "--strategy", "er + ewc"], "did you mean 'er+ewc'"),
+    ("a trailing space after a strategy", ["run", "--strategy", "ewc "], "has spaces"),
+    ("an upper-case strategy name", ["run", "--strategy", "EWC"], "did you mean 'ewc'"),
+    ("strategies joined by a comma", ["run", "--strategy", "ewc,lwf"], "did you mean 'ewc+lwf'"),
+    ("a strategy composed with itself", ["run", "--strategy", "ewc+ewc"], "a strategy appears twice"),
+    ("an empty strategy", ["run", "--strategy", ""], "give a strategy name"),
+    ("an empty hidden width", ["run", "--model", "mlp:100,,100"], "did you mean 'mlp:100,100'"),
+    ("a hidden width with a unit", ["run", "--model", "mlp:100x"], "did you mean 'mlp:100'"),
+    ("a trailing comma in the widths", ["run", "--model", "mlp:100,"], "did you mean 'mlp:100'"),
+    ("a space in a model spec", ["run", "--model", "mlp: 100"], "did you mean 'mlp:100'"),
+    ("options for the cnn", ["run", "--model", "cnn:3"], "cnn takes no options"),
+    ("a ResNet spec with a stray part", ["run", "--model", "resnet18:nf=8:x"], "did you mean 'resnet18:nf=8'"),
+    ("a misspelt model kind", ["run", "--model", "mpl:100"], "did you mean 'mlp:100'"),
+    ("a Keras spec without a function", ["run", "--model", "keras:"], "keras:package.module:function"),
+    ("an empty model", ["run", "--model", ""], "unknown model ''"),
+    ("a trailing empty class group", ["run", "--benchmark", "split-digits", "--classes", "0,1|"], "empty class group"),
+    ("a trailing space after the classes", ["run", "--benchmark", "split-digits", "--classes", "0,1|2,3 "],
+     "did you mean '0,1|2,3'"),
+    ("an empty class number", ["run", "--benchmark", "split-digits", "--classes", "0,,1|2,3"], "empty class number"),
+    ("classes separated by semicolons", ["run", "--benchmark", "split-digits", "--classes", "0;1|2,3"],
+     "not a class number"),
+    ("an angle that is a word", ["run", "--benchmark", "rotated-digits", "--angles", "10,abc"], "'abc', not a number"),
+    ("an empty angle", ["run", "--benchmark", "rotated-digits", "--angles", "10,,20"], "did you mean '10,20'"),
+    ("an angle that is not finite", ["run", "--benchmark", "rotated-digits", "--angles", "0,nan"], "not a number"),
+    ("a parameter with half an exponent", ["run", "--strategy", "ewc", "--param", "lam=1e"], "did you mean '1e0'"),
+    ("a parameter with two '='", ["run", "--strategy", "ewc", "--param", "lam==3"], "starts with '='"),
+    ("a parameter with an empty value", ["run", "--strategy", "ewc", "--param", "lam="], "the value is empty"),
+    ("a parameter value with a trailing space", ["run", "--strategy", "ewc", "--param", "lam=3 "], "did you mean '3'"),
+    ("a parameter that is not finite", ["run", "--strategy", "ewc", "--param", "lam=nan"], "not a finite number"),
+    ("a parameter that is infinite", ["run", "--strategy", "ewc", "--param", "lam=inf"], "not a finite number"),
+    ("a number with two points", ["run", "--strategy", "ewc", "--param", "lam=1.2.3"], "is not a number"),
+    ("a parameter key with two dots", ["run", "--strategy", "ewc", "--param", "ewc..lam=3"], "did you mean 'ewc.lam'"),
+    ("a parameter key with a space", ["run", "--strategy", "ewc", "--param", "la m=3"], "write NAME or PART.NAME"),
+    ("a parameter given twice", ["run", "--strategy", "ewc", "--param", "lam=1", "--param", "lam=2"], "given twice"),
+    ("a data dir map without a folder", ["run", "--data-dir", "mnist="], "no folder for 'mnist'"),
+    ("a dataset twice in a data dir map", ["run", "--data-dir", "mnist=/a,mnist=/b"], "'mnist' twice"),
+    ("a misspelt dataset in a data dir map", ["run", "--data-dir", "mnsit=/tmp"], "did you mean 'mnist=/tmp'"),
+    ("a data dir with a leading space", ["run", "--data-dir", " /tmp"], "has spaces around it"),
+    ("an empty data dir", ["run", "--data-dir", ""], "give a folder"),
+    ("an empty TOML grid file", ["compare", "--config", "{tmp}/empty.toml"], "is empty"),
+    ("an empty YAML grid file", ["compare", "--config", "{tmp}/empty.yaml"], "is empty"),
+    ("a grid file with only comments", ["compare", "--config", "{tmp}/comments.toml"], "is empty"),
+    ("a grid axis with no values", ["compare", "--config", "{tmp}/no-values.toml"], "empty list"),
+    ("grid params that are not a table", ["compare", "--config", "{tmp}/params-list.toml"], "params must be a table"),
+    ("a grid option spelt with a dash", ["compare", "--config", "{tmp}/dash.toml"], "did you mean 'batch_size'"),
+    ("a malformed composition in a grid file", ["compare", "--config", "{tmp}/bad-strategy.toml"],
+     "did you mean 'er+ewc'"),
+    ("a grid file whose top level is a list", ["compare", "--config", "{tmp}/list.yaml"], "top level must be a table"),
+    ("a grid file with another suffix", ["compare", "--config", "{tmp}/grid.ini"], "use a .toml or .yaml file"),
+    ("an override of something that is not an option", ["compare", "--config", "{tmp}/ok.toml", "epochs.x=3"],
+     "is not an option"),
+    ("an override with two '='", ["compare", "--config", "{tmp}/ok.toml", "epochs==2"], "starts with '='"),
+    ("an override with half an exponent", ["compare", "--config", "{tmp}/ok.toml", "params.lam=1e"],
+     "did you mean '1e0'"),
+    ("an override without a value", ["compare", "--config", "{tmp}/ok.toml", "epochs"], "write KEY=VALUE"),
+    # issue 18: never overwrite a file forgetless did not write
+    ("a log.csv of the user's in --out", ["run", "--out", "{tmp}/foreign-run"], "log.csv exists and was not written"),
+    ("a result.json of the user's in --out", ["run", "--out", "{tmp}/foreign-result"],
+     "result.json exists and was not written"),
+    ("a summary.csv of the user's in compare --out", ["compare", "--out", "{tmp}/foreign-grid"],
+     "summary.csv exists and was not written"),
+    ("a report --out that is the user's page", ["report", "{tmp}/finished", "--out", "{tmp}/page.html"],
+     "page.html exists and was not written"),
+    ("a figure of the user's in report --figures", ["report", "{tmp}/finished", "--out", "{tmp}/r.html", "--figures",
+                                                    "{tmp}/figs"], "matrix.png exists and was not written"),
+    ("a worker start method that does not exist", ["compare", "--quiet", "--workers", "2", "--tasks", "1", "--model", "mlp:8",
+                                                   "--out", "{tmp}/start"], "FORGETLESS_START_METHOD"),
 ]
+
+ENV = {"a worker start method that does not exist": {"FORGETLESS_START_METHOD": "teleport"}}  # extra environment
 
 
 def make_places(tmp, mnist_dir) -> dict[str, str]:
@@ -89,6 +161,23 @@ def make_places(tmp, mnist_dir) -> dict[str, str]:
     (tmp / "unknown.toml").write_text('benchmarc = "split-digits"\n')
     (tmp / "a-file").write_text("not a directory")
     (tmp / "empty").mkdir()
+    (tmp / "empty.toml").write_text("")
+    (tmp / "empty.yaml").write_text("")
+    (tmp / "comments.toml").write_text("# strategy = ['er']\n")
+    (tmp / "no-values.toml").write_text("strategy = []\n")
+    (tmp / "params-list.toml").write_text("params = [1, 2]\n")
+    (tmp / "dash.toml").write_text("batch-size = 32\n")
+    (tmp / "bad-strategy.toml").write_text('strategy = "er++ewc"\n')
+    (tmp / "list.yaml").write_text("- strategy: er\n")
+    (tmp / "grid.ini").write_text("[grid]\n")
+    (tmp / "ok.toml").write_text('strategy = "ewc"\n')
+    for name, files in (("foreign-run", {"log.csv": "my notes\n"}),
+                        ("foreign-result", {"result.json": '{"mine": true}'}),
+                        ("foreign-grid", {"summary.csv": "my table\n"}), ("figs", {"matrix.png": "my picture"})):
+        (tmp / name).mkdir()
+        for f, text in files.items():
+            (tmp / name / f).write_text(text)
+    (tmp / "page.html").write_text("<html>my page</html>")
     from forgetless import RunConfig, run
 
     run(RunConfig(tasks=1, epochs=1, model="mlp:8"), out=tmp / "finished")  # a finished run, lr 0.001

@@ -1,10 +1,11 @@
 """Every bad input gets one line on stderr, exit code 2, no traceback, and earlier results stay."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from bad_inputs import CASES, make_places  # noqa: E402  (tests/ is on sys.path under pytest's rootdir import mode)
+from bad_inputs import CASES, ENV, make_places  # noqa: E402  (tests/ is on sys.path under pytest's rootdir import mode)
 from forgetless.cli import main
 
 
@@ -13,8 +14,8 @@ def places(tmp_path_factory, mnist_dir):
     return make_places(tmp_path_factory.mktemp("bad"), mnist_dir)
 
 
-def test_there_are_at_least_25_cases():
-    assert len(CASES) >= 25
+def test_there_are_well_over_60_cases():
+    assert len(CASES) >= 100 and len({c[0] for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("what, args, fragment", CASES, ids=[c[0] for c in CASES])
@@ -22,6 +23,8 @@ def test_bad_input(what, args, fragment, places, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("FORGETLESS_DATA", raising=False)
+    for key, value in ENV.get(what, {}).items():
+        monkeypatch.setenv(key, value)
     earlier = tmp_path / "earlier"
     earlier.mkdir()
     (earlier / "result.json").write_text('{"accuracy_matrix": [[1.0]]}')
@@ -34,6 +37,7 @@ def test_bad_input(what, args, fragment, places, tmp_path, capsys, monkeypatch):
     assert len(lines) == 1, err
     assert lines[0].startswith("forgetless: error: ") and fragment in lines[0], lines[0]
     assert (earlier / "result.json").read_text() == '{"accuracy_matrix": [[1.0]]}'
+    assert not [p for p in tmp_path.rglob("*.part")] and not [p for p in Path(places["tmp"]).rglob("*.part")]
 
 
 def test_errors_print_no_traceback_in_a_real_process(places, tmp_path):

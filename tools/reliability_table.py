@@ -30,14 +30,15 @@ TESTS = REPO / "tests"
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(REPO / "src"))
 
-from bad_inputs import CASES, make_places  # noqa: E402
+from bad_inputs import CASES, ENV, make_places  # noqa: E402
 
 EARLIER = '{"accuracy_matrix": [[1.0]]}'
 RELIABILITY_TESTS = ["tests/test_kill_resume.py", "tests/test_determinism.py", "tests/test_properties.py",
-                     "tests/test_resume.py::test_malicious_checkpoint_cannot_run_code"]
+                     "tests/test_resume.py::test_malicious_checkpoint_cannot_run_code", "tests/test_faults.py",
+                     "tests/test_fuzz.py", "tests/test_security.py"]
 
 
-def run_case(args: list[str], work: Path, real_process: bool) -> dict:
+def run_case(args: list[str], work: Path, real_process: bool, extra_env: dict | None = None) -> dict:
     """One bad input, as tests/test_bad_inputs.py runs it; returns exit code, stderr, checks."""
     from forgetless.cli import main
 
@@ -49,6 +50,7 @@ def run_case(args: list[str], work: Path, real_process: bool) -> dict:
         args = args + ["--out", str(earlier)]
     env = {k: v for k, v in os.environ.items() if k != "FORGETLESS_DATA"}
     env["XDG_CACHE_HOME"] = str(work / "cache")
+    env.update(extra_env or {})
     if real_process:
         env["PYTHONPATH"] = str(REPO / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         p = subprocess.run([sys.executable, "-m", "forgetless", *args], capture_output=True, text=True, cwd=work,
@@ -93,11 +95,12 @@ def bad_input_rows(mnist: Path, real_processes: bool) -> list[dict]:
         (Path(tmp) / "places").mkdir()
         places = make_places(Path(tmp) / "places", mnist)
         for i, (what, args, fragment) in enumerate(CASES, 1):
-            r = run_case([a.format(**places) for a in args], Path(tmp) / f"case-{i}", real_processes)
+            r = run_case([a.format(**places) for a in args], Path(tmp) / f"case-{i}", real_processes, ENV.get(what))
             line = r["lines"][0] if r["lines"] else ""
             ok = (r["code"] == 2 and len(r["lines"]) == 1 and line.startswith("forgetless: error: ")
                   and fragment in line and "Traceback" not in r["stderr"] and r["untouched"])
-            shown = anonymize(shlex.join(["forgetless", *r["args"]]), places, r["out"])
+            shown = anonymize(shlex.join([*(f"{k}={v}" for k, v in ENV.get(what, {}).items()), "forgetless",
+                                          *r["args"]]), places, r["out"])
             rows.append({"what": what, "command": shown, "line": anonymize(line, places, r["out"]),
                          "code": r["code"], "ok": ok, "lines": len(r["lines"]), "untouched": r["untouched"]})
             print(f"{i:2} {'ok ' if ok else 'BAD'} {what}: {rows[-1]['line']}", file=sys.stderr)
@@ -170,7 +173,23 @@ def write(doc: Path, rows: list[dict], evil: dict, tests: dict | None, real_proc
            "approximately. A truncated or corrupt checkpoint is reported in a warning and ignored "
            "(the run starts over); a directory another process is writing is locked.",
            "- **Safe loading.** Checkpoints are read with `torch.load(weights_only=True)`: a crafted "
-           "pickle that would run code is refused with a one-line error; nothing runs.", "",
+           "pickle that would run code is refused with a one-line error; nothing runs.",
+           "- **Strict specs (issue 18).** Strategy compositions, `--model`, `--classes`, `--angles`, "
+           "`--data-dir`, `--param` keys and values, grid files and their `KEY=VALUE` overrides each have "
+           "one grammar (`src/forgetless/spec.py`); every other spelling is refused with one line and, "
+           "when one can be derived, the closest valid spelling. An empty grid file is an error.",
+           "- **Nothing forgetless did not write is replaced.** Every folder forgetless writes into gets a "
+           "manifest, `.forgetless`, of the files it wrote; `run`, `compare` and `report` refuse to replace "
+           "any other file (and `compare` the summary of another grid) unless `--overwrite`.",
+           "- **Full disks.** A full disk or quota (ENOSPC, EDQUOT) on any write — checkpoint, its checksum, "
+           "`result.json`, the logs, summaries, reports, figures, the data cache, downloads — ends in one "
+           "line naming the file and the free space needed (when known); for a run, that it resumes from "
+           "its last checkpoint (with `--resume`). No temporary file stays behind.",
+           "- **Checked checkpoints.** Each `checkpoint.pt` has its SHA-256 in `checkpoint.pt.sha256`, "
+           "checked before `torch.load` reads a byte; a corrupt or truncated one is reported in a warning "
+           "saying the run restarts from task 1, and it does.",
+           "- **SIGTERM is Ctrl-C.** `run` and `compare` (and `compare`'s workers) stop cleanly on SIGTERM, "
+           "as schedulers send it, and resume; a worker killed alone costs only its run, which starts again.", "",
            f"## Bad inputs ({len(rows)} cases, {n_ok} behave as guaranteed)", "",
            f"Every case of `tests/bad_inputs.py`, run {how}. Each gets `--out {{earlier}}` (a folder "
            "holding an earlier `result.json`) unless it names its own. `{tmp}` is a scratch folder "
@@ -178,7 +197,9 @@ def write(doc: Path, rows: list[dict], evil: dict, tests: dict | None, real_proc
            "file) and `empty/`; `{bad}/truncated`, `{bad}/magic` and `{bad}/count` are copies of the "
            "MNIST subset with one damaged IDX file each (half the training images; a wrong magic "
            "number; 10 test labels fewer than images); `{mnist}` is the intact subset; `$XDG_CACHE_HOME` "
-           "is a private, empty cache folder.", "",
+           "is a private, empty cache folder. The grid files (`empty.toml`, `no-values.toml`, ...) and the "
+           "folders holding a user's files (`foreign-run/log.csv`, `foreign-grid/summary.csv`, "
+           "`figs/matrix.png`, `page.html`) are built by `make_places` in `tests/bad_inputs.py`.", "",
            "| # | bad input | command | error (exact line) | exit |", "|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
         flag = "" if r["ok"] else " **(not as guaranteed: " + (
@@ -278,9 +299,10 @@ def tests_sections(tests: dict) -> list[str]:
             "`data/idx.py`: a header with a zero dimension and huge other ones raised numpy's "
             "`ValueError` (and the data size was computed in int64, which wraps around for huge "
             "dimensions).",
-            "- Options: `parse_value(str(v))` gives back ints, floats (inf and nan included) and bools "
-            "with their type; `parse_params` of generated `KEY=VALUE` lists gives the expected dict, and "
-            "items without `=` or without a key are refused.",
+            "- Options: `parse_value(str(v))` gives back ints, finite floats and bools with their type (inf "
+            "and nan are refused: issue 18's strict values); `parse_params` of generated `KEY=VALUE` lists "
+            "gives the expected dict, spaces around a key are refused, and items without `=` or without a "
+            "key are refused.",
             "- Metrics on random matrices in [0, 1]: BWT is 0 when every column is constant from the "
             "diagonal down; forgetting is then 0 exactly when no accuracy above the diagonal beats the "
             "diagonal (Chaudhry et al.'s max runs over every earlier row, before the task was learned "
@@ -290,12 +312,77 @@ def tests_sections(tests: dict) -> list[str]:
             "equals the initial accuracies b."]
     if props:
         out += ["", "Examples generated in this run: " + ", ".join(f"{k} {v}" for k, v in props.items()) + "."]
+    out += faults_sections(tests)
     total = {k: sum(f[k] for f in tests["files"].values()) for k in ("passed", "failed", "skipped")}
     out += ["", f"All these tests together (`{' '.join(RELIABILITY_TESTS)}`, `OMP_NUM_THREADS=1`): "
             f"{total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped (exit code "
             f"{tests['returncode']}) in {tests['seconds']:.0f} s on {os.cpu_count()} CPU cores (load average "
             f"{tests['load']:.1f} when they started: other jobs share them). Most of that time goes into "
             "starting Python processes (about 20 of them, each importing PyTorch and scikit-learn)."]
+    return out
+
+
+def faults_sections(tests: dict) -> list[str]:
+    """Issue 18: faults in bulk, fuzzing, security (tests/test_faults.py, test_fuzz.py, test_security.py)."""
+    bulk = tests["records"].get("faults_in_bulk", {})
+    out = ["", "## Faults (`tests/test_faults.py`: " + outcome(tests, "test_faults") + ")", "",
+           "- Overwrites: `run`, `compare` and `report` (page and figures) each refuse a file of the user's "
+           "in their way, leave it untouched, and replace it with `--overwrite`; `compare` refuses the "
+           "summary of another grid and accepts one it extends.",
+           "- Full disk, injected (ENOSPC from the file object) on every write path: the checkpoint (first "
+           "and second task), its checksum file, `result.json`, `log.csv`'s header and `accuracy.csv`'s rows "
+           "(append mode), `summary.json`, `summary.csv`, `report.html`, a figure, the data cache's "
+           "`atomic_write_bytes`, a download; EDQUOT too. Each ends in one line naming the file; no `.part` "
+           "file remains; every run then resumes with `--resume` to the undisturbed accuracy matrix.",
+           "- Full disk, for real: a 2 MB tmpfs (as root; skipped where `mount` is not permitted) with room "
+           "for one checkpoint but not two: the run stops after task 1 with one line, and `--resume` "
+           "finishes it with the undisturbed matrix.",
+           "- Checkpoints: a flipped byte is caught by the checksum (warning, restart from task 1, same "
+           "result); a kill between the checksum file and the checkpoint leaves a loadable checkpoint.",
+           "- SIGTERM: a real `forgetless run` exits 130 with no traceback and resumes to the same matrix; a "
+           "real `forgetless compare --workers 2` exits 130 within seconds, every worker stopped, and the "
+           "same command completes the grid."]
+    if bulk:
+        out += ["", f"**Faults in bulk.** A grid of **{bulk['runs']} runs** (permuted-digits and split-digits, "
+                "er, agem, ewc, si, lwf and der, 5 seeds, mlp:16, 2 tasks of 6 steps) through `compare` with 2 "
+                "local workers, while the test kills the worker processes at seeded random moments: "
+                f"**{bulk['kills']} kills** ({bulk['sigkill']} SIGKILL, {bulk['sigterm']} SIGTERM), "
+                f"**{bulk['disk_full']} full disk** (the grid's 64 MB tmpfs filled for 0.6 s: "
+                f"{bulk['runs_failed_by_disk_full']} runs stopped with the one-line error) and "
+                f"**{bulk['corrupted']} corrupted checkpoint**; then the same grid again "
+                f"({bulk['passes']} passes, {bulk['seconds']} s in all). **Results lost: "
+                f"{bulk['results_lost']}** — every result equals an undisturbed run's (accuracy matrix, "
+                "initial accuracies, metrics, with `==`), no temporary file remains, and `summary.json` "
+                "equals the undisturbed summary (ignoring `train_seconds`)."]
+    tr = tests["records"].get("torchrun_kill", {})
+    if tr:
+        out += ["", "**Under torchrun** (2 processes, gloo): `forgetless run` on permuted-digits (4 tasks, mlp:128) "
+                f"has rank 1 killed with SIGKILL after its first checkpoint; rank 0 ended {tr['ended_seconds']} s "
+                f"later with one line, `{tr['survivor_lines'][0] if tr['survivor_lines'] else ''}`, and no "
+                "traceback from forgetless (torchrun then prints its own report of the killed rank); the same "
+                "torchrun command with `--resume` completed with "
+                + ("exactly the one-process accuracy matrix." if tr["identical"] else "**another** matrix.")]
+    out += ["", "## Fuzzing (`tests/test_fuzz.py`: " + outcome(tests, "test_fuzz") + ")", "",
+            "Hypothesis, with a deadline per example (a hang fails): 300 examples for each spec parser "
+            "(strategy, model, classes, angles, data dir, `--param` lists), 150 random and 150 mutated TOML "
+            "grid files, 150 YAML documents, 300 `KEY=VALUE` override lists (each grid expanded and every "
+            "config resolved), 100 checkpoints with flipped bytes and 100 truncated ones (with their "
+            "checksum: always refused) and 100 damaged ones without a checksum file (torch's parser sees "
+            "them): only acceptance or one-line `UsageError`s. `FORGETLESS_FUZZ_SCALE=10` multiplies the "
+            "counts. Fuzzing found, now fixed: grid-file options of the wrong type (`angles = 1`, "
+            "`strategy = 0`, `benchmark = 0`) raised TypeError/AttributeError; `params=...` as an override "
+            "raised ValueError; `1e400` overflowed to an infinite angle or parameter; a checkpoint without a "
+            "checksum file whose pickle had one flipped byte loaded as a string instead of a dict (now refused, "
+            "and resuming checks the keys it needs).",
+            "", "## Security (`tests/test_security.py`: " + outcome(tests, "test_security") + ")", "",
+            "A crafted checkpoint with a valid checksum file is still refused (`weights_only`), also through "
+            "`run --resume` (the loader every torchrun rank uses); every loader call in the source is checked "
+            "statically (`torch.load` with `weights_only=True`, `np.load` never with `allow_pickle`, no "
+            "`pickle.load`, `yaml.load` or `tarfile.extractall`, Keras `load_model` only with "
+            "`safe_mode=True`); CIFAR archives with `../`, absolute-path, symlink and hard-link members "
+            "write nothing anywhere, a data member that is a link is refused, a pickle in a member is only "
+            "bytes; the HTML report escapes markup in a run directory's path, a strategy parameter, the "
+            "strategy and a custom model's name."]
     return out
 
 

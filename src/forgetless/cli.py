@@ -21,10 +21,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _float_list(text: str) -> list[float]:
+    from .spec import parse_angles  # (strict: no empty items, no spaces, finite numbers)
+
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        return parse_angles(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}: {e}") from None
 
 
 RUN_OPTIONS = [  # (flag, keyword arguments): shared by `run` and `compare`
@@ -113,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides on top of --config")
     c.add_argument("--config", help="a TOML or YAML file of run options (lists are grid axes)")
     c.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace the summary of another grid (or a file forgetless did not write) found in --out")
     c.add_argument("--workers", type=int, default=1, help="runs at once (default 1)")
     c.add_argument("--threads", type=int, default=None,
                    help="torch threads per run (default: the cores divided among the workers)")
@@ -144,7 +148,9 @@ def _config(a: argparse.Namespace) -> RunConfig:
     cfg.params = parse_params(a.param)
     cfg.reset_optimizer, cfg.first_unpermuted, cfg.compile = a.reset_optimizer, a.first_unpermuted, a.compile
     cfg.online, cfg.task_free = a.online, a.task_free
-    cfg.data_dir, cfg.download = parse_data_dir(a.data_dir), not a.no_download
+    from .spec import parse_data_dir as strict_data_dir
+
+    cfg.data_dir, cfg.download = strict_data_dir(a.data_dir), not a.no_download
     return cfg
 
 
@@ -236,7 +242,9 @@ def _grid(a: argparse.Namespace):
         if getattr(a, flag):
             grid.base[flag] = True
     if a.data_dir:
-        put("data_dir", [parse_data_dir(d) for d in a.data_dir])
+        from .spec import parse_data_dir as strict_data_dir
+
+        put("data_dir", [strict_data_dir(d) for d in a.data_dir])
     if a.no_download:
         grid.base["download"] = False
     return grid
@@ -257,7 +265,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rows = compare(_grid(a), a.out, workers=a.workers, executor=a.executor, address=a.address,
                    select_on=a.select_on, metric=a.metric, val_fraction=a.selection_val_fraction,
-                   with_joint=a.with_joint, say=say, threads=a.threads, gpus_per_run=a.gpus_per_run)
+                   with_joint=a.with_joint, say=say, threads=a.threads, gpus_per_run=a.gpus_per_run,
+                   overwrite=a.overwrite)
     print(format_summary(rows))
     print(f"time: {time.perf_counter() - t0:.1f} s; summary: {Path(a.out) / 'summary.csv'}")
     return 0
@@ -293,17 +302,48 @@ def add_report_parser(subparsers) -> argparse.ArgumentParser:
                    help="a directory written by `forgetless run --out` or `forgetless compare --out`")
     p.add_argument("--out", default=None, metavar="FILE", help="the HTML file to write (default DIR/report.html)")
     p.add_argument("--figures", default=None, metavar="DIR", help="also save every figure there as PNG and SVG")
+    p.add_argument("--overwrite", action="store_true", help="replace a file forgetless did not write")
     return p
 
 
 def cmd_report(a: argparse.Namespace) -> int:
     from .report import write_report
 
-    print(write_report(a.dir, a.out, figures=getattr(a, "figures", None)))
+    print(write_report(a.dir, a.out, figures=getattr(a, "figures", None), overwrite=getattr(a, "overwrite", False)))
     return 0
 
 
+def _terminate_like_interrupt(signum, frame):
+    """SIGTERM (what schedulers send first) stops a run the way Ctrl-C does: a clean exit, resumable."""
+    raise KeyboardInterrupt
+
+
+def sigterm_as_interrupt() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate_like_interrupt)
+
+
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused",
+             "Socket Timeout", "socket timeout", "NCCL communicator was aborted", "remote process exited")
+
+
+def _peer_lost(error: RuntimeError) -> bool:
+    """Whether a collective failed because another process of the run is gone (not a bug here)."""
+    import torch.distributed as dist
+
+    kinds = tuple(k for k in (getattr(dist, "DistNetworkError", None), getattr(dist, "DistBackendError", None))
+                  if k is not None)
+    return (bool(kinds) and isinstance(error, kinds)) or any(s in str(error) for s in PEER_LOST)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    previous = signal.getsignal(signal.SIGTERM)
+    sigterm_as_interrupt()
     try:
         a = build_parser().parse_args(argv)
         return {"run": cmd_run, "compare": cmd_compare, "list": cmd_list, "report": cmd_report}[a.command](a)
@@ -312,11 +352,31 @@ def main(argv: list[str] | None = None) -> int:
             print(f"forgetless: error: {e}", file=sys.stderr, flush=True)
         devices.leave_after_main()  # (torchrun stops every process when the first one ends)
         return 2
+    except OSError as e:  # a full disk or quota where no write path named it (the last line of defence)
+        from .data.cache import disk_full, is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        print(f"forgetless: error: {disk_full(e, e.filename or 'a file')}", file=sys.stderr, flush=True)
+        return 2
+    except RuntimeError as e:  # under torchrun: another process died, and a collective here saw it
+        if not devices.launched_by_torchrun() or not _peer_lost(e):
+            raise
+        why = next((s for s in PEER_LOST if s in str(e)), type(e).__name__)
+        print(f"forgetless: error: rank {devices.rank()}: another process of this torchrun run stopped "
+              f"({why}); run the same torchrun command with --resume to continue from the last checkpoint",
+              file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
-        print("forgetless: interrupted", file=sys.stderr)
+        print("forgetless: interrupted; run the same command again (with --resume for `run`) to continue "
+              "from the last checkpoint", file=sys.stderr)
         return 130
     finally:
         devices.shutdown_distributed()
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ class RunConfig:
     def resolved(self) -> "RunConfig":
         """A copy with defaults that depend on other options filled in, and values checked."""
         c = RunConfig(**{f.name: getattr(self, f.name) for f in fields(self)})
+        _check_types(c)
         c.params = dict(self.params)
         if c.scenario is None:
             kind = c.benchmark.partition("-")[0]
@@ -94,6 +95,7 @@ class RunConfig:
             raise UsageError(f"compile must be true or false, got {c.compile!r}")
         if not c.lr > 0:
             raise UsageError(f"--lr must be positive, got {c.lr}")
+        _check_specs(c)
         _check_image_options(c)
         _check_stream_options(c)
         return c
@@ -197,32 +199,71 @@ def _check_image_options(c: RunConfig) -> None:
     c.weight_decay = float(wd)
 
 
-def parse_value(text: str) -> Any:
-    """'10' -> 10, '0.5' -> 0.5, 'true' -> True, 'none' -> None, anything else stays a string."""
-    low = text.strip().lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if low in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text.strip()
+def parse_value(text: str, what: str = "value") -> Any:
+    """'10' -> 10, '0.5' -> 0.5, 'true' -> True, 'none' -> None, other words stay strings; strict
+    (``spec.parse_value``): '1e', '=3', '' or ' 3' are one-line errors."""
+    from .spec import parse_value as strict
+
+    return strict(text, what)
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:
-    """['lam=10', 'fisher=exact'] -> {'lam': 10, 'fisher': 'exact'}."""
+    """['lam=10', 'fisher=exact'] -> {'lam': 10, 'fisher': 'exact'} (``spec.parse_param``: strict keys
+    and values; a key given twice is an error, not the last one winning)."""
+    from .spec import parse_param
+
     out: dict[str, Any] = {}
     for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--param {item!r}: write KEY=VALUE, e.g. --param lam=100")
-        out[key.strip()] = parse_value(value)
+        key, value = parse_param(item)
+        if key in out and out[key] != value:
+            raise UsageError(f"--param {key} is given twice ({out[key]!r} and {value!r}); give it once")
+        out[key] = value
     return out
+
+
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),),
+          "list": (list, tuple), "dict": (dict,)}
+_TEXT_TOO = ("classes", "angles", "milestones")  # lists that may also be written as text ("0,45,90")
+
+
+def _check_types(c: RunConfig) -> None:
+    """Every option has the type its field declares (a grid file may hold anything): one-line errors."""
+    for f in fields(c):
+        value = getattr(c, f.name)
+        kinds = [k.strip().split("[")[0] for k in str(f.type).split("|")]
+        allowed = tuple(t for k in kinds for t in _TYPES.get(k, (object,)))
+        if f.name in _TEXT_TOO:
+            allowed += (str,)
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if not ok:
+            want = " or ".join({"str": "text", "int": "an integer", "float": "a number", "bool": "true or false",
+                                "None": "empty", "list": "a list", "dict": "a table"}.get(k, k) for k in kinds)
+            raise UsageError(f"option {f.name!r} must be {want}, got {value!r}")
+
+
+def _check_specs(c: RunConfig) -> None:
+    """The spec strings (strategy, model, classes, angles, data_dir, params): one strict grammar each
+    (spec.py), for the CLI, grid files and Python alike."""
+    from . import spec
+
+    if not (isinstance(c.strategy, str) and c.strategy.startswith("custom:")):
+        spec.parse_strategy(c.strategy)
+    spec.parse_model(c.model)
+    if c.classes is not None:
+        if isinstance(c.classes, str):
+            spec.parse_classes(c.classes)
+        elif not (isinstance(c.classes, (list, tuple)) and all(
+                isinstance(g, (list, tuple)) and g and all(isinstance(v, int) and not isinstance(v, bool)
+                                                          for v in g) for g in c.classes)):
+            raise UsageError(f"classes {c.classes!r}: write groups like \"0,2,4|1,3,5\" (or lists of integers)")
+    if c.angles is not None:
+        c.angles = spec.parse_angles(c.angles)
+    c.data_dir = spec.parse_data_dir(c.data_dir)
+    if not isinstance(c.params, dict):
+        raise UsageError(f"params must be a table of KEY = VALUE, got {c.params!r}")
+    for key, value in c.params.items():
+        spec.check_param_key(key, "parameter")
+        spec.check_param_value(key, value)
 
 
 def _check_stream_options(c: RunConfig) -> None:

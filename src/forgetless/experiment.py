@@ -32,13 +32,14 @@ import itertools
 import json
 import math
 import os
+import re
 import traceback
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from .config import RunConfig
-from .data.cache import atomic_write_text
+from .data.cache import atomic_write_text, record_written, refuse_foreign
 from .errors import UsageError
 from .metrics import better, scalar_metrics
 
@@ -69,7 +70,10 @@ class Grid:
         out, seen = [], set()
         for values in itertools.product(*(self.axes[k] for k in keys)):
             d = {k: v for k, v in self.base.items() if not k.startswith("params.")}
-            params = dict(self.base.get("params", {}))
+            params = self.base.get("params", {})
+            if not isinstance(params, dict):
+                raise UsageError(f"params must be a table of KEY = VALUE, got {params!r}")
+            params = dict(params)
             params.update({k[7:]: v for k, v in self.base.items() if k.startswith("params.")})
             for k, v in zip(keys, values):
                 if k.startswith("params."):
@@ -77,6 +81,8 @@ class Grid:
                 else:
                     d[k] = v
             strategy = d.get("strategy", RunConfig.strategy)
+            if not isinstance(strategy, str):
+                raise UsageError(f"option 'strategy' must be text (e.g. \"er+ewc\"), got {strategy!r}")
             parts = strategy.split("+")
             declared = {p for n in parts if n in STRATEGIES for p in STRATEGIES[n].params}
             declared |= {f"{n}.{p}" for n in parts if n in STRATEGIES for p in STRATEGIES[n].params}
@@ -120,27 +126,56 @@ def load_grid_file(path: str | Path, overrides: list[str] = ()) -> Grid:
         raise
     except Exception as e:  # noqa: BLE001 - any parse error is the user's file
         raise UsageError(f"{path} is not valid {path.suffix[1:].upper()}: {str(e).splitlines()[0]}") from None
+    if data is None or data == {}:
+        raise UsageError(f"{path} is empty: give at least one option (e.g. strategy = [\"naive\", \"er\"]); "
+                         f"an empty grid file would silently run the defaults")
     if not isinstance(data, dict):
         raise UsageError(f"{path}: the top level must be a table of options")
     data = dict(data)
-    params = data.pop("params", {}) or {}
-    if not isinstance(params, dict):
+    for key in data:
+        if not isinstance(key, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", key):
+            raise UsageError(f"{path}: option {key!r} is not an option name; write names like batch_size"
+                             f"{_did_you_mean(str(key))}")
+    params = data.pop("params", {})
+    if params is None or not isinstance(params, dict):
         raise UsageError(f"{path}: params must be a table of KEY = VALUE")
+    from .spec import check_param_key
+
+    for k in params:
+        check_param_key(k, f"{path}: params key")
     flat = {**data, **{f"params.{k}": v for k, v in params.items()}}
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError(f"override {item!r}: write KEY=VALUE")
-        key = key.strip().replace("-", "_")
-        flat[key if not key.startswith("param.") else "params." + key[6:]] = parse_value(value)
+        if not sep or not key:
+            raise UsageError(f"override {item!r}: write KEY=VALUE, e.g. epochs=2 or params.lam=10")
+        name = key.replace("-", "_")
+        name = name if not name.startswith("param.") else "params." + name[6:]
+        head, dot, tail = name.partition(".")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", head) or dot and head != "params":
+            raise UsageError(f"override {item!r}: {key!r} is not an option (write NAME=VALUE or "
+                             f"params.NAME=VALUE){_did_you_mean(head)}")
+        if dot:
+            check_param_key(tail, f"override {item!r}:")
+        elif head == "params":
+            raise UsageError(f"override {item!r}: set one parameter at a time, e.g. params.lam=10")
+        flat[name] = parse_value(value, f"override {item!r}")
     base, axes = {}, {}
     for k, v in flat.items():
         one = k in ("angles", "milestones")  # (a list that is one value)
-        if isinstance(v, list) and not one or one and v and isinstance(v[0], list):
+        if isinstance(v, list) and not one or one and isinstance(v, list) and v and isinstance(v[0], list):
+            if not v:
+                raise UsageError(f"{path}: {k} is an empty list, which would make a grid of no runs; "
+                                 f"give at least one value")
             axes[k] = v
         else:
             base[k] = v
     return Grid(base=base, axes=axes)
+
+
+def _did_you_mean(name: str) -> str:
+    from .errors import closest
+
+    return closest(name, [f.name for f in fields(RunConfig)])
 
 
 # ---- running ---------------------------------------------------------------------------------
@@ -212,15 +247,115 @@ def execute(jobs: list[tuple[RunConfig, Path]], workers: int = 1, executor: str 
             statuses.append(run_one(c.to_dict(), str(d), threads))
             say(f"  {statuses[-1]['status']}: {d.name}")
         return _wait_for_busy(statuses, todo, threads, say)
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(run_one, c.to_dict(), str(d), threads) for c, d in todo]
-        for f in as_completed(futures):
-            statuses.append(f.result())
-            say(f"  {statuses[-1]['status']}: {Path(statuses[-1]['dir']).name}")
+    statuses = _execute_local(todo, workers, threads, say)
     return _wait_for_busy(statuses, todo, threads, say)
+
+
+# imported once by the fork server, so that a worker starts in a fraction of a second: torch's optimizers
+# import torch._dynamo on first use (seconds), the digits benchmark sklearn (a missing one is skipped)
+PRELOAD = ["forgetless.run", "forgetless.experiment", "torch._dynamo", "sklearn.datasets", "sklearn.model_selection"]
+WORKER_ATTEMPTS = 8  # a run whose worker process dies (killed, out of memory) is started again this often
+
+
+def _start_method() -> str:
+    """How worker processes start: ``forkserver`` where available (a server that imported
+    forgetless and torch once forks each worker: fast, and safe since the server runs no threads),
+    else ``spawn``; ``$FORGETLESS_START_METHOD`` overrides."""
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    wanted = os.environ.get("FORGETLESS_START_METHOD")
+    if wanted:
+        if wanted not in methods:
+            raise UsageError(f"FORGETLESS_START_METHOD={wanted!r}: choose one of {', '.join(methods)}")
+        return wanted
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _worker(conn, cfg_dict: dict, out_dir: str, threads: int | None) -> None:
+    """One run in a worker process; its status goes back through ``conn``. SIGTERM stops it like
+    Ctrl-C: the run ends cleanly and resumes from its last checkpoint when started again."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        status = run_one(cfg_dict, out_dir, threads)
+    except KeyboardInterrupt:
+        status = {"dir": out_dir, "status": "interrupted"}
+    try:
+        conn.send(status)
+    finally:
+        conn.close()
+
+
+def _execute_local(todo: list[tuple[RunConfig, Path]], workers: int, threads: int | None,
+                   say: Callable[[str], None]) -> list[dict]:
+    """Run the jobs in at most ``workers`` processes at once, one process per run. A worker that dies
+    (SIGKILL, out of memory) or is stopped alone (SIGTERM) costs only its run, which starts again
+    (from its last checkpoint) up to ``WORKER_ATTEMPTS`` times; the others go on. Ctrl-C or SIGTERM
+    of this process stops every worker cleanly (SIGTERM, then SIGKILL after 10 s) and re-raises."""
+    import collections
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    method = _start_method()
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(PRELOAD)
+    pending = collections.deque(range(len(todo)))
+    tries = [0] * len(todo)
+    statuses: list[dict | None] = [None] * len(todo)
+    running: dict[int, tuple[Any, Any]] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                i = pending.popleft()
+                c, d = todo[i]
+                recv, send = ctx.Pipe(duplex=False)
+                p = ctx.Process(target=_worker, args=(send, c.to_dict(), str(d), threads), daemon=True)
+                p.start()
+                send.close()
+                running[i] = (p, recv)
+                tries[i] += 1
+            wait([p.sentinel for p, _ in running.values()], timeout=5.0)
+            for i, (p, recv) in list(running.items()):
+                if p.exitcode is None:
+                    continue
+                p.join()
+                status = None
+                try:
+                    if recv.poll():
+                        status = recv.recv()
+                except (EOFError, OSError):
+                    pass
+                recv.close()
+                del running[i]
+                d = todo[i][1]
+                if status is None or status["status"] == "interrupted":
+                    how = ("stopped by SIGTERM" if status is not None else
+                           f"killed by signal {-p.exitcode}" if p.exitcode < 0 else f"exited with code {p.exitcode}")
+                    if tries[i] < WORKER_ATTEMPTS and (status is not None or p.exitcode < 0):  # (not a crash)
+                        say(f"  worker {how}; starting {d.name} again (from its last checkpoint)")
+                        pending.append(i)
+                        continue
+                    status = {"dir": str(d), "status": "failed",
+                              "error": f"its worker process stopped {tries[i]} times (last: {how})"}
+                statuses[i] = status
+                say(f"  {status['status']}: {d.name}")
+    except BaseException:
+        for p, _ in running.values():
+            p.terminate()  # (SIGTERM: each run stops cleanly, resumable)
+        for p, recv in running.values():
+            p.join(10)
+            if p.exitcode is None:
+                p.kill()
+                p.join()
+            recv.close()
+        raise
+    return [s for s in statuses if s is not None]
 
 
 BUSY_WAIT = 24 * 3600  # at most this many seconds to wait for runs another process is writing
@@ -432,6 +567,43 @@ def _reference_for(result: dict, index: dict) -> dict | None:
     return {"values": values, "dirs": dirs}
 
 
+SUMMARY_FILES = ("summary.json", "summary.csv", "selection.json")
+
+
+def _ours(path: Path) -> bool:
+    """A summary.json / summary.csv / selection.json written by forgetless before manifests existed."""
+    if path.name == "summary.csv":
+        with open(path, "rb") as f:
+            return f.readline().startswith(b"benchmark,scenario,strategy,params,n,")
+    data = json.loads(path.read_text())
+    key = "strategy" if path.name == "summary.json" else "chosen"
+    return isinstance(data, list) and all(isinstance(r, dict) and key in r for r in data)
+
+
+def claim_compare_dir(out: Path, configs: list[RunConfig], overwrite: bool = False) -> None:
+    """Refuse to write a comparison into ``out`` over files forgetless did not write, or over the
+    summary of another grid (one whose runs are not all in this one), unless ``overwrite``; then
+    record the summary files in ``out``'s manifest. A grid that extends the stored one (more seeds,
+    more strategies) replaces its summary: every stored row is still in it."""
+    for name in SUMMARY_FILES:
+        refuse_foreign(out / name, overwrite, _ours)
+    if not overwrite and configs and (out / "summary.json").is_file():
+        try:
+            stored = {d for row in json.loads((out / "summary.json").read_text()) for d in row.get("runs", [])}
+        except (OSError, ValueError, AttributeError, TypeError):
+            stored = set()
+        dropped = sorted(stored - {run_dir(out, c).name for c in configs})
+        if dropped:  # (the joint references of a with_joint grid count as its runs)
+            tasks = max(len(finished(out / d)["accuracy_matrix"]) if finished(out / d) else 0 for d in stored)
+            dropped = sorted(set(dropped) - {run_dir(out, _joint_of(c, k)).name for c in configs
+                                             for k in [c.first_tasks, *range(1, tasks + 1)]})
+        if dropped:
+            raise UsageError(f"{out} holds the summary of another grid ({len(dropped)} of its runs are not in this "
+                             f"one, e.g. {dropped[0]}); choose another --out, or add --overwrite to replace that "
+                             f"summary (finished runs are kept and reused)")
+    record_written(out, *SUMMARY_FILES)
+
+
 def write_summary(rows: list[dict], out: Path) -> None:
     """Write the summary rows to ``out/summary.json`` and ``out/summary.csv`` (atomically)."""
     atomic_write_text(out / "summary.json", json.dumps(rows, indent=1))
@@ -465,11 +637,12 @@ def compare(grid: Grid, out: str | Path, *, workers: int = 1, executor: str = "l
             address: str | None = None, select_on: str | None = None, metric: str = "average_accuracy",
             val_fraction: float = 0.1, with_joint: bool = False,
             say: Callable[[str], None] = lambda m: None, threads: int | None = None,
-            gpus_per_run: float = 0.0) -> list[dict]:
+            gpus_per_run: float = 0.0, overwrite: bool = False) -> list[dict]:
     """Run the grid (after selecting hyperparameters on validation data if asked) and summarize.
 
     ``with_joint`` (implied by ``metric="intransigence"``) adds the joint references described in
-    the module docstring: the ``joint`` row, and intransigence for every row.
+    the module docstring: the ``joint`` row, and intransigence for every row. ``overwrite``
+    replaces a summary (or a file forgetless did not write) found in ``out`` (otherwise an error).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -478,8 +651,11 @@ def compare(grid: Grid, out: str | Path, *, workers: int = 1, executor: str = "l
         raise UsageError(f"unknown metric {metric!r}; choose one of: {', '.join(SUMMARY_METRICS)}")
     out.mkdir(parents=True, exist_ok=True)
     configs = grid.configs()
+    if not configs:
+        raise UsageError("the grid has no runs: give at least one value for every option")
     for c in configs:
         c.resolved()  # bad values fail here, before anything runs
+    claim_compare_dir(out, [] if select_on is not None else configs, overwrite)
     run = lambda jobs: execute(jobs, workers, executor, address, say, threads, gpus_per_run)  # noqa: E731
     if select_on is not None:
         if select_on != "validation":

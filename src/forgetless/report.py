@@ -111,8 +111,9 @@ def kv_table(items: list[tuple[str, Any]]) -> str:
 class Figures:
     """Figures embedded as base64 PNG (and optionally saved as PNG + SVG files in a directory)."""
 
-    def __init__(self, save_dir: Path | None = None, formats: tuple[str, ...] = ("png", "svg")):
-        self.save_dir, self.formats = save_dir, tuple(formats)
+    def __init__(self, save_dir: Path | None = None, formats: tuple[str, ...] = ("png", "svg"),
+                 overwrite: bool = False):
+        self.save_dir, self.formats, self.overwrite = save_dir, tuple(formats), overwrite
         self.saved: list[Path] = []
 
     def embed(self, make: Callable[[], Any], name: str, alt: str, caption: str) -> str:
@@ -121,11 +122,52 @@ class Figures:
         fig = make()
         png = plots.to_png(fig)
         if self.save_dir is not None:
-            self.saved += plots.save(fig, self.save_dir / name, self.formats)
+            self.saved += _save_figure(fig, self.save_dir / name, self.formats, self.overwrite)
         w, h = _png_size(png)
         data = base64.b64encode(png).decode("ascii")
         return (f'<figure id="fig-{esc(name)}"><img src="data:image/png;base64,{data}" width="{w}" height="{h}" '
                 f'alt="{esc(alt)}"><figcaption>{caption}</figcaption></figure>')
+
+
+def _save_figure(fig, path: Path, formats: tuple[str, ...], overwrite: bool) -> list[Path]:
+    """``plots.save``'s files (``path.png``, ``path.svg``), each rendered in memory and written
+    atomically (a full disk: one line, no half file), never over a file forgetless did not write."""
+    import io
+
+    from . import plots
+    from .data.cache import atomic_write_bytes, refuse_foreign
+
+    matplotlib, _, _ = plots._mpl()
+    written = []
+    for fmt in formats:
+        out = path.with_name(path.name + "." + fmt)
+        refuse_foreign(out, overwrite, _is_our_figure, what="--figures folder")
+        meta = FIGURE_MARK.get(fmt)
+        buf = io.BytesIO()
+        with matplotlib.rc_context(plots.STYLE):  # (as plots.save: the same figure gives the same file)
+            fig.savefig(buf, format=fmt, dpi=plots.DPI, metadata=meta)
+        atomic_write_bytes(out, buf.getvalue())
+        written.append(out)
+    return written
+
+
+# the figures of `report --figures` say who wrote them in their own metadata (no manifest in that folder)
+FIGURE_MARK = {"png": {"Software": "forgetless report"}, "svg": {"Date": None, "Creator": "forgetless report"},
+               "pdf": {"Creator": "forgetless report"}}
+
+
+def _is_our_figure(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    return b"forgetless report" in head
+
+
+def _is_our_report(path: Path) -> bool:
+    """An HTML page forgetless wrote (its generator tag, or the footer of pages made before it)."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    return b'<meta name="generator" content="forgetless' in head or (
+        head.startswith(b"<!DOCTYPE html>") and b"made by forgetless" in Path(path).read_bytes()[-4096:])
 
 
 def _png_size(png: bytes) -> tuple[int, int]:
@@ -143,6 +185,7 @@ def _page(title: str, subtitle: str, body: str, versions: dict | None) -> str:
     v = versions or {}
     foot = f"made by forgetless {esc(v.get('forgetless', ''))}".strip()
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"generator\" content=\"forgetless\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
             f"<header><div class=\"inner\"><h1>{esc(title)}</h1><p>{subtitle}</p></div></header>\n"
@@ -482,11 +525,13 @@ def render_grid(path: Path, rows: list[dict], runs: list[dict], selection: list 
 # ---- entry points -----------------------------------------------------------------------------
 
 def write_report(path: str | Path, out: str | Path | None = None, *, figures: str | Path | None = None,
-                 figure_formats: tuple[str, ...] = ("png", "svg")) -> Path:
+                 figure_formats: tuple[str, ...] = ("png", "svg"), overwrite: bool = False) -> Path:
     """Write the HTML report of a run directory or a grid directory; returns the file written.
 
     ``out``: the HTML file (default ``DIR/report.html``; a directory means ``out/report.html``).
     ``figures``: also save every figure in that directory, in ``figure_formats`` (PNG and SVG).
+    A file forgetless did not write (not in its folder's ``.forgetless`` manifest, not a forgetless
+    page) is never replaced, unless ``overwrite``; every file is written atomically.
     """
     path = Path(path)
     if path.is_file() and path.name in ("result.json", "summary.json"):
@@ -494,7 +539,13 @@ def write_report(path: str | Path, out: str | Path | None = None, *, figures: st
     if not path.is_dir():
         raise UsageError(f"{path} is not a directory: give a run directory (`forgetless run --out DIR`) "
                          f"or a comparison directory (`forgetless compare --out DIR`)")
-    figs = Figures(Path(figures) if figures is not None else None, figure_formats)
+    target = Path(out) if out is not None else path / "report.html"
+    if target.is_dir():
+        target = target / "report.html"
+    from .data.cache import atomic_write_text, record_written, refuse_foreign
+
+    refuse_foreign(target, overwrite, _is_our_report, what="report file (--out)")  # (before any work)
+    figs = Figures(Path(figures) if figures is not None else None, figure_formats, overwrite)
     if (path / "summary.json").is_file():
         rows = _load_json(path / "summary.json")
         if not isinstance(rows, list):
@@ -509,12 +560,8 @@ def write_report(path: str | Path, out: str | Path | None = None, *, figures: st
     else:
         raise UsageError(f"{path} has no result.json or summary.json: run `forgetless run --out {path}` "
                          f"or `forgetless compare --out {path}` first")
-    target = Path(out) if out is not None else path / "report.html"
-    if target.is_dir():
-        target = target / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    from .data.cache import atomic_write_text
-
+    record_written(target.parent, target.name)
     atomic_write_text(target, text)
     target.chmod(0o644)  # a page to share: readable like any file written with open()
     return target

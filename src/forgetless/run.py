@@ -13,6 +13,7 @@ process reads the checkpoint. Errors at rank 0's steps (lock, claim, download) s
 """
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import time
@@ -29,7 +30,8 @@ from .augment import make_augment, resolve as resolve_augment
 from .benchmarks import Benchmark, Task, build
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import PLACEMENT, RunConfig
-from .data.cache import atomic_write_text
+from .data.cache import (DiskFull, atomic_write_text, disk_full, is_disk_full, record_written, refuse_foreign,
+                         written_by_forgetless)
 from .errors import UsageError
 from .loop import TrainingDiverged, evaluate, train_task
 from .models import adapt_model, build_model, check_model, normalize_for
@@ -37,7 +39,8 @@ from .schedules import make_schedule
 from .results import Result, save_result
 from .strategies import Context, Strategy, make_strategy
 
-RUN_FILES = ("result.json", CHECKPOINT, "log.csv", "accuracy.csv", "tensorboard")
+RUN_FILES = ("result.json", CHECKPOINT, CHECKPOINT + ".sha256", "log.csv", "accuracy.csv", "tensorboard")
+LOG_HEADS = {"log.csv": "step,task,epoch,loss\n", "accuracy.csv": "step,after_task,task,accuracy\n"}
 
 
 class RunLocked(UsageError):
@@ -48,7 +51,12 @@ def lock_dir(out: Path):
     """An exclusive lock on ``out`` (released when the file closes or the process dies)."""
     import fcntl
 
-    f = open(out / ".lock", "a")
+    try:
+        f = open(out / ".lock", "a")
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full(e, out / ".lock") from None
+        raise
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -79,45 +87,94 @@ class RunLog:
     TensorBoard event files in OUT/tensorboard when the ``tensorboard`` package is installed."""
 
     def __init__(self, out: Path, resume_step: int = 0, tensorboard: bool = True):
-        self.files = {}
-        for name, head in (("log.csv", "step,task,epoch,loss\n"), ("accuracy.csv", "step,after_task,task,accuracy\n")):
+        self.files, self.paths = {}, {}
+        for name, head in LOG_HEADS.items():
             path = out / name
             rows = path.read_text().splitlines(keepends=True)[1:] if resume_step and path.exists() else []
             kept = [r for r in rows if r.endswith("\n") and r.split(",")[0].isdigit()  # (a kill can tear the last)
                     and int(r.split(",")[0]) <= resume_step]
             atomic_write_text(path, head + "".join(kept))  # a kill from now on must not lose these rows
-            self.files[name] = open(path, "a", buffering=1 << 16)
+            self.paths[name] = path
+            self.files[name] = self._guard(name, lambda: open(path, "a", buffering=1 << 16))
         self.tb = None
+        self.paths["tensorboard"] = out / "tensorboard"
+        self._hook = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=resume_step or None)
             except ImportError:
-                pass
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self._quiet_writer_thread()
+                try:
+                    self.tb = self._guard("tensorboard", lambda: SummaryWriter(str(out / "tensorboard"),
+                                                                               purge_step=resume_step or None))
+                except BaseException:
+                    self.close(quiet=True)
+                    raise
+
+    def _quiet_writer_thread(self) -> None:
+        """TensorBoard writes from a thread of its own; a full disk there is raised again in this thread
+        at the next call (where it becomes the one-line DiskFull): the thread must not print it too."""
+        import threading
+
+        previous = threading.excepthook
+
+        def hook(args):
+            if not is_disk_full(args.exc_value):
+                previous(args)
+
+        self._hook = previous
+        threading.excepthook = hook
+
+    def _guard(self, name: str, write: Callable[[], Any]):
+        """``write()``; a full disk becomes the one-line DiskFull naming the file."""
+        try:
+            return write()
+        except OSError as e:
+            if is_disk_full(e):
+                raise disk_full(e, self.paths[name]) from None
+            raise
 
     def step(self, step: int, task: int, epoch: int, loss: float) -> None:
-        self.files["log.csv"].write(f"{step},{task},{epoch},{loss:.6g}\n")
+        self._guard("log.csv", lambda: self.files["log.csv"].write(f"{step},{task},{epoch},{loss:.6g}\n"))
         if self.tb is not None:
-            self.tb.add_scalar("loss", loss, step)
+            self._guard("tensorboard", lambda: self.tb.add_scalar("loss", loss, step))
 
     def accuracy(self, step: int, after_task: int, accs: list[float]) -> None:
-        self.files["accuracy.csv"].write("".join(f"{step},{after_task},{j},{a:.6f}\n" for j, a in enumerate(accs)))
+        rows = "".join(f"{step},{after_task},{j},{a:.6f}\n" for j, a in enumerate(accs))
+        self._guard("accuracy.csv", lambda: self.files["accuracy.csv"].write(rows))
         if self.tb is not None:
             for j, a in enumerate(accs):
-                self.tb.add_scalar(f"accuracy/task_{j + 1}", a, step)
+                self._guard("tensorboard", lambda: self.tb.add_scalar(f"accuracy/task_{j + 1}", a, step))
 
     def flush(self) -> None:
-        for f in self.files.values():
-            f.flush()
+        for name, f in self.files.items():
+            self._guard(name, f.flush)
+            self._guard(name, lambda: os.fsync(f.fileno()))
         if self.tb is not None:
-            self.tb.flush()
+            self._guard("tensorboard", self.tb.flush)
 
-    def close(self) -> None:
-        for f in self.files.values():
-            f.close()
-        if self.tb is not None:
-            self.tb.close()
+    def close(self, quiet: bool = False) -> None:
+        """Close the files; ``quiet``: while another error is on its way, a failing close (a full disk
+        flushing the last rows) must not hide it (the torn rows are dropped on resume)."""
+        for name, f in self.files.items():
+            try:
+                self._guard(name, f.close)
+            except (OSError, UsageError):
+                if not quiet:
+                    raise
+        try:
+            if self.tb is not None:
+                self._guard("tensorboard", self.tb.close)
+        except (OSError, UsageError):
+            if not quiet:
+                raise
+        finally:
+            if self._hook is not None:
+                import threading
+
+                threading.excepthook, self._hook = self._hook, None
 
 
 @dataclass
@@ -226,7 +283,12 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
         if out is not None and main:
             if out.exists() and not out.is_dir():
                 raise UsageError(f"--out {out} is a file, not a directory; choose another path")
-            out.mkdir(parents=True, exist_ok=True)
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                if is_disk_full(e):
+                    raise disk_full(e, out) from None
+                raise
     if benchmark.scenario == "class" and getattr(strategy, "family", "") in ("regularization", "distillation"):
         say(CLASS_IL_NOTE.format(name=cfg.strategy))
     t_setup = time.perf_counter() - t0
@@ -236,19 +298,42 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
         with devices.together():  # rank 0 alone locks and claims the directory
             if out is not None and main:
                 lock = lock_dir(out)
-                ck = _claim(out, cfg, overwrite)
-                if resume and ck is None:
+                ck, read = _claim(out, cfg, overwrite)
+                if resume and not read:
                     ck = load_checkpoint(out / CHECKPOINT)
+                if resume and ck is not None and not _usable(ck, out):
+                    ck = None
         if devices.world_size() > 1 and out is not None and resume:
             with devices.together():  # the others read the checkpoint once rank 0 has claimed the directory
                 if not main:
-                    ck = load_checkpoint(out / CHECKPOINT)
+                    ck = load_checkpoint(out / CHECKPOINT, quiet=True)  # (rank 0 says what is wrong)
+                    if ck is not None and not _usable(ck, out, quiet=True):
+                        ck = None
             devices.check_same(f"the checkpoint in {out} (every process must see --out: a directory they "
                                f"all share)", None if ck is None else (ck["global_step"], ck["state"]))
         return _train_all(cfg, ctx, strategy, out, ck if resume else None, say, show_progress, t0, t_setup)
     finally:
         if lock is not None:
             lock.close()
+
+
+CHECKPOINT_KEYS = ("config", "state", "model", "optimizer", "strategy", "generator", "torch_rng", "global_step",
+                   "seen_upto")
+
+
+def _usable(ck: dict, out: Path, quiet: bool = False) -> bool:
+    """Whether a loaded checkpoint has what resuming needs (a damaged one without a checksum may
+    load as something else); if not, a warning: the run starts over."""
+    import sys
+
+    missing = [k for k in CHECKPOINT_KEYS if k not in ck]
+    if not missing and isinstance(ck["config"], dict) and isinstance(ck["state"], dict):
+        return True
+    if not quiet:
+        print(f"forgetless: warning: ignoring unreadable checkpoint {out / CHECKPOINT} (it lacks "
+              f"{', '.join(missing) or 'a valid config'}); the run restarts from task 1 (the beginning)",
+              file=sys.stderr)
+    return False
 
 
 def benchmark_datasets(name: str) -> list[str] | None:
@@ -292,25 +377,37 @@ def _same_config(stored: dict[str, Any], cfg: RunConfig) -> list[str]:
     now = {k: v for k, v in cfg.to_dict().items() if k not in PLACEMENT}
     stored = {k: v for k, v in {**{k: v for k, v in defaults.items() if k not in stored}, **stored}.items()
               if k not in PLACEMENT}  # where a run computes is not what it computes: it may resume elsewhere
-    return _differences(stored, now)
+    diff = _differences(stored, now)
+    return sorted(diff, key=lambda d: d.startswith("params."))  # (the strategy, lr, ... before its parameters)
 
 
-def _claim(out: Path, cfg: RunConfig, overwrite: bool) -> dict | None:
-    """Refuse to write over a run of another configuration in ``out`` (unless ``overwrite``).
-    Returns the checkpoint if it had to be read (no result.json) and is still there, else None."""
+def _claim(out: Path, cfg: RunConfig, overwrite: bool) -> tuple[dict | None, bool]:
+    """Refuse to write over a run of another configuration in ``out`` (unless ``overwrite``), or over
+    files forgetless did not write. Returns (the checkpoint if it had to be read (no result.json) and
+    is still there, else None; whether it was read: a corrupt one is reported once)."""
     import json
 
     stored = ck = None
+    read = False
     try:
         stored = json.loads((out / "result.json").read_text())["config"]
+        if not isinstance(stored, dict):
+            raise TypeError
     except (OSError, ValueError, KeyError, TypeError):
+        stored = None
+        read = True
         ck = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).exists() else None
-        stored = ck["config"] if ck is not None else None
+        stored = ck["config"] if ck is not None and isinstance(ck.get("config"), dict) else None
     if stored is None:
-        return None
+        _refuse_foreign_files(out, overwrite)
+        record_written(out, *RUN_FILES)
+        return ck, read
     diff = _same_config(stored, cfg)
     if not diff:
-        return ck
+        if not written_by_forgetless(out / "result.json") and not written_by_forgetless(out / CHECKPOINT):
+            _refuse_foreign_files(out, overwrite, known=("result.json", CHECKPOINT))  # (a run made before manifests)
+        record_written(out, *RUN_FILES)
+        return ck, read
     if not overwrite:
         shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
         raise UsageError(f"{out} holds a run with other settings ({shown}); choose another --out, "
@@ -321,7 +418,32 @@ def _claim(out: Path, cfg: RunConfig, overwrite: bool) -> dict | None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    return None
+    record_written(out, *RUN_FILES)
+    return None, True
+
+
+def _is_our_log(path: Path) -> bool:
+    """A log.csv / accuracy.csv with forgetless's header (a run killed before its first checkpoint)."""
+    with open(path, "rb") as f:
+        return f.readline().decode("utf-8", "replace") == LOG_HEADS.get(path.name)
+
+
+def _refuse_foreign_files(out: Path, overwrite: bool, known: tuple[str, ...] = ()) -> None:
+    """Refuse to write into ``out`` over files forgetless did not write (the manifest does not list
+    them): a user's result.json, log.csv, ...; ``known`` are names already recognised as a run's."""
+    for name in RUN_FILES:
+        if name in known:
+            continue
+        path = out / name
+        if name in LOG_HEADS:
+            refuse_foreign(path, overwrite, _is_our_log)
+        elif name == CHECKPOINT + ".sha256":
+            refuse_foreign(path, overwrite, lambda p: (out / CHECKPOINT).exists())
+        elif name == "tensorboard":
+            refuse_foreign(path, overwrite, lambda p: p.is_dir() and all(
+                f.name.startswith("events.out.tfevents.") for f in p.iterdir()))
+        else:
+            refuse_foreign(path, overwrite)
 
 
 def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> Result:
@@ -352,7 +474,11 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
     if state.initial is None:
         state.initial = evaluate(ctx, strategy, -1, cfg.eval_split)
     writes = out is not None and devices.is_main()  # several processes: rank 0 writes, the others compute
-    log = RunLog(out, ctx.global_step) if writes else None
+    saved = state.done  # tasks in the checkpoint on disk
+    try:
+        log = RunLog(out, ctx.global_step) if writes else None
+    except DiskFull as e:
+        raise _resumable(e, saved, len(benchmark.tasks)) from None
     try:
         for task in benchmark.tasks[state.done:]:
             _run_task(cfg, ctx, strategy, task, state, log, say, show_progress, schedule)
@@ -366,9 +492,20 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
                     "global_step": ctx.global_step, "seen_upto": ctx.seen_upto, "seen_labels": ctx.seen_labels,
                     "augment_generator": ctx.augment.state_dict() if ctx.augment is not None else None,
                     "lr_schedule": schedule.state_dict() if schedule is not None else None})
-    finally:
+                saved = state.done
+    except DiskFull as e:
         if log is not None:
+            log.close(quiet=True)
+        raise _resumable(e, saved, len(benchmark.tasks)) from None
+    except BaseException:
+        if log is not None:
+            log.close(quiet=True)
+        raise
+    if log is not None:
+        try:
             log.close()
+        except DiskFull as e:
+            raise _resumable(e, saved, len(benchmark.tasks)) from None
     total = time.perf_counter() - t0
     class_il = benchmark.scenario == "class"
     metrics = M.all_metrics(state.R, state.initial)
@@ -395,8 +532,26 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
                    **({"blurry": benchmark.info["blurry"]} if "blurry" in benchmark.info else {})},
         task_aware_accuracy_matrix=state.R_task_aware if class_il else None)
     if writes:
-        save_result(result, out)
+        try:
+            save_result(result, out)
+        except DiskFull as e:
+            raise _resumable(e, saved, len(benchmark.tasks)) from None
     return result
+
+
+class RunDiskFull(DiskFull):
+    """A full disk during a run: the message says that the run resumes from its last checkpoint."""
+
+    def __init__(self, error: DiskFull, done: int, tasks: int):
+        UsageError.__init__(self, str(error).replace("and run again", "and run the same command again (with "
+                                                                       "--resume for `forgetless run`)") +
+                            (f": the run resumes from its last checkpoint (after task {done} of {tasks})" if done
+                             else ": there is no checkpoint yet, so the run starts from task 1"))
+        self.path, self.needed, self.free = error.path, error.needed, error.free
+
+
+def _resumable(error: DiskFull, done: int, tasks: int) -> RunDiskFull:
+    return error if isinstance(error, RunDiskFull) else RunDiskFull(error, done, tasks)
 
 
 def _normalization(model: torch.nn.Module) -> dict[str, list[float]] | None:
