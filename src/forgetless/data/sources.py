@@ -220,12 +220,11 @@ def _parse_cifar(blob: bytes, label_bytes: int, where: str):
 
 @functools.lru_cache(maxsize=1)
 def _load_digits():
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    """scikit-learn's digits, read from its CSV file without importing it (``data/digits.py``)."""
+    from .digits import read_digits, split_rows
 
-    digits = load_digits()
-    x = digits.images.astype(np.uint8)[:, None]  # 0..16; TensorData divides by 16 (exact, as before)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, digits.target.astype(np.int64), test_size=0.2, random_state=0, stratify=digits.target)
-    return (TensorData(torch.from_numpy(x_train), torch.from_numpy(y_train), scale=16),
-            TensorData(torch.from_numpy(x_test), torch.from_numpy(y_test), scale=16))
+    images, labels = read_digits()
+    x = images[:, None]  # 0..16; TensorData divides by 16 (exact, as before)
+    train, test = split_rows()
+    return (TensorData(torch.from_numpy(x[train]), torch.from_numpy(labels[train]), scale=16),
+            TensorData(torch.from_numpy(x[test]), torch.from_numpy(labels[test]), scale=16))
