@@ -54,6 +54,7 @@ def test_public_names_resolve_lazily():
     assert callable(forgetless.run) and forgetless.run.__module__ == "forgetless.run"
     assert forgetless.train_step.__module__ == "forgetless.loop"
     assert forgetless.metrics.__name__ == "forgetless.metrics"
+    assert forgetless.strategies.__name__ == "forgetless.strategies" and forgetless.data.TensorData
     for name in forgetless.__all__:
         assert getattr(forgetless, name) is not None
     with pytest.raises(AttributeError):

@@ -5,6 +5,7 @@ forgetless`` and ``forgetless --help`` do not pay for torch; ``forgetless.run`` 
 ``run.run`` even after the submodule ``forgetless.run`` has been imported.
 """
 import importlib
+import importlib.util
 import sys
 import types
 
@@ -25,12 +26,12 @@ __all__ = ["Batch", "Benchmark", "Compose", "Param", "Context", "Result", "RunCo
 
 
 def __getattr__(name: str):
-    if name == "metrics":
-        return importlib.import_module(".metrics", __name__)
     if name in _WHERE:
         value = getattr(importlib.import_module("." + _WHERE[name], __name__), name)
         globals()[name] = value
         return value
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module("." + name, __name__)  # a submodule: forgetless.metrics, .models, ...
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
