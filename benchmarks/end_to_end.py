@@ -13,6 +13,10 @@ reference. ``--src DIR`` runs another source tree (``PYTHONPATH=DIR``), to compa
 
     python benchmarks/end_to_end.py [--repeats 3] [--batch-size 128] [--threads 1]
     python benchmarks/end_to_end.py --startup [--repeats 5] [--src /path/to/old/src]
+    python benchmarks/end_to_end.py --data-load [--dataset fashion-mnist] [--repeats 5]
+
+``--data-load``: ``load_dataset`` alone in fresh processes (decoded-data cache off; first load into
+an empty cache; later loads from it).
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from pathlib import Path
 
 
 def timed(cmd: list[str], env: dict) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one process."""
+    """(wall seconds, peak RSS MiB) of one process; its CPU seconds (user + system, the steadier
+    figure on a loaded machine) go to ``CPU`` (last value)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -38,7 +43,11 @@ def timed(cmd: list[str], env: dict) -> tuple[float, float]:
     proc.stderr.close()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-2000:]}")
+    CPU.append(usage.ru_utime + usage.ru_stime)
     return wall, usage.ru_maxrss / 1024
+
+
+CPU: list[float] = []
 
 
 def environment(a) -> dict:
@@ -64,17 +73,48 @@ def startup(a) -> None:
         rows = []
         for label, cmd in cases + [("forgetless run --benchmark permuted-digits", main_job)]:
             runs = []
+            CPU.clear()
             for rep in range(a.repeats):
                 runs.append(timed(cmd + (["--out", f"{tmp}/d{rep}"] if cmd is main_job else []), env))
             rows.append((label, statistics.median(w for w, _ in runs), min(w for w, _ in runs),
-                         max(m for _, m in runs)))
-            print(f"{label:<45} median {rows[-1][1]:6.2f} s (min {rows[-1][2]:.2f}), peak RSS {rows[-1][3]:.0f} MiB",
-                  flush=True)
-    print(f"\nsource: {a.src or 'installed / PYTHONPATH'}; threads: {a.threads or 'default'}; repeats {a.repeats}")
-    print("| command | wall s (median) | min | peak RSS MiB |")
-    print("|---|---|---|---|")
-    for label, med, low, rss in rows:
-        print(f"| `{label}` | {med:.2f} | {low:.2f} | {rss:.0f} |")
+                         max(m for _, m in runs), statistics.median(CPU)))
+            print(f"{label:<45} median {rows[-1][1]:6.2f} s (min {rows[-1][2]:.2f}), CPU {rows[-1][4]:.2f} s, "
+                  f"peak RSS {rows[-1][3]:.0f} MiB", flush=True)
+    print(f"\nsource: {a.src or 'installed / PYTHONPATH'}; threads: {a.threads or 'default'}; repeats {a.repeats}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("| command | wall s (median) | min | CPU s (median) | peak RSS MiB |")
+    print("|---|---|---|---|---|")
+    for label, med, low, rss, cpu in rows:
+        print(f"| `{label}` | {med:.2f} | {low:.2f} | {cpu:.2f} | {rss:.0f} |")
+
+
+LOAD = ("import time, torch\nfrom forgetless.data import load_dataset\nt = time.perf_counter()\n"
+        "train, test = load_dataset({name!r}, download=False)\nprint(time.perf_counter() - t)")
+
+
+def data_load(a) -> None:
+    """``load_dataset`` in fresh processes: decoding with the cache off, then the first load with an
+    empty cache (decode + write), then later loads (the memory-mapped cache)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**environment(a), "XDG_CACHE_HOME": tmp}
+        code = LOAD.format(name=a.dataset)
+
+        def load(extra=None):
+            done = subprocess.run([sys.executable, "-c", code], env={**env, **(extra or {})}, capture_output=True,
+                                  text=True, check=True)
+            return float(done.stdout.strip().splitlines()[-1])
+
+        off = sorted(load({"FORGETLESS_DATA_CACHE": "off"}) for _ in range(a.repeats))
+        first = load()
+        later = sorted(load() for _ in range(a.repeats))
+        rows = [("decoded every run (FORGETLESS_DATA_CACHE=off)", off), ("first load, empty cache (decode + write)",
+                                                                       [first]), ("second and later loads", later)]
+    print(f"load_dataset({a.dataset!r}) in a fresh process (after import torch); load average {os.getloadavg()[0]:.1f}")
+    print("| load | seconds (median) | min |")
+    print("|---|---|---|")
+    for label, values in rows:
+        print(f"| {label} | {statistics.median(values):.3f} | {min(values):.3f} |")
 
 
 def main():
@@ -87,9 +127,13 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch threads (and OMP_NUM_THREADS) per process")
     ap.add_argument("--src", default=None, help="a source tree to run (PYTHONPATH), e.g. an older checkout's src")
     ap.add_argument("--startup", action="store_true", help="time --help and the permuted-digits main job instead")
+    ap.add_argument("--data-load", action="store_true", help="time load_dataset: no cache, first and later loads")
+    ap.add_argument("--dataset", default="fashion-mnist", help="for --data-load")
     a = ap.parse_args()
     if a.startup:
         return startup(a)
+    if a.data_load:
+        return data_load(a)
     env = environment(a)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
