@@ -197,3 +197,21 @@ def test_a_permuted_run_gives_the_results_of_per_task_copies(mnist_dir, device):
     assert views.initial_accuracy == copies.initial_accuracy
     if device.type == "cpu":
         assert views.accuracy_matrix == RECORDED_MATRIX and views.initial_accuracy == RECORDED_INITIAL
+
+
+def test_joint_data_of_a_permuted_benchmark_is_one_view(mnist_dir):
+    """Joint training concatenates every task: a table of permutations over the one copy, with the
+    values of the concatenated per-task copies (and of their subsets)."""
+    from forgetless.data import TensorData
+
+    b = build("permuted-mnist", scenario="domain", tasks=3, seed=1, data_dir=mnist_dir, first_unpermuted=True)
+    joint = TensorData.cat([t.train for t in b.tasks])
+    assert joint.stored is b.tasks[0].train.stored and joint.perm.shape == (3, 784) and len(joint) == 3 * 8500
+    ref = torch.cat([t.train.raw for t in b.tasks])
+    assert torch.equal(joint.raw, ref) and torch.equal(joint.y, torch.cat([t.train.y for t in b.tasks]))
+    idx = torch.tensor([0, 8499, 8500, 17000, 25499, 3])
+    assert torch.equal(joint.take(idx), ref[idx].float() / 255)
+    part = joint.subset(torch.arange(8000, 9000))
+    assert torch.equal(part.raw, ref[8000:9000])
+    again = TensorData.cat([part, b.tasks[2].train.subset(torch.arange(10))])  # a table view joined again
+    assert torch.equal(again.raw, torch.cat([ref[8000:9000], ref[17000:17010]]))
