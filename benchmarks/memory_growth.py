@@ -11,6 +11,13 @@ diverges by the 10th task), each strategy with its default hyperparameters. At t
 every tensor in ``strategy.state_dict()`` (what a checkpoint stores; shared storage counted once).
 
     python benchmarks/memory_growth.py [--tasks 2,5,10] [--iterations 10] [--strategies naive,ewc,...]
+
+Issue 17 (one uint8 copy of a dataset for all its tasks): ``--benchmark permuted-fashion-mnist``
+measures the permuted benchmark itself (60,000 28x28 images a task), e.g.
+
+    python benchmarks/memory_growth.py --benchmark permuted-fashion-mnist --tasks 5,10,20 --strategies naive,ewc
+
+and ``--src DIR`` runs another source tree (PYTHONPATH=DIR) to compare before and after.
 """
 from __future__ import annotations
 
@@ -43,7 +50,7 @@ def tensor_bytes(obj, seen=None) -> int:
     return 0
 
 
-def child(strategy: str, tasks: int, iterations: int) -> None:
+def child(strategy: str, tasks: int, iterations: int, benchmark: str = "permuted-digits") -> None:
     import resource
 
     import torch
@@ -53,7 +60,7 @@ def child(strategy: str, tasks: int, iterations: int) -> None:
     from forgetless.strategies import make_strategy
 
     cls = strategy in CLASS_ONLY
-    bench = fl.build("split-digits" if cls else "permuted-digits", scenario="class" if cls else "domain",
+    bench = fl.build("split-digits" if cls else benchmark, scenario="class" if cls else "domain",
                      tasks=tasks, seed=0, progress=False)
     name = "naive" if strategy == "naive-class" else strategy
     strat = make_strategy(name, {}, bench.scenario)
@@ -74,10 +81,12 @@ def main():
     ap.add_argument("--tasks", default="2,5,10")
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
-    ap.add_argument("--child", nargs=3, metavar=("STRATEGY", "TASKS", "ITERATIONS"), help=argparse.SUPPRESS)
+    ap.add_argument("--benchmark", default="permuted-digits", help="a permuted or rotated benchmark")
+    ap.add_argument("--src", default=None, help="a source tree to run (PYTHONPATH)")
+    ap.add_argument("--child", nargs=4, metavar=("STRATEGY", "TASKS", "ITERATIONS", "BENCHMARK"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        child(a.child[0], int(a.child[1]), int(a.child[2]))
+        child(a.child[0], int(a.child[1]), int(a.child[2]), a.child[3])
         return
     Ts = [int(t) for t in a.tasks.split(",")]
     names = [s.strip() for s in a.strategies.split(",") if s.strip()]
@@ -85,9 +94,11 @@ def main():
     t_start = time.perf_counter()
     for name in names:
         for T in Ts:
-            proc = subprocess.run([sys.executable, __file__, "--child", name, str(T), str(a.iterations)],
-                                  capture_output=True, text=True, env={**__import__("os").environ,
-                                                                      "OMP_NUM_THREADS": "1"})
+            env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+            if a.src:
+                env["PYTHONPATH"] = a.src
+            proc = subprocess.run([sys.executable, __file__, "--child", name, str(T), str(a.iterations), a.benchmark],
+                                  capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 print(f"  {name} T={T} failed:\n{proc.stderr[-2000:]}", flush=True)
                 continue
@@ -95,7 +106,7 @@ def main():
             print(f"  {name:<10} T={T:<3} state {out[name, T]['state_bytes'] / 2**20:7.2f} MiB, peak RSS "
                   f"{out[name, T]['maxrss_kb'] / 1024:7.1f} MiB ({time.perf_counter() - t_start:.0f} s)", flush=True)
     vec = next(iter(out.values()))["params"] * 4 / 2**20
-    print(f"\n{a.iterations} iterations per task, batch 128, Adam 1e-3, fresh process per cell, threads 1; "
+    print(f"\n{a.benchmark}; {a.iterations} iterations per task, batch 128, Adam 1e-3, fresh process per cell, threads 1; "
           f"one parameter vector = {vec:.2f} MiB (float32)")
     cols = " | ".join(f"T={T}" for T in Ts)
     print(f"| strategy | state MiB: {cols} | state growth per task (MiB) | peak RSS MiB: {cols} | "

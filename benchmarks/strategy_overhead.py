@@ -25,6 +25,13 @@ iCaRL and BiC train on the task's data plus the stored exemplars (more steps per
 table also gives the ratio per optimizer step.
 
     python benchmarks/strategy_overhead.py [--samples 4000] [--repeats 3] [--strategies l2,ewc,...]
+
+``--flat-check`` (issue 17) times instead the per-step vector passes of SI and RWalk two ways on the
+784-1024-512-256-10 MLP's parameter shapes (1,462,538 floats): a ``torch._foreach_*`` op over the 8
+per-parameter tensors (views of one buffer, as the library's state is) and the same op on one flat
+vector: whether flat buffers would make these passes cheaper.
+
+    python benchmarks/strategy_overhead.py --flat-check [--threads 1]
 """
 from __future__ import annotations
 
@@ -122,6 +129,39 @@ def run_sequence(name, bench, args, rep):
     return rows
 
 
+def flat_check() -> None:
+    shapes = [(1024, 784), (1024,), (512, 1024), (512,), (256, 512), (256,), (10, 256), (10,)]
+    sizes = [torch.Size(s).numel() for s in shapes]
+
+    def pair():
+        flat = torch.rand(sum(sizes))
+        return flat, [v.view(s) for v, s in zip(torch.split(flat, sizes), shapes)]
+
+    (a, av), (b, bv), (c, cv) = pair(), pair(), pair()
+
+    def best(fn, k=200):
+        for _ in range(10):
+            fn()
+        times = []
+        for _ in range(7):
+            t0 = time.process_time()
+            for _ in range(k):
+                fn()
+            times.append((time.process_time() - t0) / k * 1e6)
+        return min(times)
+
+    print(f"threads {torch.get_num_threads()}; {sum(sizes):,} floats; CPU microseconds per pass (best of 7)")
+    print("| pass (SI / RWalk per step) | _foreach over 8 tensors | one flat op | flat / foreach |")
+    print("|---|---|---|---|")
+    for label, many, one in (
+            ("omega += g * d (addcmul_)", lambda: torch._foreach_addcmul_(av, bv, cv), lambda: a.addcmul_(b, c)),
+            ("prev -= theta (sub_)", lambda: torch._foreach_sub_(av, bv), lambda: a.sub_(b)),
+            ("prev <- theta (copy_)", lambda: torch._foreach_copy_(av, bv), lambda: a.copy_(b)),
+            ("tmp += g^2 (addcmul_)", lambda: torch._foreach_addcmul_(av, bv, bv), lambda: a.addcmul_(b, b))):
+        f, o = best(many), best(one)
+        print(f"| {label} | {f:.0f} | {o:.0f} | {o / f:.2f} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--samples", type=int, default=4000, help="training examples per task (the first N)")
@@ -133,8 +173,11 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--strategies", default=",".join(REGULARIZATION + OTHERS))
+    ap.add_argument("--flat-check", action="store_true", help="foreach over parameters vs one flat op (issue 17)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.flat_check:
+        return flat_check()
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     t_start = time.perf_counter()
     benches = {}

@@ -122,3 +122,96 @@ def test_a_plain_data_dir_serves_a_sequence_only_through_subfolders(tmp_path, mn
     monkeypatch.setenv("FORGETLESS_DATA", str(tmp_path / "env"))
     b = build("mnist-fashion-mnist", scenario="domain", data_dir=plain)
     assert len(b.tasks[0].train) == 8500 and len(b.tasks[1].train) == 4000
+
+
+# ---- issue 17: one uint8 copy of a dataset, every task a view of it ----------------------------------
+
+# permuted-mnist (tests/data/mnist-subset), domain-IL, 3 tasks, EWC, 40 iterations, seed 0, one CPU thread:
+# recorded with the code that gave every task its own permuted copy (commit 0422ded).
+RECORDED_INITIAL = [0.09533333333333334, 0.086, 0.09666666666666666]
+RECORDED_MATRIX = [[0.758, 0.09933333333333333, 0.10866666666666666],
+                   [0.7026666666666667, 0.868, 0.11533333333333333], [0.744, 0.752, 0.85]]
+
+
+def _materialised(bench):
+    """The same benchmark with every task holding its own copy of its images (the old layout)."""
+    from forgetless.data import TensorData
+
+    for t in bench.tasks:
+        for split in ("train", "test", "val"):
+            d = getattr(t, split)
+            if d is not None:
+                setattr(t, split, TensorData(d.raw.clone(), d.y, d.scale))
+    return bench
+
+
+def test_permuted_tasks_are_views_of_one_uint8_copy(mnist_dir):
+    b = build("permuted-mnist", scenario="domain", tasks=4, seed=3, data_dir=mnist_dir, val_fraction=0.1)
+    store = b.tasks[0].train.stored
+    assert store.dtype == torch.uint8 and len(store) == 8500
+    for t in b.tasks:
+        assert t.train.stored is store and t.val.stored is store and t.test.stored is b.tasks[0].test.stored
+        assert t.train.nbytes < 8500 * 8 * 3  # labels and row indices, no images
+    old = _materialised(build("permuted-mnist", scenario="domain", tasks=4, seed=3, data_dir=mnist_dir,
+                              val_fraction=0.1))
+    idx = torch.tensor([0, 5, 17, 4000, 7649])
+    for new_t, old_t in zip(b.tasks, old.tasks):
+        for split in ("train", "val", "test"):
+            new, ref = getattr(new_t, split), getattr(old_t, split)
+            assert torch.equal(new.raw, ref.raw) and torch.equal(new.y, ref.y)
+            assert torch.equal(new.take(idx[idx < len(new)]), ref.take(idx[idx < len(ref)]))
+    # a pixel permutation: stored image 0 flattened, read through the task's permutation
+    p = b.tasks[1].train
+    i = int(p.rows[0])
+    assert torch.equal(p.raw[0].flatten(), store[i].flatten()[p.perm])
+    assert not torch.equal(p.raw[0], store[i])
+
+
+def test_split_tasks_and_joint_data_are_views(mnist_dir):
+    b = build("split-mnist", scenario="class", data_dir=mnist_dir)
+    store = b.tasks[0].train.stored
+    assert all(t.train.stored is store for t in b.tasks)
+    from forgetless.data import TensorData
+
+    joint = TensorData.cat([t.train for t in b.tasks])
+    assert joint.stored is store and len(joint) == 8500
+    assert torch.equal(joint.raw, torch.cat([t.train.raw for t in b.tasks]))
+
+
+def test_a_permuted_run_gives_the_results_of_per_task_copies(mnist_dir, device):
+    """The accuracy matrix is bit-identical to the old layout's (same process), and on CPU to the
+    values the old code recorded."""
+    from forgetless import RunConfig, run
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = RunConfig(benchmark="permuted-mnist", scenario="domain", tasks=3, iterations=40, strategy="ewc",
+                        data_dir=str(mnist_dir), device=str(device), seed=0)
+        views = run(cfg)
+        copies = run(cfg, benchmark=_materialised(build("permuted-mnist", scenario="domain", tasks=3, seed=0,
+                                                        data_dir=mnist_dir)))
+    finally:
+        torch.set_num_threads(threads)
+    assert views.accuracy_matrix == copies.accuracy_matrix
+    assert views.initial_accuracy == copies.initial_accuracy
+    if device.type == "cpu":
+        assert views.accuracy_matrix == RECORDED_MATRIX and views.initial_accuracy == RECORDED_INITIAL
+
+
+def test_joint_data_of_a_permuted_benchmark_is_one_view(mnist_dir):
+    """Joint training concatenates every task: a table of permutations over the one copy, with the
+    values of the concatenated per-task copies (and of their subsets)."""
+    from forgetless.data import TensorData
+
+    b = build("permuted-mnist", scenario="domain", tasks=3, seed=1, data_dir=mnist_dir, first_unpermuted=True)
+    joint = TensorData.cat([t.train for t in b.tasks])
+    assert joint.stored is b.tasks[0].train.stored and joint.perm.shape == (3, 784) and len(joint) == 3 * 8500
+    ref = torch.cat([t.train.raw for t in b.tasks])
+    assert torch.equal(joint.raw, ref) and torch.equal(joint.y, torch.cat([t.train.y for t in b.tasks]))
+    idx = torch.tensor([0, 8499, 8500, 17000, 25499, 3])
+    assert torch.equal(joint.take(idx), ref[idx].float() / 255)
+    part = joint.subset(torch.arange(8000, 9000))
+    assert torch.equal(part.raw, ref[8000:9000])
+    again = TensorData.cat([part, b.tasks[2].train.subset(torch.arange(10))])  # a table view joined again
+    assert torch.equal(again.raw, torch.cat([ref[8000:9000], ref[17000:17010]]))

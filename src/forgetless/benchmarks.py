@@ -138,10 +138,11 @@ class Benchmark:
 
     def to(self, device) -> "Benchmark":
         """Move every task's data and the scenario's masks to ``device`` (in place); returns self."""
+        moved: dict = {}  # (the tasks' views share one copy of each dataset: it moves once)
         for t in self.tasks:
-            t.train = t.train.to(device)
-            t.test = None if t.test is None else t.test.to(device)
-            t.val = None if t.val is None else t.val.to(device)
+            t.train = t.train.to(device, moved)
+            t.test = None if t.test is None else t.test.to(device, moved)
+            t.val = None if t.val is None else t.val.to(device, moved)
         self._bias, self._own_bias = self._bias.to(device), self._own_bias.to(device)
         return self
 
@@ -263,7 +264,7 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
                 for k in range(n):
                     perm = torch.randperm(math.prod(train.shape[1:]), generator=g)
                     if k == 0 and first_unpermuted:
-                        perm = torch.arange(math.prod(train.shape[1:]))
+                        perm = None  # (the original images)
                     raw.append((f"{dataset} permutation {k + 1}", _permute(train, perm),
                                 _permute(test, perm), labels))
             else:
@@ -558,11 +559,12 @@ def _apply_scenario(raw, scenario):
     return tasks, n_outputs
 
 
-def _permute(data: TensorData | None, perm: torch.Tensor) -> TensorData | None:
-    if data is None:
-        return None
-    n = len(data)
-    return TensorData(data.raw.reshape(n, -1)[:, perm].reshape(data.shape), data.y, data.scale)
+def _permute(data: TensorData | None, perm: torch.Tensor | None) -> TensorData | None:
+    """A view of ``data`` with its pixels permuted (None: unpermuted): every task of a permuted
+    benchmark reads the one uint8 copy of the dataset, gathering each batch's pixels when taken."""
+    if data is None or perm is None:
+        return data
+    return data.permuted(perm)
 
 
 def _rotate(data: TensorData, degrees: float) -> TensorData:

@@ -5,14 +5,35 @@ Errors a user can fix print one line and exit with code 2; nothing prints a trac
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
-from . import devices
-from .benchmarks import parse_data_dir
-from .config import RunConfig, parse_params
 from .errors import UsageError
 from .metrics import scalar_metrics
+
+
+class _OnUse:  # (torch is imported when a command needs it: `forgetless --help` does without)
+    def __init__(self, module: str):
+        self._module = module
+
+    def __getattr__(self, name):
+        return getattr(importlib.import_module(self._module, __package__), name)
+
+
+devices, _benchmarks, _cfg = _OnUse(".devices"), _OnUse(".benchmarks"), _OnUse(".config")
+
+
+def parse_data_dir(text):
+    return _benchmarks.parse_data_dir(text)
+
+
+def parse_params(items):
+    return _cfg.parse_params(items)
+
+
+def RunConfig(**kw):  # noqa: N802 (config.RunConfig, imported on use)
+    return _cfg.RunConfig(**kw)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -136,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _config(a: argparse.Namespace) -> RunConfig:
+def _config(a: argparse.Namespace) -> "RunConfig":
     given = {name: getattr(a, name) for name in ("benchmark", "scenario", "tasks", "strategy", "model", "epochs",
                                                  "iterations", "batch_size", "optimizer", "lr", "momentum", "seed",
                                                  "classes", "angles", "val_fraction", "eval_every",
@@ -372,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
               "from the last checkpoint", file=sys.stderr)
         return 130
     finally:
-        devices.shutdown_distributed()
+        if "torch" in sys.modules:  # (no torch imported: no process group to leave)
+            devices.shutdown_distributed()
         import threading
 
         if threading.current_thread() is threading.main_thread():

@@ -228,6 +228,7 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
     say = (progress if main else None) or (lambda msg: None)
     show_progress = show_progress and main
     devices.check_precision(cfg.precision, device)
+    t_data = time.perf_counter()
     if benchmark is None:  # (rank 0 first: a download happens once)
         benchmark = devices.main_first(lambda: build(
             cfg.benchmark, scenario=cfg.scenario, tasks=cfg.tasks, seed=cfg.seed, data_dir=cfg.data_dir,
@@ -235,6 +236,7 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
             angles=cfg.angles, download=cfg.download, with_test=cfg.eval_split == "test",
             base_classes=cfg.base_classes, ways=cfg.ways, shots=cfg.shots, sessions=cfg.sessions,
             session_lists=cfg.session_lists, blurry=cfg.blurry, blurry_disjoint=cfg.blurry_disjoint))
+    clock = {"data_seconds": time.perf_counter() - t_data, "initial_eval_seconds": 0.0, "checkpoint_seconds": 0.0}
     fscil = benchmark.info.get("fscil")
     cfg.scenario, cfg.tasks = ("fscil" if fscil else benchmark.scenario), len(benchmark.tasks)
     if fscil:
@@ -311,7 +313,7 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
                         ck = None
             devices.check_same(f"the checkpoint in {out} (every process must see --out: a directory they "
                                f"all share)", None if ck is None else (ck["global_step"], ck["state"]))
-        return _train_all(cfg, ctx, strategy, out, ck if resume else None, say, show_progress, t0, t_setup)
+        return _train_all(cfg, ctx, strategy, out, ck if resume else None, say, show_progress, t0, t_setup, clock)
     finally:
         if lock is not None:
             lock.close()
@@ -446,7 +448,7 @@ def _refuse_foreign_files(out: Path, overwrite: bool, known: tuple[str, ...] = (
             refuse_foreign(path, overwrite)
 
 
-def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> Result:
+def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup, clock=None) -> Result:
     """The body of ``run`` once everything is built: resume from ``ck`` (a checkpoint, or None),
     train every task, write the result."""
     model, benchmark = ctx.model, ctx.benchmark
@@ -471,8 +473,11 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
             schedule.load_state_dict(ck["lr_schedule"])
         state = RunState.from_dict(ck["state"])
         say(f"resuming after task {state.done} from {out / CHECKPOINT}")
+    clock = {} if clock is None else clock
     if state.initial is None:
+        t_eval = time.perf_counter()
         state.initial = evaluate(ctx, strategy, -1, cfg.eval_split)
+        clock["initial_eval_seconds"] = time.perf_counter() - t_eval
     writes = out is not None and devices.is_main()  # several processes: rank 0 writes, the others compute
     saved = state.done  # tasks in the checkpoint on disk
     try:
@@ -483,6 +488,7 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
         for task in benchmark.tasks[state.done:]:
             _run_task(cfg, ctx, strategy, task, state, log, say, show_progress, schedule)
             if writes:
+                t_write = time.perf_counter()
                 log.flush()
                 save_checkpoint(out / CHECKPOINT, {
                     "config": cfg.to_dict(), "state": asdict(state), "model": model.state_dict(),
@@ -492,6 +498,7 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
                     "global_step": ctx.global_step, "seen_upto": ctx.seen_upto, "seen_labels": ctx.seen_labels,
                     "augment_generator": ctx.augment.state_dict() if ctx.augment is not None else None,
                     "lr_schedule": schedule.state_dict() if schedule is not None else None})
+                clock["checkpoint_seconds"] = clock.get("checkpoint_seconds", 0.0) + time.perf_counter() - t_write
                 saved = state.done
     except DiskFull as e:
         if log is not None:
@@ -519,7 +526,8 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup) -> 
         config=cfg.to_dict(),
         timing={"total_seconds": total, "setup_seconds": t_setup, "threads": torch.get_num_threads(),
                 "device": devices.describe(ctx.device), "processes": devices.world_size(),
-                "train_seconds": sum(p["train_seconds"] for p in state.per_task), "per_task": state.per_task},
+                "train_seconds": sum(p["train_seconds"] for p in state.per_task), "per_task": state.per_task,
+                **clock},  # data_seconds (in setup), initial_eval_seconds, checkpoint_seconds (issue 17)
         versions=versions(), curves=state.curves,
         benchmark={"name": benchmark.name, "scenario": benchmark.scenario, "n_outputs": benchmark.n_outputs,
                    "tasks": [{"name": t.name, "classes": t.classes, "train": len(t.train),

@@ -2,6 +2,8 @@
 
 Tensors are cached per process: repeated ``load_dataset`` calls return the *same*
 tensors, so callers must not modify them in place (use ``x = x * 2``, not ``x.mul_(2)``).
+Across processes the decoded uint8 arrays are cached on disk and memory-mapped (``arrays.py``):
+a file is gunzipped and parsed once, until it changes.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, closest
+from .arrays import cached_arrays
 from .base import TensorData
 from .cache import DownloadError, default_cache_dir, fetch
 from .idx import read_idx
@@ -156,11 +159,31 @@ def _check_labels(labels: np.ndarray, num_classes: int, where) -> None:
 @functools.lru_cache(maxsize=4)
 def _load_idx(name, train_images, train_labels, test_images, test_labels):
     info = DATASETS[name]
-    return (_idx_split(info, train_images[0], train_labels[0]),
-            _idx_split(info, test_images[0], test_labels[0]))
+    paths = [train_images[0], train_labels[0], test_images[0], test_labels[0]]
+
+    def decode():
+        decoded = {}
+        for split, (images, labels) in (("train", paths[:2]), ("test", paths[2:])):
+            decoded[f"{split}_images"], decoded[f"{split}_labels"] = _idx_arrays(info, images, labels)
+        return decoded
+
+    arrays = cached_arrays(name, paths, _SPLIT_ARRAYS, decode)
+    return tuple(_tensor_data(arrays[f"{split}_images"][:, None], arrays[f"{split}_labels"], info, paths[0])
+                 for split in ("train", "test"))
 
 
-def _idx_split(info: dict, images_path: str, labels_path: str) -> TensorData:
+_SPLIT_ARRAYS = ["train_images", "train_labels", "test_images", "test_labels"]
+
+
+def _tensor_data(images: np.ndarray, labels: np.ndarray, info: dict, where) -> TensorData:
+    """uint8 images [N, C, H, W] (kept as they are, memory-mapped from the decoded cache or
+    not) and their labels, checked, as TensorData with divisor 255."""
+    _check_labels(labels, info["num_classes"], where)
+    return TensorData(_to_images(images), torch.from_numpy(labels.astype(np.int64)), scale=255)
+
+
+def _idx_arrays(info: dict, images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images [N, H, W], uint8 labels [N]) of a pair of IDX files, checked."""
     images, labels = read_idx(images_path), read_idx(labels_path)
     _, height, width = info["shape"]
     if images.dtype != np.uint8 or images.shape[1:] != (height, width):
@@ -173,23 +196,28 @@ def _idx_split(info: dict, images_path: str, labels_path: str) -> TensorData:
         raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels; "
                         "the files do not belong together")
     _check_labels(labels, info["num_classes"], labels_path)
-    return TensorData(_to_images(images[:, None]), torch.from_numpy(labels.astype(np.int64)), scale=255)
+    return images, labels
 
 
 @functools.lru_cache(maxsize=2)
 def _load_cifar(name, archive):
     path = archive[0]
     train_members, test_members, label_bytes = _CIFAR[name]
-    blobs = _read_members(path, train_members + test_members)
-    num_classes = DATASETS[name]["num_classes"]
+    info = DATASETS[name]
 
-    def split(members):
-        parts = [_parse_cifar(blobs[m], label_bytes, f"{path}: {m}") for m in members]
-        labels = np.concatenate([p[1] for p in parts])
-        _check_labels(labels, num_classes, path)
-        return TensorData(_to_images(np.concatenate([p[0] for p in parts])), torch.from_numpy(labels), scale=255)
+    def decode():
+        blobs = _read_members(path, train_members + test_members)
+        decoded = {}
+        for split, members in (("train", train_members), ("test", test_members)):
+            parts = [_parse_cifar(blobs[m], label_bytes, f"{path}: {m}") for m in members]
+            decoded[f"{split}_images"] = np.concatenate([p[0] for p in parts])
+            decoded[f"{split}_labels"] = np.concatenate([p[1] for p in parts]).astype(np.uint8)
+            _check_labels(decoded[f"{split}_labels"], info["num_classes"], path)
+        return decoded
 
-    return split(train_members), split(test_members)
+    arrays = cached_arrays(name, [path], _SPLIT_ARRAYS, decode)
+    return tuple(_tensor_data(arrays[f"{split}_images"], arrays[f"{split}_labels"], info, path)
+                 for split in ("train", "test"))
 
 
 def _read_members(path: str, names: list[str]) -> dict[str, bytes]:
@@ -220,12 +248,11 @@ def _parse_cifar(blob: bytes, label_bytes: int, where: str):
 
 @functools.lru_cache(maxsize=1)
 def _load_digits():
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    """scikit-learn's digits, read from its CSV file without importing it (``data/digits.py``)."""
+    from .digits import read_digits, split_rows
 
-    digits = load_digits()
-    x = digits.images.astype(np.uint8)[:, None]  # 0..16; TensorData divides by 16 (exact, as before)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, digits.target.astype(np.int64), test_size=0.2, random_state=0, stratify=digits.target)
-    return (TensorData(torch.from_numpy(x_train), torch.from_numpy(y_train), scale=16),
-            TensorData(torch.from_numpy(x_test), torch.from_numpy(y_test), scale=16))
+    images, labels = read_digits()
+    x = images[:, None]  # 0..16; TensorData divides by 16 (exact, as before)
+    train, test = split_rows()
+    return (TensorData(torch.from_numpy(x[train]), torch.from_numpy(labels[train]), scale=16),
+            TensorData(torch.from_numpy(x[test]), torch.from_numpy(labels[test]), scale=16))

@@ -99,7 +99,9 @@ class Regularizer(Strategy):
 
     @staticmethod
     def _data(ctx: Context, task):
-        return task.train.x, task.train.y, ctx.benchmark.active_outputs(task.id).to(task.train.y.device)
+        data = task.train  # (TensorData.images(): converted chunk by chunk, no float32 copy of the whole set)
+        x = data.images() if hasattr(data, "images") else data.x
+        return x, data.y, ctx.benchmark.active_outputs(task.id).to(data.y.device)
 
     def _task_grads(self, ctx: Context, buffer_owner) -> None:
         """Give ``buffer_owner.capture`` the gradient of the task loss alone (before this
