@@ -35,6 +35,7 @@ _HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def sidecar(path: str | Path) -> Path:
+    """The file beside a checkpoint that holds its SHA-256 (``checkpoint.pt.sha256``)."""
     path = Path(path)
     return path.with_name(path.name + SIDECAR_SUFFIX)
 

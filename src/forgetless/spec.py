@@ -262,6 +262,7 @@ def parse_param(item: Any, option: str = "--param") -> tuple[str, Any]:
 
 
 def check_param_key(key: Any, option: str = "--param") -> str:
+    """``key`` if it is NAME or PART.NAME (lower case, no spaces); else a one-line error with the fix."""
     if not isinstance(key, str) or not _PARAM_KEY.fullmatch(key):
         text = str(key)
         fixed = ".".join(p for p in re.sub(r"\s+", "", text).lower().split(".") if p)

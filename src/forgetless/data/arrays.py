@@ -43,6 +43,7 @@ _warned: set[str] = set()
 
 
 def enabled() -> bool:
+    """Whether the decoded-data cache is used (unless $FORGETLESS_DATA_CACHE is 0, off, no or false)."""
     return os.environ.get(ENV, "").strip().lower() not in ("0", "off", "no", "false")
 
 

@@ -71,6 +71,7 @@ NO_SPACE = {getattr(__import__("errno"), n) for n in ("ENOSPC", "EDQUOT") if has
 
 
 def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is a full disk or a full quota (ENOSPC, EDQUOT)."""
     return isinstance(error, OSError) and error.errno in NO_SPACE
 
 
