@@ -395,8 +395,9 @@ def test_sigterm_stops_a_compare_and_its_workers_cleanly(tmp_path):
 BULK_STRATEGIES = ["er", "agem", "ewc", "si", "lwf", "der"]
 BULK_BENCHMARKS = ["permuted-digits", "split-digits"]
 BULK_SEEDS = [0, 1, 2, 3, 4]
-BULK_BASE = dict(tasks=2, iterations=6, model="mlp:16", batch_size=32)
+BULK_BASE = dict(tasks=2, iterations=40, model="mlp:16", batch_size=32)
 MIN_KILLS = 30
+MAX_PASSES = 8
 KILL_SEED = 18
 
 
@@ -454,48 +455,56 @@ def test_a_grid_survives_kills_a_full_disk_and_a_corrupt_checkpoint(grid_disk, t
             outcome["crash"] = repr(e)
 
     t0 = time.monotonic()
-    worker = threading.Thread(target=grid_pass)
-    worker.start()
     me = os.getpid()
-    while worker.is_alive():
-        time.sleep(rng.uniform(0.1, 0.8))
-        holders = {pid: d for pid, d in lock_holders(out).items() if pid != me}
-        if stats["kills"] < MIN_KILLS and holders:
-            pid = rng.choice(sorted(holders))
-            sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                continue
-            stats["kills"] += 1
-            stats["sigkill" if sig == signal.SIGKILL else "sigterm"] += 1
-        if can_fill and stats["kills"] == 10 and not stats["disk_full"]:
-            vfs = os.statvfs(disk)
-            ballast = disk / "ballast"
-            with open(ballast, "wb") as f:  # the whole disk, for a moment
+    # disturbed passes until MIN_KILLS kills are made (a pass ends early when the full disk stops its runs,
+    # or when every run is done; the next pass resumes what is left)
+    for _ in range(MAX_PASSES):
+        outcome.clear()
+        worker = threading.Thread(target=grid_pass)
+        worker.start()
+        while worker.is_alive():
+            time.sleep(rng.uniform(0.05, 0.3))
+            holders = {pid: d for pid, d in lock_holders(out).items() if pid != me}
+            if stats["kills"] < MIN_KILLS and holders:
+                pid = rng.choice(sorted(holders))
+                sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
                 try:
-                    f.write(b"\0" * (vfs.f_bavail * vfs.f_frsize))
-                except OSError:
-                    pass
-            time.sleep(0.6)
-            ballast.unlink()
-            stats["disk_full"] += 1
-        if stats["kills"] >= 15 and not stats["corrupted"]:
-            running = set(lock_holders(out).values())
-            for d in sorted(out.iterdir()) if out.is_dir() else []:
-                ck = d / CHECKPOINT
-                if d.is_dir() and d not in running and ck.exists() and not (d / "result.json").exists():
-                    data = bytearray(ck.read_bytes())
-                    data[len(data) // 3] ^= 0xFF
-                    ck.write_bytes(bytes(data))
-                    stats["corrupted"] += 1
-                    break
-    worker.join()
-    stats["passes"] += 1
-    assert "crash" not in outcome, outcome
-    if "error" in outcome:  # runs the full disk stopped: one line each; they resume in the next pass
-        assert "no space left on device" in outcome["error"], outcome["error"]
-        stats["runs_failed_by_disk_full"] = int(outcome["error"].split(" of ")[0])
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    continue
+                stats["kills"] += 1
+                stats["sigkill" if sig == signal.SIGKILL else "sigterm"] += 1
+            if can_fill and stats["kills"] == 10 and not stats["disk_full"]:
+                vfs = os.statvfs(disk)
+                ballast = disk / "ballast"
+                with open(ballast, "wb") as f:  # the whole disk, for a moment
+                    try:
+                        f.write(b"\0" * (vfs.f_bavail * vfs.f_frsize))
+                    except OSError:
+                        pass
+                time.sleep(0.6)
+                ballast.unlink()
+                stats["disk_full"] += 1
+            if stats["kills"] >= 15 and not stats["corrupted"]:
+                running = set(lock_holders(out).values())
+                for d in sorted(out.iterdir()) if out.is_dir() else []:
+                    ck = d / CHECKPOINT
+                    if d.is_dir() and d not in running and ck.exists() and not (d / "result.json").exists():
+                        data = bytearray(ck.read_bytes())
+                        data[len(data) // 3] ^= 0xFF
+                        ck.write_bytes(bytes(data))
+                        stats["corrupted"] += 1
+                        break
+        worker.join()
+        stats["passes"] += 1
+        assert "crash" not in outcome, outcome
+        if "error" in outcome:  # runs the full disk stopped: one line each; they resume in the next pass
+            assert "no space left on device" in outcome["error"], outcome["error"]
+            stats["runs_failed_by_disk_full"] = int(outcome["error"].split(" of ")[0])
+        if stats["kills"] >= MIN_KILLS or "rows" in outcome and all(
+                (out / name / "result.json").exists() for name in reference):
+            break
+
     if not stats["corrupted"]:  # every run finished between two looks: corrupt a finished run's checkpoint
         d = out / sorted(reference)[0]
         (d / "result.json").unlink()  # (as if killed between its last checkpoint and its result)
