@@ -110,3 +110,22 @@ def test_run_prints_every_metric_of_the_registry_it_has(tmp_path):
     metrics = json.loads((tmp_path / "o" / "result.json").read_text())["metrics"]
     for key in metrics:
         assert any(ln.startswith(REGISTRY[key].label + " ") for ln in p.stdout.splitlines()), key
+
+
+def test_run_without_options_is_the_main_job_comparison_with_its_report(tmp_path):
+    """README's first command: naive, EWC and ER on permuted digits, 3 seeds, the side-by-side table
+    and the HTML report; forgetting shows (naive) and so does what fights it (EWC, ER)."""
+    p = forgetless("run", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    rows = {}
+    for line in p.stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0] in ("naive", "ewc", "er") and parts[1] == "domain":
+            rows[parts[0]] = (int(parts[2]), float(parts[3]))  # (seeds, mean average accuracy %)
+    assert set(rows) == {"naive", "ewc", "er"} and all(n == 3 for n, _ in rows.values()), p.stdout
+    assert rows["ewc"][1] > rows["naive"][1] + 10 and rows["er"][1] > rows["naive"][1] + 10, rows
+    report = tmp_path / "runs" / "main-job" / "report.html"
+    assert report.is_file() and "ewc" in report.read_text()
+    assert len(json.loads((tmp_path / "runs" / "main-job" / "summary.json").read_text())) == 3
+    again = forgetless("run", cwd=tmp_path)  # the finished runs are kept: the same table again
+    assert again.returncode == 0 and again.stdout.splitlines()[:4] == p.stdout.splitlines()[:4]

@@ -233,6 +233,34 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+# `forgetless run` with no option at all: README's first command. It shows forgetting and two ways
+# to fight it side by side: naive fine-tuning, a regularizer and replay, each at its defaults, on the
+# embedded digits (no download), three seeds, with the HTML report (issue 19).
+MAIN_JOB = {"benchmark": "permuted-digits"}
+MAIN_STRATEGIES = ["naive", "ewc", "er"]
+MAIN_SEEDS = [0, 1, 2]
+MAIN_OUT = Path("runs") / "main-job"
+
+
+def cmd_main_job(a: argparse.Namespace) -> int:
+    import time
+
+    from .experiment import Grid, compare, format_summary
+    from .report import write_report
+
+    t0 = time.perf_counter()
+    print(f"forgetless run without options: the main job. {', '.join(MAIN_STRATEGIES)} (fine-tuning, a "
+          f"regularizer, replay; their defaults) on {MAIN_JOB['benchmark']}, seeds "
+          f"{', '.join(map(str, MAIN_SEEDS))}; `forgetless run --help` runs one configuration of your choice.",
+          file=sys.stderr, flush=True)
+    grid = Grid(base=dict(MAIN_JOB), axes={"strategy": list(MAIN_STRATEGIES), "seed": list(MAIN_SEEDS)})
+    rows = compare(grid, MAIN_OUT, workers=2, threads=1)
+    print(format_summary(rows))
+    report = write_report(MAIN_OUT)
+    print(f"time: {time.perf_counter() - t0:.1f} s; runs and summary: {MAIN_OUT}; report: {report}")
+    return 0
+
+
 def _grid(a: argparse.Namespace):
     """The grid of `compare`: a file's options, then the command line's (a repeated option is an axis)."""
     from .experiment import Grid, load_grid_file
@@ -366,7 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.getsignal(signal.SIGTERM)
     sigterm_as_interrupt()
     try:
-        a = build_parser().parse_args(argv)
+        args = sys.argv[1:] if argv is None else list(argv)
+        a = build_parser().parse_args(args)
+        if args == ["run"]:
+            return cmd_main_job(a)
         return {"run": cmd_run, "compare": cmd_compare, "list": cmd_list, "report": cmd_report}[a.command](a)
     except UsageError as e:
         if devices.is_main():  # (under torchrun every process stops with the same error; rank 0 says it)
