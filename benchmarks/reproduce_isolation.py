@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from repro_common import cell, results, run_configs, where
+from repro_common import cell, run_configs, where
 
 from forgetless.config import RunConfig
+from forgetless.experiment import finished
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ["naive", "joint", "pnn", "packnet", "hat"]
@@ -50,8 +51,8 @@ def main():
     lines = [f"Task-incremental Split {a.dataset} ({'subset' if a.dataset == 'mnist' else 'full'}), 5 × 2 classes, "
              f"MLP 400-400, Adam 1e-3, batch 128, {a.iterations} iterations per task, seeds {a.seeds}.", "",
              "| method | final average accuracy % | BWT % | training s/run |", "|---|---|---|---|"]
-    for m in methods:
-        rs = results(out / m)
+    for m in methods:  # only this protocol's runs (another data_dir spelling is another run folder)
+        rs = [r for c, d in jobs if c.strategy == m and (r := finished(d))]
         if not rs:
             continue
         acc = [100 * r["metrics"]["average_accuracy"] for r in rs]
