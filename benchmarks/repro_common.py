@@ -1,12 +1,12 @@
 """Shared by the reproduction scripts of issue 15: run a list of configs (finished runs are kept),
-and format mean ± std cells."""
+collect their results, and format mean ± std cells."""
 from __future__ import annotations
 
 import statistics
 from pathlib import Path
 
 from forgetless.config import RunConfig
-from forgetless.experiment import execute, finished, run_dir
+from forgetless.experiment import execute, finished
 
 
 def run_configs(configs: list[tuple[RunConfig, Path]], workers: int = 1) -> None:
@@ -18,10 +18,6 @@ def run_configs(configs: list[tuple[RunConfig, Path]], workers: int = 1) -> None
         execute(todo, workers, "local", None, print, threads=1)
 
 
-def where(root: Path, cfg: RunConfig) -> Path:
-    return run_dir(root, cfg)
-
-
 def cell(xs: list[float], digits: int = 2) -> str:
     """'m ± s (n=k)' of percentages; '-' when there is none."""
     if not xs:
@@ -30,6 +26,7 @@ def cell(xs: list[float], digits: int = 2) -> str:
     return f"{statistics.mean(xs):.{digits}f} ± {sd:.{digits}f}" + ("" if len(xs) == 3 else f" (n={len(xs)})")
 
 
-def results(folder: Path) -> list[dict]:
-    """The finished results under ``folder`` (one level of run folders)."""
-    return [r for d in sorted(folder.iterdir()) if d.is_dir() and (r := finished(d))] if folder.is_dir() else []
+def finished_results(jobs: list[tuple[RunConfig, Path]]) -> list[dict]:
+    """The results of those (config, folder) jobs that finished (only these: a folder may also hold
+    runs of another protocol, e.g. another spelling of the data directory)."""
+    return [r for _, d in jobs if (r := finished(d))]

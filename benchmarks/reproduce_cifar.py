@@ -25,9 +25,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from repro_common import cell, results, run_configs, where
+from repro_common import cell, finished_results, run_configs
 
 from forgetless.config import RunConfig
+from forgetless.experiment import run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ["naive", "joint", "er", "agem", "icarl", "der", "derpp", "er-ace", "gdumb", "xder"]
@@ -90,7 +91,7 @@ def main():
         for m in a.methods.split(","):
             for buf in ([None] if m in NO_BUFFER else buffers):
                 c = config(data_dir, a.download and not a.stand_in, a.epochs, m, buf, int(seed))
-                jobs.append((c, where(out / m, c)))
+                jobs.append((c, run_dir(out / m, c)))
     run_configs(jobs, a.workers)
     what = f"stand-in archive of {a.stand_in} real MNIST digits" if a.stand_in else "CIFAR-10"
     lines = [f"Split CIFAR-10 code path ({what}), class-IL 5 × 2, ResNet-18, SGD, batch 32, {a.epochs} epoch(s) "
@@ -98,7 +99,7 @@ def main():
              "| method | " + " | ".join(f"buffer {b}" for b in buffers) + " | training s/run |",
              "|---|" + "---|" * len(buffers) + "---|"]
     for m in a.methods.split(","):
-        rs = results(out / m)
+        rs = finished_results([(c, d) for c, d in jobs if c.strategy == m])
         if not rs:
             continue
         by = {}

@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
+from repro_common import cell, run_configs
+
 from forgetless.config import RunConfig
-from forgetless.experiment import execute, finished, run_dir
+from forgetless.experiment import finished, run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBSET = str(ROOT / "tests" / "data" / "mnist-subset")
@@ -101,9 +102,7 @@ def select(a) -> None:
                 d = run_dir(out / a.dataset / bench / f"val-e{a.epochs}" / m, c)
                 jobs.append((c, d))
                 plan.setdefault(bench, {}).setdefault(m, []).append((lr, params, d))
-    for _, d in jobs:
-        d.parent.mkdir(parents=True, exist_ok=True)
-    execute([j for j in jobs if finished(j[1]) is None], a.workers, "local", None, print, threads=1)
+    run_configs(jobs, a.workers)
     record = {}
     for bench, by in plan.items():
         for m, tried in by.items():
@@ -139,9 +138,7 @@ def test(a) -> None:
                     params = dict(extra) if buf is None else dict(extra, memory=buf, **paper(bench, m, buf))
                     c = config(a.dataset, bench, a.epochs, m, lr, params, seed)
                     jobs.append((c, run_dir(out / a.dataset / bench / f"test-e{a.epochs}" / m, c)))
-    for _, d in jobs:
-        d.parent.mkdir(parents=True, exist_ok=True)
-    execute([j for j in jobs if finished(j[1]) is None], a.workers, "local", None, print, threads=1)
+    run_configs(jobs, a.workers)
 
 
 def table(a) -> None:
@@ -169,11 +166,6 @@ def table(a) -> None:
             chosen = record[bench][m]["chosen"]
             hp = f"{chosen['lr']:g}" + "".join(f", {k} {v:g}" for k, v in chosen["params"].items())
 
-            def cell(xs):
-                if not xs:
-                    return "-"
-                sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-                return f"{statistics.mean(xs):.2f} ± {sd:.2f} (n={len(xs)})"
             if m in NO_BUFFER:
                 cells = [cell(by_buf.get(None, []))] * len(BUFFERS)
             else:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from repro_common import cell, run_configs, where
+from repro_common import cell, finished_results, run_configs
 
 from forgetless.config import RunConfig
-from forgetless.experiment import finished
+from forgetless.experiment import run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ["naive", "joint", "pnn", "packnet", "hat"]
@@ -45,14 +45,14 @@ def main():
     a = ap.parse_args()
     out = Path(a.out) / a.dataset
     methods = a.methods.split(",")
-    jobs = [(c, where(out / m, c)) for s in a.seeds.split(",") for m in methods
+    jobs = [(c, run_dir(out / m, c)) for s in a.seeds.split(",") for m in methods
             if (c := config(a.dataset, m, int(s), a.iterations))]
     run_configs(jobs, a.workers)
     lines = [f"Task-incremental Split {a.dataset} ({'subset' if a.dataset == 'mnist' else 'full'}), 5 × 2 classes, "
              f"MLP 400-400, Adam 1e-3, batch 128, {a.iterations} iterations per task, seeds {a.seeds}.", "",
              "| method | final average accuracy % | BWT % | training s/run |", "|---|---|---|---|"]
     for m in methods:  # only this protocol's runs (another data_dir spelling is another run folder)
-        rs = [r for c, d in jobs if c.strategy == m and (r := finished(d))]
+        rs = finished_results([(c, d) for c, d in jobs if c.strategy == m])
         if not rs:
             continue
         acc = [100 * r["metrics"]["average_accuracy"] for r in rs]

@@ -23,10 +23,10 @@ import argparse
 import json
 from pathlib import Path
 
-from repro_common import cell, results, run_configs, where
+from repro_common import cell, finished_results, run_configs
 
 from forgetless.config import RunConfig
-from forgetless.experiment import finished
+from forgetless.experiment import finished, run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ["naive", "er", "er-ace", "mir", "derpp", "gdumb"]
@@ -52,7 +52,7 @@ def choice_path(out: Path, dataset: str) -> Path:
 
 def select(a, out: Path) -> None:
     methods = a.methods.split(",")
-    jobs = {(m, lr): (c, where(out / a.dataset / "val" / m, c))
+    jobs = {(m, lr): (c, run_dir(out / a.dataset / "val" / m, c))
             for m in methods for lr in LRS if (c := config(a.dataset, m, lr, 0, 0.0, val=True))}
     run_configs(list(jobs.values()), a.workers)
     record = {}
@@ -64,16 +64,21 @@ def select(a, out: Path) -> None:
     print(json.dumps(record, indent=1))
 
 
-def test(a, out: Path) -> None:
-    record = json.loads(choice_path(out, a.dataset).read_text())
+def test_jobs(a, out: Path, record: dict) -> list[tuple[str, str, RunConfig, Path]]:
+    """(stream, method, config, folder) of the test stage, seed-major."""
     jobs = []
     for seed in a.seeds.split(","):
         for stream, blurry in STREAMS.items():
             for m in a.methods.split(","):
                 if m in record:
                     c = config(a.dataset, m, record[m]["lr"], int(seed), blurry)
-                    jobs.append((c, where(out / a.dataset / stream / m, c)))
-    run_configs(jobs, a.workers)
+                    jobs.append((stream, m, c, run_dir(out / a.dataset / stream / m, c)))
+    return jobs
+
+
+def test(a, out: Path) -> None:
+    record = json.loads(choice_path(out, a.dataset).read_text())
+    run_configs([(c, d) for _, _, c, d in test_jobs(a, out, record)], a.workers)
 
 
 def table(a, out: Path) -> None:
@@ -82,12 +87,13 @@ def table(a, out: Path) -> None:
              f"task-free, buffer {MEMORY}, MLP 400-400, SGD (lr chosen on validation); mean ± std over seeds 0, 1, 2.", "",
              "| method | lr | disjoint: A_AUC % | disjoint: final % | blurry-10: A_AUC % | blurry-10: final % |",
              "|---|---|---|---|---|---|"]
+    jobs = test_jobs(a, out, record)
     for m in a.methods.split(","):
         if m not in record:
             continue
         cells = []
         for stream in STREAMS:
-            rs = results(out / a.dataset / stream / m)
+            rs = finished_results([(c, d) for s, mm, c, d in jobs if (s, mm) == (stream, m)])
             cells += [cell([100 * r["metrics"]["anytime_accuracy"] for r in rs if "anytime_accuracy" in r["metrics"]]),
                       cell([100 * r["metrics"]["average_accuracy"] for r in rs])]
         lines.append(f"| {m} | {record[m]['lr']:g} | " + " | ".join(cells) + " |")

@@ -313,11 +313,11 @@ def lwf_rule(record: dict, rule_benches: list[str]) -> None:
                                  "over": used, "table": [{"lam": c[0], "temperature": c[1], **table[c]} for c in table]}
 
 
-def chosen_lams(a, bench: str) -> dict[str, float]:
-    """lam per method for the test runs: the defaults (``--lams defaults``) or this benchmark's own
-    validation choice (``--lams own``)."""
-    rec = json.loads(Path(a.json).read_text())
-    if a.lams == "defaults":
+def chosen_lams(json_path: str, kind: str, bench: str) -> dict[str, float]:
+    """lam per method for the test runs: the defaults (``kind`` "defaults") or this benchmark's own
+    validation choice ("own")."""
+    rec = json.loads(Path(json_path).read_text())
+    if kind == "defaults":
         return {m: d["lam"] for m, d in rec["defaults"].items() if m in REGULARIZERS}
     return {m: e["best_on_this_benchmark"]["lam"] for m, e in rec["selection"][bench].items() if m in REGULARIZERS}
 
@@ -325,7 +325,7 @@ def chosen_lams(a, bench: str) -> dict[str, float]:
 def test(a) -> None:
     out = out_root(a)
     seeds = [int(s) for s in a.seeds.split(",")]
-    lams = chosen_lams(a, a.bench)
+    lams = chosen_lams(a.json, a.lams, a.bench)
     methods = [m for m in a.methods.split(",")]
     jobs = []
     for seed in seeds:  # seed-major: a cut-off run still leaves every method with the first seeds
@@ -361,7 +361,7 @@ def table(a) -> None:
                 continue
             res = {}
             try:  # only the runs at the lam of this table (earlier choices stay in the same folders)
-                lams = chosen_lams(argparse.Namespace(json=a.json, lams=kind[len("test-"):]), b)
+                lams = chosen_lams(a.json, kind[len("test-"):], b)
             except (OSError, KeyError, ValueError):
                 lams = {}
             for m in ["naive", "joint"] + REGULARIZERS + ["lwf"]:
