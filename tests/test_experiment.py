@@ -249,3 +249,29 @@ def test_threads_per_run_can_be_set(tmp_path):
     compare(grid, tmp_path, workers=1, threads=1)
     (run,) = [d for d in tmp_path.iterdir() if d.is_dir()]
     assert finished(run)["timing"]["threads"] == 1
+
+
+def test_a_run_that_fails_from_a_bug_leaves_its_traceback_for_the_report(tmp_path, monkeypatch):
+    """A bug in one run (not bad input) costs only that run; its traceback is written beside it, the
+    message names the file, and a later successful attempt removes it."""
+    import importlib
+
+    run_module = importlib.import_module("forgetless.run")
+    from forgetless.errors import UsageError
+    from forgetless.experiment import BUG_REPORT
+
+    real = run_module.run
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("a bug in a strategy")
+
+    monkeypatch.setattr(run_module, "run", broken)
+    g = Grid(base=dict(benchmark="permuted-digits", tasks=2, iterations=5, model="mlp:8"), axes={"seed": [0]})
+    with pytest.raises(UsageError) as e:
+        compare(g, tmp_path, workers=1)
+    reports = list(tmp_path.glob(f"*/{BUG_REPORT}"))
+    assert len(reports) == 1 and str(reports[0]) in str(e.value) and "ZeroDivisionError" in str(e.value)
+    assert "Traceback" in reports[0].read_text() and "a bug in a strategy" in reports[0].read_text()
+    monkeypatch.setattr(run_module, "run", real)
+    rows = compare(g, tmp_path, workers=1)
+    assert len(rows) == 1 and not reports[0].exists()

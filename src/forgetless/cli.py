@@ -420,8 +420,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
-        print("forgetless: interrupted; run the same command again (with --resume for `run`) to continue "
-              "from the last checkpoint", file=sys.stderr)
+        if devices.launched_by_torchrun():  # (torchrun stops the others with SIGTERM when one process ends)
+            print(f"forgetless: rank {devices.rank()}: stopped (torchrun stops every process of the run when "
+                  "another process of this torchrun run stopped or was interrupted); run the same torchrun "
+                  "command with --resume to continue from the last checkpoint", file=sys.stderr, flush=True)
+        else:
+            print("forgetless: interrupted; run the same command again (with --resume for `run`) to continue "
+                  "from the last checkpoint", file=sys.stderr)
         return 130
     finally:
         if "torch" in sys.modules:  # (no torch imported: no process group to leave)

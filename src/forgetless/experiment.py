@@ -208,14 +208,33 @@ def run_one(cfg_dict: dict, out_dir: str, threads: int | None = None) -> dict:
 
     try:
         run(RunConfig.from_dict(cfg_dict), out=path, resume=True)
+        (path / BUG_REPORT).unlink(missing_ok=True)  # (from an earlier attempt)
         return {"dir": out_dir, "status": "done"}
     except RunLocked:
         return {"dir": out_dir, "status": "busy"}  # another worker is running it
     except UsageError as e:
         return {"dir": out_dir, "status": "failed", "error": str(e)}
     except Exception as e:  # noqa: BLE001 - a bug in one run must not lose the grid
-        return {"dir": out_dir, "status": "failed", "error": f"{type(e).__name__}: {e}",
-                "traceback": traceback.format_exc()}
+        tb = traceback.format_exc()
+        where = _bug_report(path, tb)
+        return {"dir": out_dir, "status": "failed", "traceback": tb,
+                "error": f"{type(e).__name__}: {e}" + (f" (a bug: its traceback is in {where})" if where else "")}
+
+
+BUG_REPORT = "error.txt"
+
+
+def _bug_report(folder: Path, tb: str) -> Path | None:
+    """Write the traceback of a run that failed from a bug (not from its input) into its folder, for
+    the bug report; None when that cannot be written either (a full disk)."""
+    from .data.cache import atomic_write_text, record_written
+
+    try:
+        atomic_write_text(folder / BUG_REPORT, tb)
+        record_written(folder, BUG_REPORT)
+    except Exception:  # noqa: BLE001 - the run's error is what matters
+        return None
+    return folder / BUG_REPORT
 
 
 def execute(jobs: list[tuple[RunConfig, Path]], workers: int = 1, executor: str = "local",
