@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 import forgetless as fl
 from forgetless.loop import train_task
-from forgetless.run import make_optimizer
 from forgetless.models import build_model
+from forgetless.run import make_optimizer
 from forgetless.strategies import Context, Strategy
 
 WIDTHS = [784, 1024, 512, 256, 10]

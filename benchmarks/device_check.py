@@ -45,6 +45,7 @@ def main() -> int:
     a = ap.parse_args()
 
     import torch
+    from loop_overhead import minimal_epoch
 
     import forgetless as fl
     from forgetless import devices
@@ -52,7 +53,6 @@ def main() -> int:
     from forgetless.models import build_model
     from forgetless.run import make_optimizer
     from forgetless.strategies import STRATEGIES, Context, Strategy
-    from loop_overhead import minimal_epoch
 
     device = devices.resolve(a.device)
     gpu = device.type == "cuda"

@@ -19,8 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import select_defaults as sd  # noqa: E402
-from forgetless.experiment import finished, run_dir  # noqa: E402
+import select_defaults as sd
+
+from forgetless.experiment import finished, run_dir
 
 GRID = [1.0, 10.0, 100.0, 1000.0]
 

@@ -79,6 +79,7 @@ def check(path: str) -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import select_defaults as sd
+
     from forgetless.experiment import finished, run_dir
 
     line = [ln for ln in Path(path).read_text().splitlines() if ln.startswith("homework: test data")][0]

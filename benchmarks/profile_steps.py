@@ -18,8 +18,8 @@ from torch.profiler import ProfilerActivity, profile
 
 import forgetless as fl
 from forgetless.loop import train_task
-from forgetless.run import make_optimizer
 from forgetless.models import build_model
+from forgetless.run import make_optimizer
 from forgetless.strategies import Context, make_strategy
 
 MATMUL = {"aten::addmm", "aten::mm", "aten::bmm", "aten::matmul"}

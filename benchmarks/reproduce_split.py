@@ -18,8 +18,6 @@ import json
 import time
 from pathlib import Path
 
-from forgetless.experiment import Grid, compare
-
 REGULARIZATION = ["naive", "joint", "l2", "ewc", "online-ewc", "si", "mas", "rwalk", "scp"]
 REPLAY = ["lwf", "er", "agem", "gem", "dgr", "dgr+distill", "er+ewc"]
 CLASS_ONLY = ["icarl", "bic"]
@@ -76,8 +74,8 @@ def main():
     t0 = time.perf_counter()
     todo = configs(a.methods.split(","), a.scenarios.split(","), base)
     # one grid over every (method, scenario, seed): the workers stay busy across methods
-    from forgetless.experiment import execute, finished, run_dir, summarize, write_summary
     from forgetless.config import RunConfig
+    from forgetless.experiment import execute, finished, run_dir, summarize, write_summary
 
     jobs = []
     for m, scenario, d in todo:

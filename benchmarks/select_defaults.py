@@ -61,9 +61,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from forgetless.config import RunConfig  # noqa: E402
-from forgetless.experiment import execute, finished, run_dir  # noqa: E402
-from reproduce_homework import PROTOCOL as HOMEWORK  # noqa: E402
+from reproduce_homework import PROTOCOL as HOMEWORK
+
+from forgetless.config import RunConfig
+from forgetless.experiment import execute, finished, run_dir
 
 ROOT = Path(__file__).resolve().parent
 SUBSET = "/work/shared/data/mnist-subset"

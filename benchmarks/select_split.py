@@ -15,10 +15,11 @@ import json
 import time
 from pathlib import Path
 
+from reproduce_split import protocol  # the same protocol (benchmarks/ is on sys.path when run as a script)
+
 from forgetless import STRATEGIES
 from forgetless.config import RunConfig
 from forgetless.experiment import execute, finished, run_dir, summarize
-from reproduce_split import protocol  # the same protocol (benchmarks/ is on sys.path when run as a script)
 
 METHODS = ["l2", "ewc", "online-ewc", "si", "mas", "rwalk", "scp"]
 

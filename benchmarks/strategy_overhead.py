@@ -45,8 +45,8 @@ import torch
 
 import forgetless as fl
 from forgetless.loop import train_task
-from forgetless.run import make_optimizer
 from forgetless.models import build_model
+from forgetless.run import make_optimizer
 from forgetless.strategies import Context, Strategy, make_strategy
 
 REGULARIZATION = ["l2", "ewc", "online-ewc", "si", "mas", "rwalk", "scp"]

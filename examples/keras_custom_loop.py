@@ -20,12 +20,12 @@ from pathlib import Path
 
 os.environ["KERAS_BACKEND"] = "torch"  # this loop uses torch's autograd (the backend is fixed at import)
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import keras
+import numpy as np
+import torch
 
-import forgetless.keras as fk  # noqa: E402
-from forgetless.data import load_dataset  # noqa: E402
+import forgetless.keras as fk
+from forgetless.data import load_dataset
 
 HERE = Path(__file__).resolve().parent
 

@@ -28,12 +28,11 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is imported: it fixes the backend then
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
 
-import forgetless  # noqa: E402
-import forgetless.keras as fk  # noqa: E402
-from forgetless.data import load_dataset  # noqa: E402
+import forgetless
+import forgetless.keras as fk
+from forgetless.data import load_dataset
 
 L2_LAM = 0.1
 HERE = Path(__file__).resolve().parent

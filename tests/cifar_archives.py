@@ -19,7 +19,6 @@ import io
 import tarfile
 
 import numpy as np
-
 from conftest import FASHION_SLICE, IDX_FILES, MNIST_SUBSET
 
 COLOURS = np.array([(1.0, 1.0, 1.0), (1.0, 0.25, 0.25), (0.25, 1.0, 0.25), (0.25, 0.25, 1.0), (1.0, 1.0, 0.25)])

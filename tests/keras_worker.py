@@ -8,9 +8,9 @@ import json
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 
-import keras
 import forgetless.keras as fk
 from forgetless.data import load_dataset
 

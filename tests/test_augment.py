@@ -2,7 +2,7 @@
 seed and across resume, replayed samples augmented, never at evaluation."""
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import Crash
 
 import forgetless as fl
 from forgetless import Batch, Context
@@ -12,7 +12,6 @@ from forgetless.checkpoint import CHECKPOINT, load_checkpoint
 from forgetless.models import build_model
 from forgetless.run import make_optimizer
 from forgetless.strategies import make_strategy
-from conftest import Crash
 
 
 def candidates(x, p=4):

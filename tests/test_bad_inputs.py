@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from bad_inputs import CASES, ENV, make_places  # tests/ is on sys.path under pytest's rootdir import mode
 
-from bad_inputs import CASES, ENV, make_places  # noqa: E402  (tests/ is on sys.path under pytest's rootdir import mode)
 from forgetless.cli import main
 
 

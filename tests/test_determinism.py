@@ -15,13 +15,21 @@ from unittest import mock
 
 import pytest
 import torch
+from test_kill_resume import (
+    COMPARE,
+    GRID,
+    GRID_RUNS,
+    check_run_dirs,
+    child_env,
+    record,
+    reference_grid,
+    summary_without_times,
+)
 
 import forgetless as fl
 from forgetless.cli import _grid, build_parser
 from forgetless.experiment import compare, run_dir
 from forgetless.run import lock_dir
-from test_kill_resume import (COMPARE, GRID, GRID_RUNS, check_run_dirs, child_env, record, reference_grid,
-                              summary_without_times)
 
 STRATEGIES = ["naive", "ewc", "si", "er", "lwf"]
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: no spinning OpenMP threads
@@ -102,7 +110,7 @@ def _compare_in_thread(out: Path, messages: list[str]):
     def target():
         try:
             box["rows"] = compare(grid, out, workers=1, say=messages.append)
-        except BaseException as e:  # noqa: BLE001 - reported by the test
+        except BaseException as e:  # reported by the test
             box["error"] = e
 
     t = threading.Thread(target=target)

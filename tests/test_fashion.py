@@ -3,9 +3,9 @@ shipped in tests/data (for machines without Debian's copy), and the slice's prov
 import gzip
 import importlib.util
 
-import forgetless as fl
-
 from conftest import FASHION_SLICE
+
+import forgetless as fl
 
 
 def test_permuted_fashion_mnist_naive_forgets(fashion_dir):

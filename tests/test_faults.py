@@ -451,7 +451,7 @@ def test_a_grid_survives_kills_a_full_disk_and_a_corrupt_checkpoint(grid_disk, t
             outcome["rows"] = compare(grid, out, workers=2, threads=1)
         except UsageError as e:
             outcome["error"] = str(e)
-        except BaseException as e:  # noqa: BLE001 - reported by the test
+        except BaseException as e:  # reported by the test
             outcome["crash"] = repr(e)
 
     t0 = time.monotonic()
@@ -510,8 +510,8 @@ def test_a_grid_survives_kills_a_full_disk_and_a_corrupt_checkpoint(grid_disk, t
             stats["runs_failed_by_disk_full"] += n_failed - len(bugs)
             for p in out.glob(f"*/{BUG_REPORT}"):
                 p.unlink()  # (counted once)
-        if stats["kills"] >= MIN_KILLS or "rows" in outcome and all(
-                (out / name / "result.json").exists() for name in reference):
+        if stats["kills"] >= MIN_KILLS or ("rows" in outcome and all(
+                (out / name / "result.json").exists() for name in reference)):
             break
 
     if not stats["corrupted"]:  # every run finished between two looks: corrupt a finished run's checkpoint

@@ -99,7 +99,7 @@ def test_fscil_metrics_on_literal_numbers():
          [0.7, 0.4, 0.2]]
     n = [100, 10, 30]
     S = M.session_accuracy(R, n)
-    assert S == pytest.approx([0.9, (80 + 5) / 110, (70 + 4 + 6) / 140])
+    assert pytest.approx([0.9, (80 + 5) / 110, (70 + 4 + 6) / 140]) == S
     m = M.fscil_metrics(R, n)
     assert m["avg"] == pytest.approx((0.9 + 85 / 110 + 80 / 140) / 3)
     assert m["pd"] == pytest.approx(0.9 - 80 / 140)
@@ -191,6 +191,7 @@ def test_the_standard_session_lists_on_a_cifar100_format_archive(tmp_path, devic
     """The CIFAR-100 protocol's code path (60 base classes + 8 sessions of 5-way 5-shot) on an
     archive in CIFAR-100's binary format built from real images (tests/cifar_archives.py)."""
     from cifar_archives import cifar100_archive
+
     from forgetless.config import RunConfig
     from forgetless.run import run
 

@@ -3,15 +3,13 @@ import gzip
 
 import numpy as np
 import pytest
+from conftest import MNIST_SUBSET as SUBSET
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from forgetless.data import read_idx, write_idx
 from forgetless.errors import DataError
-
-from conftest import MNIST_SUBSET as SUBSET
-
 
 
 @pytest.fixture(scope="module")

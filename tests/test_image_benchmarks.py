@@ -5,10 +5,10 @@ Short class-IL runs (the first two tasks, Adam, the default augmentation: crop-f
 the dataset's normalisation as the ResNets' first layer), each asserting what training must achieve.
 """
 import pytest
+from cifar_archives import cifar10_archive, cifar100_archive
 
 import forgetless as fl
 from forgetless.benchmarks import build
-from cifar_archives import cifar10_archive, cifar100_archive
 
 
 @pytest.fixture(scope="module")

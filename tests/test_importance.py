@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from oracles import per_sample_grads_loop
 from torch import nn
 
 from forgetless.errors import UsageError
@@ -12,7 +13,6 @@ from forgetless.strategies.linear_fastpath import choose
 from forgetless.strategies.mas import mas_hebbian, mas_importance
 from forgetless.strategies.path_integral import PathIntegral, RiemannianWalk, minmax
 from forgetless.strategies.scp import scp_importance
-from oracles import per_sample_grads_loop
 
 N = 48
 

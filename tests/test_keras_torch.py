@@ -14,9 +14,9 @@ import textwrap
 
 import pytest
 import torch
+from conftest import Crash
 
 import forgetless as fl
-from conftest import Crash
 from forgetless import devices as _devices
 from forgetless.checkpoint import CHECKPOINT, load_checkpoint
 
@@ -25,12 +25,12 @@ if importlib.util.find_spec("keras") is None:
         raise RuntimeError("CI must install keras (pip install keras)")
     pytest.skip("keras is not installed", allow_module_level=True)
 os.environ.setdefault("KERAS_BACKEND", "torch")
-import keras  # noqa: E402
+import keras
 
 if keras.backend.backend() != "torch":
     pytest.skip(f"keras was imported with the {keras.backend.backend()} backend", allow_module_level=True)
 
-from forgetless.keras.torch_module import KerasModel  # noqa: E402
+from forgetless.keras.torch_module import KerasModel
 
 MODULE = '''
 import keras

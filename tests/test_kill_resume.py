@@ -287,7 +287,7 @@ class KilledGrid(threading.Thread):
                 self.returncode = self.start_group(log).wait(timeout=600)
                 log.seek(0)
                 self.stderr = log.read()
-        except BaseException as e:  # noqa: BLE001 - reported by the test
+        except BaseException as e:  # reported by the test
             self.error = e
 
     def stop(self) -> None:

@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from test_kill_resume import record
 
 from forgetless import metrics as M
 from forgetless.config import parse_params, parse_value
 from forgetless.data import read_idx, write_idx
 from forgetless.errors import DataError, UsageError
-from test_kill_resume import record
 
 # 60 examples each keeps the file at a few seconds; FORGETLESS_PROPERTY_EXAMPLES=5000 searches harder.
 FAST = settings(max_examples=int(os.environ.get("FORGETLESS_PROPERTY_EXAMPLES", 60)), deadline=None,

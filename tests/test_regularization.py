@@ -10,13 +10,12 @@ from torch import nn
 from forgetless.errors import UsageError
 from forgetless.strategies.base import ALL_SCENARIOS, Batch, Context, Param, Strategy
 from forgetless.strategies.fisher import fisher_diagonal
+from forgetless.strategies.mas import mas_importance
 from forgetless.strategies.path_integral import minmax
 from forgetless.strategies.penalty import flatten
 from forgetless.strategies.registry_regularization import REGULARIZATION
-from forgetless.strategies.mas import mas_importance
 from forgetless.strategies.regularization import EWC, L2, MAS, SCP, SI, OnlineEWC, RWalk, task_generator
 from forgetless.strategies.scp import scp_importance
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -78,7 +78,7 @@ def test_greedy_policy_is_class_balanced_and_never_replaces_within_a_full_class(
         x, y, _ = buf.tensors()
         for c in task.classes:  # the first examples of a class that get in are the ones it keeps (or fewer)
             first[c] = {tuple(v.flatten().tolist()) for v in x[y == c]}
-    assert buf.class_counts() == {c: 5 for c in range(6)}
+    assert buf.class_counts() == dict.fromkeys(range(6), 5)
     x, y, _ = buf.tensors()
     for c in range(6):
         assert {tuple(v.flatten().tolist()) for v in x[y == c]} <= first[c]
@@ -257,7 +257,7 @@ def test_gdumb_memory_is_balanced_and_the_model_depends_only_on_the_memory(bench
     s = GDumb(memory=50, fit_epochs=16)
     ctx = context(bench, task_id=4, hidden=32)  # (every class seen, as after the run)
     r = run(RunConfig(**CLASS_IL), strategy=s, benchmark=bench, model=ctx.model)
-    assert s.buffer_.class_counts() == {c: 5 for c in range(10)}
+    assert s.buffer_.class_counts() == dict.fromkeys(range(10), 5)
     assert all(p["steps"] > 0 and p["mean_loss"] == 0.0 for p in r.timing["per_task"])  # nothing learnt from the stream
     final = copy.deepcopy(ctx.model.state_dict())
     # scramble the model: retraining from scratch on the same memory gives the same model

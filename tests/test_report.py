@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import forgetless as fl
-from forgetless.errors import UsageError
 from forgetless.cli import cmd_report
+from forgetless.errors import UsageError
 from forgetless.report import write_report
 
 try:

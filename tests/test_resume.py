@@ -3,10 +3,10 @@ import pickle
 
 import pytest
 import torch
+from conftest import Crash
 
 import forgetless as fl
 from forgetless.checkpoint import CHECKPOINT, load_checkpoint
-from conftest import Crash
 
 
 def cfg(**kw):

@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
+from conftest import Crash
 
 import forgetless as fl
 from forgetless.checkpoint import CHECKPOINT, load_checkpoint
 from forgetless.schedules import lr_at
-from conftest import Crash
 
 BASE = dict(benchmark="permuted-digits", tasks=2, model="mlp:16", batch_size=128, optimizer="sgd", lr=0.2,
             momentum=0.9)

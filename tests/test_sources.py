@@ -14,14 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from forgetless.data import DATASETS, TensorData, load_dataset, read_idx, write_idx
-from forgetless.data import sources
-from forgetless.errors import DataError
-
 from conftest import FASHION_SLICE
 from conftest import IDX_FILES as FILES
 from conftest import MNIST_SUBSET as SUBSET
+
+from forgetless.data import DATASETS, TensorData, load_dataset, read_idx, sources, write_idx
+from forgetless.errors import DataError
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +41,7 @@ def write_mnist(folder: Path, n_train: int, n_test: int) -> Path:
 def assert_image_data(data: TensorData, n: int, shape, num_classes: int):
     assert data.x.shape == (n, *shape) and data.x.dtype == torch.float32
     assert data.y.shape == (n,) and data.y.dtype == torch.int64
-    assert 0 <= data.x.min() and data.x.max() <= 1
+    assert data.x.min() >= 0 and data.x.max() <= 1
     assert set(data.y.tolist()) == set(range(num_classes))
 
 

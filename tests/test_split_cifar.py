@@ -6,11 +6,11 @@ the real loader and trained class-incrementally with the CNN: iCaRL and BiC must
 """
 import numpy as np
 import pytest
-
-import forgetless as fl
 from conftest import IDX_FILES as FILES
 from conftest import MNIST_SUBSET as SUBSET
 from test_sources import make_tar
+
+import forgetless as fl
 
 
 def cifar_like(n: int):

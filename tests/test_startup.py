@@ -49,7 +49,7 @@ def test_permuted_digits_data_load_imports_no_heavy_package():
 
 def test_public_names_resolve_lazily():
     import forgetless
-    import forgetless.run  # noqa: F401 (the submodule must not replace the function)
+    import forgetless.run  # the submodule must not replace the function
 
     assert callable(forgetless.run) and forgetless.run.__module__ == "forgetless.run"
     assert forgetless.train_step.__module__ == "forgetless.loop"

@@ -20,9 +20,29 @@ _WHERE = {  # public name -> the submodule that defines it
     "Param": "strategies", "Strategy": "strategies", "make_strategy": "strategies",
 }
 
-__all__ = ["Batch", "Benchmark", "Compose", "Param", "Context", "Result", "RunConfig", "STRATEGIES", "Strategy", "Task",
-           "UsageError", "benchmark_names", "build", "build_model", "evaluate", "make_strategy", "metrics",
-           "run", "save_result", "train_step", "train_task"]
+__all__ = [
+    "STRATEGIES",
+    "Batch",
+    "Benchmark",
+    "Compose",
+    "Context",
+    "Param",
+    "Result",
+    "RunConfig",
+    "Strategy",
+    "Task",
+    "UsageError",
+    "benchmark_names",
+    "build",
+    "build_model",
+    "evaluate",
+    "make_strategy",
+    "metrics",
+    "run",
+    "save_result",
+    "train_step",
+    "train_task",
+]
 
 
 def __getattr__(name: str):

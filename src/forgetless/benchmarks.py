@@ -32,8 +32,8 @@ over all outputs.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -136,7 +136,7 @@ class Benchmark:
             return self._bias[max(trained_upto, task_id)]
         return self._bias[task_id]
 
-    def to(self, device) -> "Benchmark":
+    def to(self, device) -> Benchmark:
         """Move every task's data and the scenario's masks to ``device`` (in place); returns self."""
         moved: dict = {}  # (the tasks' views share one copy of each dataset: it moves once)
         for t in self.tasks:
@@ -151,7 +151,7 @@ class Benchmark:
         """The device the tasks' data lives on."""
         return self.tasks[0].train.device
 
-    def first(self, k: int) -> "Benchmark":
+    def first(self, k: int) -> Benchmark:
         """The same benchmark reduced to its first ``k`` tasks (same outputs, same masks for them)."""
         if not 1 <= k <= len(self.tasks):
             raise UsageError(f"first_tasks must be between 1 and {len(self.tasks)} (the benchmark's tasks), got {k}")

@@ -32,7 +32,7 @@ def parse_params(items):
     return _cfg.parse_params(items)
 
 
-def RunConfig(**kw):  # noqa: N802 (config.RunConfig, imported on use)
+def RunConfig(**kw):  # config.RunConfig, imported on use
     return _cfg.RunConfig(**kw)
 
 
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _config(a: argparse.Namespace) -> "RunConfig":
+def _config(a: argparse.Namespace) -> RunConfig:
     given = {name: getattr(a, name) for name in ("benchmark", "scenario", "tasks", "strategy", "model", "epochs",
                                                  "iterations", "batch_size", "optimizer", "lr", "momentum", "seed",
                                                  "classes", "angles", "val_fraction", "eval_every",

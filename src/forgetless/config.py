@@ -68,7 +68,7 @@ class RunConfig:
     blurry: float = 0.0  # i-Blurry: percent M of each blurry class's training samples moved to other tasks
     blurry_disjoint: float = 50.0  # percent N of the classes that stay disjoint (in their own task only)
 
-    def resolved(self) -> "RunConfig":
+    def resolved(self) -> RunConfig:
         """A copy with defaults that depend on other options filled in, and values checked."""
         c = RunConfig(**{f.name: getattr(self, f.name) for f in fields(self)})
         _check_types(c)
@@ -105,7 +105,7 @@ class RunConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """A RunConfig from a dict such as ``to_dict``'s; unknown keys are a UsageError."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)

@@ -208,7 +208,7 @@ def compile_model(model: torch.nn.Module) -> None:
     with ``copy_model``, which drops the compiled call: it is bound to the original module."""
     try:
         model.compile()
-    except Exception as e:  # noqa: BLE001 - report any backend failure in one line
+    except Exception as e:  # report any backend failure in one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"--compile: torch.compile is not available here ({first}); run without --compile") from None
 
@@ -324,7 +324,7 @@ def barrier(timeout: float | None = None) -> None:
 
     try:
         dist.barrier(async_op=True).wait(timeout=datetime.timedelta(seconds=timeout))
-    except Exception:  # noqa: BLE001 - a process that is gone: go on
+    except Exception:  # a process that is gone: go on
         pass
 
 
@@ -479,7 +479,7 @@ def together():
     is raised in every process when the block ends (see ``_agree``)."""
     try:
         yield
-    except Exception as e:  # noqa: BLE001 - handed to every process, then re-raised here
+    except Exception as e:  # handed to every process, then re-raised here
         _agree(e)
     else:
         _agree(None)

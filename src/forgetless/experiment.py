@@ -34,9 +34,10 @@ import math
 import os
 import re
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config import RunConfig
 from .data.cache import atomic_write_text, record_written, refuse_foreign
@@ -124,7 +125,7 @@ def load_grid_file(path: str | Path, overrides: list[str] = ()) -> Grid:
             raise UsageError(f"{path}: use a .toml or .yaml file")
     except UsageError:
         raise
-    except Exception as e:  # noqa: BLE001 - any parse error is the user's file
+    except Exception as e:  # any parse error is the user's file
         raise UsageError(f"{path} is not valid {path.suffix[1:].upper()}: {str(e).splitlines()[0]}") from None
     if data is None or data == {}:
         raise UsageError(f"{path} is empty: give at least one option (e.g. strategy = [\"naive\", \"er\"]); "
@@ -151,7 +152,7 @@ def load_grid_file(path: str | Path, overrides: list[str] = ()) -> Grid:
         name = key.replace("-", "_")
         name = name if not name.startswith("param.") else "params." + name[6:]
         head, dot, tail = name.partition(".")
-        if not re.fullmatch(r"[a-z_][a-z0-9_]*", head) or dot and head != "params":
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", head) or (dot and head != "params"):
             raise UsageError(f"override {item!r}: {key!r} is not an option (write NAME=VALUE or "
                              f"params.NAME=VALUE){_did_you_mean(head)}")
         if dot:
@@ -162,7 +163,7 @@ def load_grid_file(path: str | Path, overrides: list[str] = ()) -> Grid:
     base, axes = {}, {}
     for k, v in flat.items():
         one = k in ("angles", "milestones")  # (a list that is one value)
-        if isinstance(v, list) and not one or one and isinstance(v, list) and v and isinstance(v[0], list):
+        if (isinstance(v, list) and not one) or (one and isinstance(v, list) and v and isinstance(v[0], list)):
             if not v:
                 raise UsageError(f"{path}: {k} is an empty list, which would make a grid of no runs; "
                                  f"give at least one value")
@@ -214,7 +215,7 @@ def run_one(cfg_dict: dict, out_dir: str, threads: int | None = None) -> dict:
         return {"dir": out_dir, "status": "busy"}  # another worker is running it
     except UsageError as e:
         return {"dir": out_dir, "status": "failed", "error": str(e)}
-    except Exception as e:  # noqa: BLE001 - a bug in one run must not lose the grid
+    except Exception as e:  # a bug in one run must not lose the grid
         tb = traceback.format_exc()
         where = _bug_report(path, tb)
         return {"dir": out_dir, "status": "failed", "traceback": tb,
@@ -232,7 +233,7 @@ def _bug_report(folder: Path, tb: str) -> Path | None:
     try:
         atomic_write_text(folder / BUG_REPORT, tb)
         record_written(folder, BUG_REPORT)
-    except Exception:  # noqa: BLE001 - the run's error is what matters
+    except Exception:  # the run's error is what matters
         return None
     return folder / BUG_REPORT
 
@@ -735,7 +736,7 @@ def _select(configs, out, metric, val_fraction, workers, executor, address, say,
         raise UsageError(f"unknown metric {metric!r}; choose one of: {', '.join(SUMMARY_METRICS)}")
     families: dict[str, list[RunConfig]] = {}
     for c in configs:
-        key = json.dumps(c.to_dict() | {k: None for k in vary + ("seed",)}, sort_keys=True, default=str)
+        key = json.dumps(c.to_dict() | dict.fromkeys(vary + ("seed",)), sort_keys=True, default=str)
         families.setdefault(key, []).append(c)
     sel_dir = out / "selection"
     plans = []  # (family, first seed, [(choice, trial config)])

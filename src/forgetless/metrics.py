@@ -34,8 +34,8 @@ summary tables, the report, the figures and the command line read it instead of 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -224,7 +224,7 @@ class NeuralGas:
             self.assign_labels(x, labels)
         return history if record else self
 
-    def learn_edges(self, x: torch.Tensor, T: float = T_F) -> "NeuralGas":
+    def learn_edges(self, x: torch.Tensor, T: float = T_F) -> NeuralGas:
         """CHL alone over the rows of x in order (centroids fixed): connects each input's two
         nearest nodes, ages the winner's other edges, removes those older than T."""
         self._need_nodes("learn_edges")

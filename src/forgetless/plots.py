@@ -11,8 +11,9 @@ distinguishable with every common colour-vision deficiency; lines also differ in
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from .errors import UsageError
 

@@ -11,8 +11,9 @@ import base64
 import html
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import UsageError
 from .metrics import REGISTRY, scalar_metrics

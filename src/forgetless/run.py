@@ -17,26 +17,35 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from . import devices
 from . import metrics as M
-from .augment import make_augment, resolve as resolve_augment
+from .augment import make_augment
+from .augment import resolve as resolve_augment
 from .benchmarks import Benchmark, Task, build
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import PLACEMENT, RunConfig
-from .data.cache import (DiskFull, atomic_write_text, disk_full, is_disk_full, record_written, refuse_foreign,
-                         written_by_forgetless)
+from .data.cache import (
+    DiskFull,
+    atomic_write_text,
+    disk_full,
+    is_disk_full,
+    record_written,
+    refuse_foreign,
+    written_by_forgetless,
+)
 from .errors import UsageError
 from .loop import TrainingDiverged, evaluate, train_task
 from .models import adapt_model, build_model, check_model, normalize_for
-from .schedules import make_schedule
 from .results import Result, save_result
+from .schedules import make_schedule
 from .strategies import Context, Strategy, make_strategy
 
 RUN_FILES = ("result.json", CHECKPOINT, CHECKPOINT + ".sha256", "log.csv", "accuracy.csv", "tensorboard")
@@ -189,7 +198,7 @@ class RunState:
     done: int = 0  # tasks finished
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunState":
+    def from_dict(cls, d: dict[str, Any]) -> RunState:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .errors import UsageError
 

@@ -5,6 +5,13 @@ from .idx import read_idx, write_idx
 from .sources import DATASETS, load_dataset
 
 __all__ = [
-    "TensorData", "load_dataset", "DATASETS", "read_idx", "write_idx", "fetch",
-    "atomic_write_text", "atomic_write_bytes", "default_cache_dir",
+    "DATASETS",
+    "TensorData",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "default_cache_dir",
+    "fetch",
+    "load_dataset",
+    "read_idx",
+    "write_idx",
 ]

@@ -78,7 +78,7 @@ class TensorData:
         """All images as float32 (a new tensor for uint8 data: off the hot path, prefer ``take``)."""
         return self._float(self.raw)
 
-    def images(self) -> "Images":
+    def images(self) -> Images:
         """All images as a float32 *sequence* that converts only what is indexed (``take``): for
         code that reads chunks or a sample of them (importance estimation), without the float32
         copy of the whole set that ``x`` makes."""
@@ -98,11 +98,11 @@ class TensorData:
         own = [self.y] + [t for t in (self.rows, self.perm, self.perm_ids) if t is not None] + ([] if self.is_view else [self.stored])
         return sum(t.numel() * t.element_size() for t in own)
 
-    def _view(self, y: torch.Tensor, rows: torch.Tensor | None, pick=None) -> "TensorData":
+    def _view(self, y: torch.Tensor, rows: torch.Tensor | None, pick=None) -> TensorData:
         ids = self.perm_ids if pick is None or self.perm_ids is None else self.perm_ids[pick]
         return TensorData(self.stored, y, self.scale, rows=rows, perm=self.perm, perm_ids=ids)
 
-    def subset(self, index) -> "TensorData":
+    def subset(self, index) -> TensorData:
         """The samples at ``index`` (LongTensor, bool mask or slice): a view, no images copied."""
         if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
             index = index.nonzero().flatten()
@@ -111,10 +111,10 @@ class TensorData:
         index = index.to(self.y.device)
         return self._view(self.y[index], index if self.rows is None else self.rows[index], index)
 
-    def with_labels(self, y: torch.Tensor) -> "TensorData":
+    def with_labels(self, y: torch.Tensor) -> TensorData:
         return self._view(y, self.rows)
 
-    def permuted(self, perm: torch.Tensor) -> "TensorData":
+    def permuted(self, perm: torch.Tensor) -> TensorData:
         """Every image's pixels permuted by ``perm`` (over the flattened C*H*W values): a view."""
         perm = perm.to(self.stored.device)
         if self.perm is not None:
@@ -122,7 +122,7 @@ class TensorData:
         return TensorData(self.stored, self.y, self.scale, rows=self.rows, perm=perm, perm_ids=self.perm_ids)
 
     @staticmethod
-    def cat(parts: list["TensorData"]) -> "TensorData":
+    def cat(parts: list[TensorData]) -> TensorData:
         """One set from several: a view when they are views of the same images (with one pixel
         order, or each part its own: a table of permutations); otherwise a new tensor (uint8 when
         every part has the same divisor, else float32)."""
@@ -131,8 +131,8 @@ class TensorData:
             rows = torch.cat([p.rows if p.rows is not None else torch.arange(len(p), device=p.y.device)
                               for p in parts])
             y = torch.cat([p.y for p in parts])
-            if all(p.perm is None and first.perm is None or p.perm is not None and first.perm is not None
-                   and p.perm_ids is None and first.perm_ids is None and torch.equal(p.perm, first.perm)
+            if all((p.perm is None and first.perm is None) or (p.perm is not None and first.perm is not None
+                   and p.perm_ids is None and first.perm_ids is None and torch.equal(p.perm, first.perm))
                    for p in parts):
                 return TensorData(first.stored, y, first.scale, rows=rows, perm=first.perm)
             pixels = first.stored[0].numel()
@@ -150,7 +150,7 @@ class TensorData:
             return TensorData(torch.cat([p.raw for p in parts]), torch.cat([p.y for p in parts]), scales.pop())
         return TensorData(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
 
-    def to(self, device, moved: dict | None = None) -> "TensorData":
+    def to(self, device, moved: dict | None = None) -> TensorData:
         """The same data on ``device`` (itself when it is already there). ``moved`` (id -> tensor),
         shared between calls, moves images that several views share only once."""
         device = torch.device(device)

@@ -43,7 +43,8 @@ The model must output logits (no final softmax) and the labels are integer class
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,10 +56,25 @@ keras = require_keras()
 from keras import ops  # noqa: E402
 
 from . import _grads  # noqa: E402
-from .torch_module import KerasModel, as_module  # noqa: E402,F401  (Keras models inside forgetless: torch backend)
+from .torch_module import KerasModel, as_module  # Keras models inside forgetless: torch backend
 
-__all__ = ["AccuracyMatrix", "Batches", "EWC", "KerasModel", "L2", "LwF", "MAS", "Replay", "SI", "accuracy",
-           "as_module", "batches", "fisher_diagonal", "mas_importance", "methods_of"]
+__all__ = [
+    "EWC",
+    "L2",
+    "MAS",
+    "SI",
+    "AccuracyMatrix",
+    "Batches",
+    "KerasModel",
+    "LwF",
+    "Replay",
+    "accuracy",
+    "as_module",
+    "batches",
+    "fisher_diagonal",
+    "mas_importance",
+    "methods_of",
+]
 
 FISHER_LABELS = ("empirical", "sample", "exact")
 
@@ -398,7 +414,7 @@ class SI(_Regularizer, keras.callbacks.Callback):
         self.start_: list[np.ndarray] | None = None
         self._before = None
 
-    def watch(self, data: "Batches") -> "SI":
+    def watch(self, data: Batches) -> SI:
         if not isinstance(data, Batches):
             raise UsageError("SI.watch needs the dataset from forgetless.keras.batches(x, y, batch_size)")
         self.data = data
@@ -536,7 +552,7 @@ class Replay:
         idx = rng.integers(0, self._n, size=n)
         return self.x[idx], self.y[idx]
 
-    def batches(self, x, y, batch_size: int = 32, seed: int = 0) -> "Batches":
+    def batches(self, x, y, batch_size: int = 32, seed: int = 0) -> Batches:
         return Batches(x, y, batch_size=batch_size, seed=seed, replay=self)
 
 

@@ -84,7 +84,7 @@ def _dense_split(model):
         if model.outputs is None or len(model.outputs) != 1 or model.outputs[0] is not dense.output:
             return None
         body = keras.Model(model.inputs, dense.input)
-    except Exception:  # noqa: BLE001 - a subclassed or multi-input model: no split
+    except Exception:  # a subclassed or multi-input model: no split
         return None
     return body, dense
 
@@ -99,7 +99,7 @@ class DenseHead(nn.Linear):
     ``nn.Linear``'s layout (``weight = kernel.T``). forgetless's Linear fast path and Hebbian MAS need
     every parameter inside an ``nn.Linear`` and therefore still take the general path / refuse."""
 
-    def __init__(self, owner: "KerasModel", kernel: str, bias: str | None, in_features: int, out_features: int):
+    def __init__(self, owner: KerasModel, kernel: str, bias: str | None, in_features: int, out_features: int):
         nn.Module.__init__(self)
         self.in_features, self.out_features = in_features, out_features
         self._owner = [owner]  # (a list: not a submodule, no reference cycle in the module tree)
@@ -110,11 +110,11 @@ class DenseHead(nn.Linear):
         return params[self._kernel_name], (None if self._bias_name is None else params[self._bias_name])
 
     @property
-    def weight(self):  # noqa: D102 - nn.Linear's layout, read-only
+    def weight(self):  # nn.Linear's layout, read-only
         return self._tensors()[0].T
 
     @property
-    def bias(self):  # noqa: D102
+    def bias(self):
         return self._tensors()[1]
 
     def forward(self, features):

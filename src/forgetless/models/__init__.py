@@ -132,7 +132,7 @@ def check_model(model: nn.Module, input_shape: tuple[int, ...], n_outputs: int) 
         with torch.no_grad():
             first = next(iter(model.parameters()), None)
             out = model(torch.zeros(2, *input_shape, device=first.device if first is not None else None))
-    except Exception as e:  # noqa: BLE001 - any failure means the model does not fit
+    except Exception as e:  # any failure means the model does not fit
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"the model does not accept the benchmark's input {tuple(input_shape)}: {first}") from None
     finally:
@@ -143,5 +143,18 @@ def check_model(model: nn.Module, input_shape: tuple[int, ...], n_outputs: int) 
                          f"it returns {got} for a batch of 2")
 
 
-__all__ = ["CNN", "DEFAULT_MODEL", "adapt_model", "MLP", "NORMALIZE_CHOICES", "Normalize", "ResNet", "build_model",
-           "check_model", "cifar_resnet", "dataset_stats", "normalize_for", "resnet18"]
+__all__ = [
+    "CNN",
+    "DEFAULT_MODEL",
+    "MLP",
+    "NORMALIZE_CHOICES",
+    "Normalize",
+    "ResNet",
+    "adapt_model",
+    "build_model",
+    "check_model",
+    "cifar_resnet",
+    "dataset_stats",
+    "normalize_for",
+    "resnet18",
+]

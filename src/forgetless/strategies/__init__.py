@@ -8,10 +8,10 @@ from .base import ALL_SCENARIOS, Batch, Compose, Context, Param, Strategy
 from .baselines import Cumulative, Joint, Naive
 from .cec import CEC
 from .prototype import Prototype
-from .topic import Topic
+from .registry_isolation import ISOLATION
 from .registry_regularization import REGULARIZATION
 from .registry_replay import REPLAY
-from .registry_isolation import ISOLATION
+from .topic import Topic
 
 STRATEGIES: dict[str, type[Strategy]] = {"naive": Naive, "joint": Joint, "cumulative": Cumulative,
                                          **REGULARIZATION, **REPLAY, "prototype": Prototype, "topic": Topic,
@@ -69,5 +69,14 @@ def make_strategy(spec: str, params: dict[str, Any] | None = None, scenario: str
     return strategy
 
 
-__all__ = ["ALL_SCENARIOS", "Batch", "Compose", "Context", "Param", "Strategy", "STRATEGIES", "make_strategy",
-           "split_params"]
+__all__ = [
+    "ALL_SCENARIOS",
+    "STRATEGIES",
+    "Batch",
+    "Compose",
+    "Context",
+    "Param",
+    "Strategy",
+    "make_strategy",
+    "split_params",
+]

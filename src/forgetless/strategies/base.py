@@ -146,7 +146,7 @@ class Context:
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    benchmark: "Benchmark"
+    benchmark: Benchmark
     task_id: int = 0  # the task being trained (set by before_task)
     epoch: int = 0  # the epoch within the task (the library's loop sets it; informative only)
     step: int = 0  # optimizer steps in the current task
@@ -175,7 +175,7 @@ class Context:
 
         return put(t, self.device)
 
-    def begin_task(self, task: "Task", upto: int | None = None) -> None:
+    def begin_task(self, task: Task, upto: int | None = None) -> None:
         """Record that ``task`` starts (its data, and data of tasks up to ``upto``, will be trained on)."""
         self.task_id, self.step = task.id, 0
         self.seen_upto = max(self.seen_upto, task.id if upto is None else upto)
@@ -240,18 +240,18 @@ class Strategy:
 
         return self.name if STRATEGIES.get(self.name) is type(self) else f"custom:{type(self).__name__}"
 
-    def trains_upto(self, ctx: Context, task: "Task") -> int:
+    def trains_upto(self, ctx: Context, task: Task) -> int:
         """The last task whose data ``train_data`` brings at ``task`` (only joint looks ahead)."""
         return task.id
 
     # ---- hooks ------------------------------------------------------------------------------
-    def before_task(self, ctx: Context, task: "Task") -> None:
+    def before_task(self, ctx: Context, task: Task) -> None:
         """Called once before ``task`` is trained (records it in ``ctx``; LwF, iCaRL, BiC keep the old model here)."""
         ctx.begin_task(task, self.trains_upto(ctx, task))
 
     before_task._records_task = True
 
-    def train_data(self, ctx: Context, task: "Task") -> tuple["TensorData", torch.Tensor] | None:
+    def train_data(self, ctx: Context, task: Task) -> tuple[TensorData, torch.Tensor] | None:
         """(data, task index of every sample) to train on for ``task``; None to skip training."""
         return task.train, task.ids()
 
@@ -269,15 +269,12 @@ class Strategy:
 
     def after_backward(self, ctx: Context) -> None:
         """Called after backward, before the optimizer step: gradients may be changed here (GEM, A-GEM)."""
-        pass
 
     def after_step(self, ctx: Context, batch: Batch) -> None:
         """Called after every optimizer step (SI and RWalk accumulate their path integral, online buffers fill)."""
-        pass
 
-    def after_task(self, ctx: Context, task: "Task") -> None:
+    def after_task(self, ctx: Context, task: Task) -> None:
         """Called once after ``task`` is trained (importances, anchors, memory updates, BiC's bias stage)."""
-        pass
 
     def predict(self, ctx: Context, x: torch.Tensor) -> torch.Tensor:
         """The scores used for evaluation (default: the model's logits; iCaRL predicts by nearest mean)."""

@@ -14,8 +14,18 @@ from torch.func import jacrev, vmap
 from .. import devices
 from ..errors import UsageError
 from . import linear_fastpath as lin
-from .estimation import (as_long, auto_chunk, batch_fn, default_generator, eval_mode, positions,
-                         sample_fn, split, subsample, trainable)
+from .estimation import (
+    as_long,
+    auto_chunk,
+    batch_fn,
+    default_generator,
+    eval_mode,
+    positions,
+    sample_fn,
+    split,
+    subsample,
+    trainable,
+)
 
 LABELS = ("empirical", "sample", "exact")
 

@@ -31,7 +31,7 @@ and a fused multiply-add into ``p.grad``) with no Python loop over parameters do
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

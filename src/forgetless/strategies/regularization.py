@@ -34,9 +34,8 @@ from .base import ALL_SCENARIOS, Context, Param, Strategy
 from .fisher import LABELS, fisher_diagonal
 from .mas import mas_hebbian, mas_importance
 from .path_integral import PathIntegral, RiemannianWalk, minmax
-from .scp import scp_importance
 from .penalty import QuadraticPenalty, flatten, views
-
+from .scp import scp_importance
 
 CLOSED_FORM = Param(True, help="add the penalty's gradient in closed form (false: through autograd)")
 
