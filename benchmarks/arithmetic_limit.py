@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -34,17 +35,17 @@ from forgetless.run import make_optimizer
 from forgetless.strategies import Context, Strategy
 
 WIDTHS = [784, 1024, 512, 256, 10]
-P = sum(a * b for a, b in zip(WIDTHS, WIDTHS[1:]))  # multiply-adds of one sample's forward
+P = sum(a * b for a, b in itertools.pairwise(WIDTHS))  # multiply-adds of one sample's forward
 
 
 def step_products(batch):
     """(name, m, k, n, transposed operand) of every product in one training step."""
     out = []
-    for i, (fi, fo) in enumerate(zip(WIDTHS, WIDTHS[1:]), 1):
+    for i, (fi, fo) in enumerate(itertools.pairwise(WIDTHS), 1):
         out.append((f"fwd L{i}: [{batch},{fi}] x W^T[{fi},{fo}]", (batch, fi), (fo, fi), "x@Wt"))
-    for i, (fi, fo) in enumerate(zip(WIDTHS, WIDTHS[1:]), 1):
+    for i, (fi, fo) in enumerate(itertools.pairwise(WIDTHS), 1):
         out.append((f"grad W{i}: dY^T[{fo},{batch}] x X[{batch},{fi}]", (batch, fo), (batch, fi), "dYt@X"))
-    for i, (fi, fo) in enumerate(zip(WIDTHS, WIDTHS[1:]), 1):
+    for i, (fi, fo) in enumerate(itertools.pairwise(WIDTHS), 1):
         if i > 1:
             out.append((f"grad X{i}: dY[{batch},{fo}] x W[{fo},{fi}]", (batch, fo), (fo, fi), "dY@W"))
     return out

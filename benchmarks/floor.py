@@ -33,6 +33,7 @@ the same thread count as the run (``--threads``, default 1, also OMP_NUM_THREADS
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -83,7 +84,7 @@ def layers(model: str, n_in: int, n_out: int) -> list[tuple[int, int]]:
     if not model.startswith("mlp:"):
         raise SystemExit("floor.py knows the FLOPs of mlp:W1,W2,... models only")
     widths = [n_in] + [int(w) for w in model[4:].split(",")] + [n_out]
-    return list(zip(widths[:-1], widths[1:]))
+    return list(itertools.pairwise(widths))
 
 
 def floors(a, run: dict, out: Path) -> dict[str, float]:

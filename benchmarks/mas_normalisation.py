@@ -33,7 +33,7 @@ SUBSET = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tests"
 
 def homework_mas(model, x, batch):
     """The sample code's Omega: mean over batches of |d mean_batch ||f(x)||^2 / d theta|."""
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     acc = [torch.zeros_like(p) for p in params]
     chunks = list(x.split(batch))
     model.eval()
@@ -82,7 +82,7 @@ def check(path: str) -> None:
 
     from forgetless.experiment import finished, run_dir
 
-    line = [ln for ln in Path(path).read_text().splitlines() if ln.startswith("homework: test data")][0]
+    line = next(ln for ln in Path(path).read_text().splitlines() if ln.startswith("homework: test data"))
     lam = float(re.search(r"our lam ([0-9.e+-]+)", line).group(1))
     lam = float(f"{10 ** round(__import__('math').log10(lam)):.0e}")  # the nearest decade
     out = Path("runs/defaults")

@@ -327,7 +327,7 @@ def test(a) -> None:
     out = out_root(a)
     seeds = [int(s) for s in a.seeds.split(",")]
     lams = chosen_lams(a.json, a.lams, a.bench)
-    methods = [m for m in a.methods.split(",")]
+    methods = list(a.methods.split(","))
     jobs = []
     for seed in seeds:  # seed-major: a cut-off run still leaves every method with the first seeds
         for m in methods:
@@ -406,7 +406,7 @@ def report(a) -> None:
              "| method | " + " | ".join(rec["selection"]) + " |", "|---|" + "---|" * len(rec["selection"])]
     for m in ["naive", "joint"] + REGULARIZERS + ["lwf"]:
         cells = []
-        for b, sel in rec["selection"].items():
+        for sel in rec["selection"].values():
             e = sel.get(m)
             if e is None:
                 cells.append("not run")

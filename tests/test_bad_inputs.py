@@ -37,7 +37,7 @@ def test_bad_input(what, args, fragment, places, tmp_path, capsys, monkeypatch):
     assert len(lines) == 1, err
     assert lines[0].startswith("forgetless: error: ") and fragment in lines[0], lines[0]
     assert (earlier / "result.json").read_text() == '{"accuracy_matrix": [[1.0]]}'
-    assert not [p for p in tmp_path.rglob("*.part")] and not [p for p in Path(places["tmp"]).rglob("*.part")]
+    assert not list(tmp_path.rglob("*.part")) and not list(Path(places["tmp"]).rglob("*.part"))
 
 
 def test_errors_print_no_traceback_in_a_real_process(places, tmp_path):

@@ -9,6 +9,7 @@ digits; the CLI has no device fixture to honour here).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -478,10 +479,8 @@ def test_a_grid_survives_kills_a_full_disk_and_a_corrupt_checkpoint(grid_disk, t
                 vfs = os.statvfs(disk)
                 ballast = disk / "ballast"
                 with open(ballast, "wb") as f:  # the whole disk, for a moment
-                    try:
+                    with contextlib.suppress(OSError):
                         f.write(b"\0" * (vfs.f_bavail * vfs.f_frsize))
-                    except OSError:
-                        pass
                 time.sleep(0.6)
                 ballast.unlink()
                 stats["disk_full"] += 1

@@ -87,7 +87,7 @@ def task_data(device="cpu"):
 @pytest.mark.parametrize("backend", ["linear", "vmap"])
 def test_fisher_equals_forgetless_pytorch(keras_values, labels, backend):
     v = keras_values
-    bench, tasks = task_data()
+    _bench, tasks = task_data()
     model = torch_mlp(v, "w0")
     F = fisher_diagonal(model, tasks[0].train.x, tasks[0].train.y, labels=labels, backend=backend)
     for i, f in enumerate(as_keras_layout(F)):

@@ -280,7 +280,7 @@ class KilledGrid(threading.Thread):
             except ProcessLookupError:  # it had finished: the test reports how many runs were done
                 pass
             p.wait()
-            dirs = [d for d in self.out.glob("*/")]
+            dirs = list(self.out.glob("*/"))
             self.finished_at_kill = sum((d / "result.json").exists() for d in dirs)
             self.partial_at_kill = sum((d / CHECKPOINT).exists() and not (d / "result.json").exists() for d in dirs)
             with open(self.out.parent / "again.txt", "w+") as log:

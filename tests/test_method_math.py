@@ -277,10 +277,7 @@ def test_lwf_loss_is_the_direct_formula(scenario, balance, one_thread, device):
             continue
         with torch.no_grad():
             old = old_model(x)
-        if scenario == "task":
-            groups = [t.classes for t in bench.tasks[:task.id]]
-        else:
-            groups = [bench.classes_before(task.id)]
+        groups = [t.classes for t in bench.tasks[:task.id]] if scenario == "task" else [bench.classes_before(task.id)]
         k = task.id + 1
         far = out + 2.0 * torch.randn(out.shape, generator=torch.Generator().manual_seed(task.id)).to(device)
         for logits, rtol in ((out, 1e-3), (far, 1e-5)):  # the trained model's logits, and logits far

@@ -20,7 +20,7 @@ def own_loop(spec: str, scenario: str, device: torch.device) -> list[list[float]
     bench = build(CFG["benchmark"], scenario=scenario, seed=CFG["seed"]).to(device)
     torch.manual_seed(CFG["seed"])
     model = build_model(CFG["model"], bench.input_shape, bench.n_outputs).to(device)
-    opt = make_optimizer("adam", [p for p in model.parameters()], 1e-3, device=device)
+    opt = make_optimizer("adam", list(model.parameters()), 1e-3, device=device)
     ctx = Context(model=model, optimizer=opt, benchmark=bench, batch_size=CFG["batch_size"],
                   generator=torch.Generator().manual_seed(CFG["seed"]), device=device)
     s = make_strategy(spec, {}, scenario)

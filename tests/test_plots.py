@@ -95,7 +95,7 @@ def test_curves_one_line_per_task_with_boundaries(run_result):
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend[:3] == ["task 1", "task 2", "task 3"] and "task boundary" in legend
     colours = [lines[f"task {j}"].get_color() for j in (1, 2, 3)]
-    assert colours == [c for c in plots.OKABE_ITO[:3]]
+    assert colours == list(plots.OKABE_ITO[:3])
 
 
 def test_curves_without_curves_fall_back_to_task_ends(run_result):
@@ -167,7 +167,7 @@ def test_average_accuracy_mean_and_std_band(grid):
         assert ln.get_ydata() == pytest.approx(A.mean(0))
     assert len(ax.collections) == 2  # one ± std band per method
     lo = ax.collections[0].get_paths()[0].vertices[:, 1]
-    A0 = 100 * np.array([r["metrics"]["average_accuracies"] for r in list(by.values())[0]])
+    A0 = 100 * np.array([r["metrics"]["average_accuracies"] for r in next(iter(by.values()))])
     assert lo.min() == pytest.approx((A0.mean(0) - A0.std(0, ddof=1)).min())
     # one run per method: no band
     single = plots.plot_average_accuracy({k: v[0] for k, v in by.items()}).axes[0]

@@ -129,7 +129,7 @@ def test_der_stores_the_logits_of_the_step_before_its_update(bench):
     with torch.no_grad():
         before = ctx.model(b.x)
     train_step(ctx, s, b)
-    x, y, t = s.buffer_.tensors()
+    x, y, _t = s.buffer_.tensors()
     assert torch.equal(x, b.x) and torch.equal(y, b.y)
     assert torch.allclose(s.buffer_.extra["logits"][:16], before, atol=1e-6)
     with torch.no_grad():
@@ -269,7 +269,7 @@ def test_gdumb_memory_is_balanced_and_the_model_depends_only_on_the_memory(bench
     # and another memory gives another model
     other = GDumb(memory=50, fit_epochs=16)
     other.load_state_dict(s.state_dict())
-    x, y, t = other.buffer_.tensors()
+    x, y, _t = other.buffer_.tensors()
     other.buffer_.x[: len(y)] = x.flip(0)
     other.buffer_.y[: len(y)] = y.flip(0)
     other.retrain(ctx)

@@ -57,7 +57,7 @@ def test_a_blurry_stream_moves_m_percent_of_each_blurry_class_and_keeps_disjoint
         for c in before.classes:
             n_c = int((before.train.y == c).sum())
             home = int((y == c).sum())
-            assert home == (n_c if c in disjoint else n_c - int(round(0.1 * n_c)))
+            assert home == (n_c if c in disjoint else n_c - round(0.1 * n_c))
         foreign = [int(c) for c in y.unique() if int(c) not in before.classes]
         assert foreign and not set(foreign) & disjoint  # other tasks' blurry classes, never disjoint ones
         assert info["samples_from_other_tasks"][task.id] == int((~torch.isin(y, torch.tensor(before.classes))).sum())

@@ -84,7 +84,7 @@ class CropFlip:
         if x.dim() != 4:
             raise UsageError(f"crop-flip augmentation needs image batches [N, C, H, W], got shape {tuple(x.shape)}; "
                              f"use --augment none")
-        n, c, h, w = x.shape
+        n, _c, _h, _w = x.shape
         dy, dx, flip = self.draw(n, x.device)
         return apply(x, dy, dx, flip, self.padding)
 

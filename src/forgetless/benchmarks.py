@@ -281,7 +281,7 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
     blurry_info = _blurry(task_list, blurry, blurry_disjoint, seed) if blurry else None
     if val_fraction > 0:
         for task in task_list:
-            n_val = int(round(val_fraction * len(task.train)))
+            n_val = round(val_fraction * len(task.train))
             if n_val < 1 or n_val >= len(task.train):
                 raise UsageError(f"validation fraction {val_fraction} leaves no data in task {task.id + 1}")
             order = torch.randperm(len(task.train), generator=g)
@@ -311,7 +311,7 @@ def _blurry(tasks: list[Task], m: float, n: float, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed + 7919)  # (not the stream of the other seeded choices)
     classes = sorted(c for t in tasks for c in t.classes)
     order = torch.randperm(len(classes), generator=g).tolist()
-    disjoint = sorted(classes[i] for i in order[: int(round(n / 100 * len(classes)))])
+    disjoint = sorted(classes[i] for i in order[: round(n / 100 * len(classes))])
     moved: list[list[TensorData]] = [[] for _ in tasks]
     keep: list[torch.Tensor] = []
     counts = [0] * len(tasks)
@@ -323,7 +323,7 @@ def _blurry(tasks: list[Task], m: float, n: float, seed: int) -> dict:
             if c in disjoint or not others:
                 continue
             rows = (y == c).nonzero().flatten()
-            pick = rows[torch.randperm(len(rows), generator=g)[: int(round(m / 100 * len(rows)))]]
+            pick = rows[torch.randperm(len(rows), generator=g)[: round(m / 100 * len(rows))]]
             dest = torch.randint(len(others), (len(pick),), generator=g)
             for j, k in enumerate(others):
                 go = pick[dest == j]

@@ -354,7 +354,7 @@ def benchmark_datasets(name: str) -> list[str] | None:
 
     if name in SEQUENCES:
         return list(SEQUENCES[name])
-    kind, _, dataset = name.partition("-")
+    _kind, _, dataset = name.partition("-")
     return [dataset] if dataset in DATASETS else None
 
 

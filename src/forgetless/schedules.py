@@ -21,6 +21,7 @@ position for the checkpoint and is checked on load.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -111,7 +112,7 @@ def parse_milestones(value) -> list[int] | None:
             out.append(int(p))
         except (TypeError, ValueError):
             raise UsageError(f"--milestones {value!r}: write increasing positive integers, e.g. 35,45") from None
-    if not out or any(m < 1 for m in out) or any(b <= a for a, b in zip(out, out[1:])):
+    if not out or any(m < 1 for m in out) or any(b <= a for a, b in itertools.pairwise(out)):
         raise UsageError(f"--milestones {value!r}: write increasing positive integers, e.g. 35,45")
     return out
 

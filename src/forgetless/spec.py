@@ -96,7 +96,7 @@ def parse_model(text: Any) -> str:
             or _CUSTOM.fullmatch(text):
         return text
     compact = re.sub(r"\s+", "", text)
-    kind, sep, rest = compact.partition(":")
+    kind, _sep, rest = compact.partition(":")
     kind = kind.lower()
     known = kind in MODEL_KINDS
     if not known:

@@ -171,7 +171,7 @@ def record_written(folder, *names: str) -> None:
         files = data.get("files", []) if isinstance(data, dict) else []
     except (OSError, ValueError):
         files = []
-    files = sorted(set(f for f in files if isinstance(f, str)) | set(names))
+    files = sorted({f for f in files if isinstance(f, str)} | set(names))
     atomic_write_text(folder / MANIFEST, json.dumps({"written by": "forgetless", "files": files}, indent=1) + "\n")
 
 

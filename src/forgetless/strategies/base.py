@@ -221,7 +221,7 @@ class Strategy:
             raise UsageError(f"unknown parameter {key!r} for strategy {self.name!r}"
                              f"{closest(key, self.params)}; its parameters: {known}")
         for key, decl in self.params.items():
-            value = kwargs[key] if key in kwargs else decl.default
+            value = kwargs.get(key, decl.default)
             setattr(self, key, decl.validate(value, key, self.name))
         for key in kwargs:
             needs = self.params[key].needs

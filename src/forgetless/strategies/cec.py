@@ -58,7 +58,7 @@ class GraphAttention(nn.Module):
         training and test time), without building the B sets: returns (adapted prototypes [B, n, d],
         adapted queries [B, d]). Exact, because the output map is linear:
         Wo (sum_i a_i v_i) = sum_i a_i (Wo v_i), so the prototypes' projections are computed once."""
-        n, d = protos.shape
+        n, _d = protos.shape
         scale = 1.0 / math.sqrt(self.d)
         qp, kp, vp = protos @ self.w_q.T, protos @ self.w_k.T, protos @ self.w_v.T  # [n, d]
         qq, kq, vq = queries @ self.w_q.T, queries @ self.w_k.T, queries @ self.w_v.T  # [B, d]

@@ -44,7 +44,7 @@ def split(model: nn.Module):
             params.append(p.detach())
         else:
             frozen[name] = p.detach()
-    frozen.update({n: b for n, b in model.named_buffers()})
+    frozen.update(dict(model.named_buffers()))
     if not params:
         raise UsageError("the model has no trainable parameters: there is nothing to protect")
     target = model

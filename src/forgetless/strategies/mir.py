@@ -21,7 +21,7 @@ def interference(ctx: Context, batch: Batch, cx: torch.Tensor, cy: torch.Tensor,
     itself is untouched: the forward passes use ``torch.func.functional_call`` with copies of its
     buffers (batch-norm statistics), and no gradient reaches ``.grad``."""
     model = ctx.model
-    named = {n: p for n, p in model.named_parameters()}
+    named = dict(model.named_parameters())
     trainable = [n for n, p in named.items() if p.requires_grad]
     buffers = lambda: {n: b.clone() for n, b in model.named_buffers()}  # noqa: E731
     lr = ctx.optimizer.param_groups[0]["lr"]

@@ -76,7 +76,7 @@ class PackNet(TaskIsolation):
         """Let move: the prunable weights owned by ``owned_by`` (FREE: the free ones), the output
         rows of ``task``, and the rest only in task 0; record the values of what must not move."""
         model = ctx.model
-        prunable, (head_w, head_b) = self._layout(model)
+        _prunable, (head_w, head_b) = self._layout(model)
         rows = torch.zeros(ctx.benchmark.n_outputs, dtype=torch.bool, device=ctx.device)
         rows[self.output_owner(ctx) == task.id] = True
         self._work = []
@@ -135,7 +135,7 @@ class PackNet(TaskIsolation):
         for name, owner in self.owner_.items():
             flat, own = params[name].detach().view(-1), owner.view(-1)
             free = (own == FREE).nonzero().squeeze(1)
-            k = int(round(self.prune * len(free)))
+            k = round(self.prune * len(free))
             order = torch.argsort(flat[free].abs(), stable=True)
             flat[free[order[:k]]] = 0.0
             own[free[order[k:]]] = task.id

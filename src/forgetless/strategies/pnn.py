@@ -31,6 +31,7 @@ of task j come from column j (tasks not yet trained: the newest column), which i
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -137,10 +138,10 @@ class Column(nn.Module):
     def __init__(self, k: int, sizes: list[int], device):
         super().__init__()
         self.k = k
-        self.layers = nn.ModuleList(nn.Linear(a, b, device=device) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b, device=device) for a, b in itertools.pairwise(sizes))
         self.alpha = nn.ParameterList(nn.Parameter(0.1 * torch.rand((), device=device)) for _ in sizes[2:])
         self.down = nn.ModuleList(nn.Linear(k * a, a, device=device) for a in sizes[1:-1])
-        self.up = nn.ModuleList(nn.Linear(a, b, bias=False, device=device) for a, b in zip(sizes[1:-1], sizes[2:]))
+        self.up = nn.ModuleList(nn.Linear(a, b, bias=False, device=device) for a, b in itertools.pairwise(sizes[1:]))
 
     def forward(self, x: torch.Tensor, earlier: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """``x`` flattened (and normalised); ``earlier[j]``: column j's hidden activations."""
