@@ -72,10 +72,9 @@ def startup(a) -> None:
             main_job += ["--threads", str(a.threads)]
         rows = []
         for label, cmd in cases + [("forgetless run --benchmark permuted-digits", main_job)]:
-            runs = []
             CPU.clear()
-            for rep in range(a.repeats):
-                runs.append(timed(cmd + (["--out", f"{tmp}/d{rep}"] if cmd is main_job else []), env))
+            runs = [timed(cmd + (["--out", f"{tmp}/d{rep}"] if cmd is main_job else []), env)
+                    for rep in range(a.repeats)]
             rows.append((label, statistics.median(w for w, _ in runs), min(w for w, _ in runs),
                          max(m for _, m in runs), statistics.median(CPU)))
             print(f"{label:<45} median {rows[-1][1]:6.2f} s (min {rows[-1][2]:.2f}), CPU {rows[-1][4]:.2f} s, "
@@ -157,7 +156,8 @@ def main():
                 print(f"{strategy:6} {precision:8} median {rows[-1][2]:6.1f} s  (min {rows[-1][3]:.1f})  "
                       f"peak RSS {rows[-1][4]:.0f} MiB  average accuracy {100 * rows[-1][5]:.2f} %", flush=True)
     print(f"\nsource: {a.src or 'installed / PYTHONPATH'}; threads: {a.threads or 'default'}; repeats {a.repeats}")
-    print("| strategy | precision | wall s, process start to results (median) | peak RSS MiB | final average accuracy |")
+    print("| strategy | precision | wall s, process start to results (median) | peak RSS MiB "
+          "| final average accuracy |")
     print("|---|---|---|---|---|")
     for s, p, med, _, rss, acc in rows:
         print(f"| {s} | {p} | {med:.1f} | {rss:.0f} | {100 * acc:.2f} % |")

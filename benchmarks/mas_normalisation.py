@@ -69,7 +69,8 @@ def main():
     names = [n for n, _ in model.named_parameters()]
     hw = variants["homework: test data, batch 8192 (the sample code)"]
     for n, o, h in zip(names, ours, hw):
-        print(f"  {n:>12}: ours mean {float(o.mean()):.3e}  homework mean {float(h.mean()):.3e}  ratio {float(h.sum() / o.sum()):.3g}")
+        print(f"  {n:>12}: ours mean {float(o.mean()):.3e}  homework mean {float(h.mean()):.3e}  "
+              f"ratio {float(h.sum() / o.sum()):.3g}")
 
 
 def check(path: str) -> None:
@@ -95,8 +96,8 @@ def check(path: str) -> None:
     for c, d in jobs:
         r = finished(d)
         if r:
-            print(f"{c.strategy} lam {c.params.get('lam', '-')}: final average accuracy {100 * r['metrics']['average_accuracy']:.2f} %"
-                  f" (BWT {100 * r['metrics']['bwt']:+.2f})")
+            print(f"{c.strategy} lam {c.params.get('lam', '-')}: final average accuracy "
+                  f"{100 * r['metrics']['average_accuracy']:.2f} % (BWT {100 * r['metrics']['bwt']:+.2f})")
 
 
 if __name__ == "__main__":

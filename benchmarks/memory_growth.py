@@ -83,7 +83,8 @@ def main():
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--benchmark", default="permuted-digits", help="a permuted or rotated benchmark")
     ap.add_argument("--src", default=None, help="a source tree to run (PYTHONPATH)")
-    ap.add_argument("--child", nargs=4, metavar=("STRATEGY", "TASKS", "ITERATIONS", "BENCHMARK"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=4, metavar=("STRATEGY", "TASKS", "ITERATIONS", "BENCHMARK"),
+                    help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child(a.child[0], int(a.child[1]), int(a.child[2]), a.child[3])
@@ -106,8 +107,8 @@ def main():
             print(f"  {name:<10} T={T:<3} state {out[name, T]['state_bytes'] / 2**20:7.2f} MiB, peak RSS "
                   f"{out[name, T]['maxrss_kb'] / 1024:7.1f} MiB ({time.perf_counter() - t_start:.0f} s)", flush=True)
     vec = next(iter(out.values()))["params"] * 4 / 2**20
-    print(f"\n{a.benchmark}; {a.iterations} iterations per task, batch 128, Adam 1e-3, fresh process per cell, threads 1; "
-          f"one parameter vector = {vec:.2f} MiB (float32)")
+    print(f"\n{a.benchmark}; {a.iterations} iterations per task, batch 128, Adam 1e-3, fresh process per cell, "
+          f"threads 1; one parameter vector = {vec:.2f} MiB (float32)")
     cols = " | ".join(f"T={T}" for T in Ts)
     print(f"| strategy | state MiB: {cols} | state growth per task (MiB) | peak RSS MiB: {cols} | "
           f"peak RSS - naive's, MiB: {cols} |")
@@ -121,7 +122,8 @@ def main():
         ref = "naive-class" if name in CLASS_ONLY else "naive"
         base = [out[ref, T]["maxrss_kb"] / 1024 if (ref, T) in out else None for T in Ts]
         rel = " | ".join("-" if b is None else f"{r - b:+.1f}" for r, b in zip(rss, base))
-        label = ("naive" if name == "naive-class" else name) + (" (split-digits class-IL)" if name in CLASS_ONLY else "")
+        label = (("naive" if name == "naive-class" else name)
+                 + (" (split-digits class-IL)" if name in CLASS_ONLY else ""))
         print(f"| {label} | {' | '.join(f'{v:.2f}' for v in st)} | {slope:+.2f} ({slope / vec:.2f} vectors) | "
               f"{' | '.join(f'{v:.0f}' for v in rss)} | {rel} |")
 

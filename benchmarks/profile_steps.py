@@ -60,7 +60,8 @@ def main():
         total = sum(e.self_cpu_time_total for e in events)
         mm = sum(e.self_cpu_time_total for e in events if e.key in MATMUL)
         print(f"\n== {name}: task 2, {stats['steps']} steps, {1000 * wall / stats['steps']:.2f} ms/step under the "
-              f"profiler; matrix products {100 * mm / total:.0f} % of self CPU time, the rest {100 - 100 * mm / total:.0f} %")
+              f"profiler; matrix products {100 * mm / total:.0f} % of self CPU time, "
+              f"the rest {100 - 100 * mm / total:.0f} %")
         print(events.table(sort_by="self_cpu_time_total", row_limit=a.rows))
 
 

@@ -110,7 +110,8 @@ def select(a) -> None:
             for lr, params, d in tried:
                 r = finished(d)
                 if r is not None:
-                    rows.append({"lr": lr, "params": {k: v for k, v in params.items() if k not in ("memory", "alpha", "beta")},
+                    kept = {k: v for k, v in params.items() if k not in ("memory", "alpha", "beta")}
+                    rows.append({"lr": lr, "params": kept,
                                  "val_accuracy": r["metrics"]["average_accuracy"]})
             if rows:
                 best = max(rows, key=lambda r: (r["val_accuracy"], -r["lr"]))
@@ -148,7 +149,8 @@ def table(a) -> None:
     for bench in a.benches.split(","):
         root = out / a.dataset / bench / f"test-e{a.epochs}"
         b = base(a.dataset, bench, a.epochs)
-        lines += [f"#### {b['benchmark']} ({b['scenario']}-incremental, {b['tasks']} tasks), {a.epochs} epoch(s) per task", "",
+        lines += [f"#### {b['benchmark']} ({b['scenario']}-incremental, {b['tasks']} tasks), "
+                  f"{a.epochs} epoch(s) per task", "",
                   "Final average accuracy % (mean ± std over seeds); lr (and X-DER's eta) chosen on validation; "
                   "DER's alpha and DER++'s alpha, beta: the paper's for each buffer.", "",
                   "| method | lr | " + " | ".join(f"buffer {x}" for x in BUFFERS) + " |",

@@ -62,7 +62,7 @@ def main() -> int:
                             shots=a.shots, strategy=strategy, params=params, model=a.model, epochs=a.epochs,
                             batch_size=64, optimizer="adam", lr=1e-3, seed=seed, data_dir=a.data_dir)
             jobs.append((m, cfg, run_dir(root / m, cfg)))
-    for m, cfg, d in jobs:
+    for _m, cfg, d in jobs:
         d.parent.mkdir(parents=True, exist_ok=True)
         execute([(cfg, d)], 1, "local", None, lambda msg: None, threads=1)
         print(f"done: {d.relative_to(root)}", file=sys.stderr, flush=True)

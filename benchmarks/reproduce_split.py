@@ -78,7 +78,7 @@ def main():
     from forgetless.experiment import execute, finished, run_dir, summarize, write_summary
 
     jobs = []
-    for m, scenario, d in todo:
+    for m, _scenario, d in todo:
         for seed in seeds:
             cfg = RunConfig.from_dict(dict(d, seed=seed))
             cfg.resolved()
@@ -95,7 +95,8 @@ def main():
         for row in rows:
             table.setdefault(m, {})[row["scenario"]] = row
     scen = a.scenarios.split(",")
-    lines = [f"Split {a.dataset} ({a.data_dir or 'full'}), 5 tasks of 2 classes, MLP 400-400 (input size: the dataset's), Adam 1e-3, batch 128, "
+    lines = [f"Split {a.dataset} ({a.data_dir or 'full'}), 5 tasks of 2 classes, MLP 400-400 "
+             "(input size: the dataset's), Adam 1e-3, batch 128, "
              f"{a.iterations} iterations per task, memory 1000 in total, seeds {a.seeds}. "
              f"Wall time {wall:.0f} s on 2 workers x 1 thread.", "",
              "Final average accuracy (%), mean ± std over seeds; in brackets: forgetting (%).", "",

@@ -84,7 +84,8 @@ def test(a, out: Path) -> None:
 def table(a, out: Path) -> None:
     record = json.loads(choice_path(out, a.dataset).read_text())
     lines = [f"Online class-IL Split {a.dataset} ({'subset' if a.dataset == 'mnist' else 'full'}), batch 10, one pass, "
-             f"task-free, buffer {MEMORY}, MLP 400-400, SGD (lr chosen on validation); mean ± std over seeds 0, 1, 2.", "",
+             f"task-free, buffer {MEMORY}, MLP 400-400, SGD (lr chosen on validation); "
+             "mean ± std over seeds 0, 1, 2.", "",
              "| method | lr | disjoint: A_AUC % | disjoint: final % | blurry-10: A_AUC % | blurry-10: final % |",
              "|---|---|---|---|---|---|"]
     jobs = test_jobs(a, out, record)

@@ -285,10 +285,14 @@ def rule(a) -> None:
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {path}")
     for m, d in record["defaults"].items():
-        best = lambda b: record["selection"][b][m]["best_on_this_benchmark"]  # noqa: E731
-        t = (lambda e: f", T {e['temperature']:g}" if "temperature" in e else "")
-        print(f"{m:>11}: lam {d['lam']:g}{t(d)} (mean rank {d['mean_rank']:.2f} over {','.join(d['over'])}; "
-              "per benchmark best: " + ", ".join(f"{b} {best(b)['lam']:g}{t(best(b))}" for b in d["over"]) + ")")
+        best = {b: record["selection"][b][m]["best_on_this_benchmark"] for b in d["over"]}
+        print(f"{m:>11}: lam {d['lam']:g}{_temperature(d)} (mean rank {d['mean_rank']:.2f} over "
+              f"{','.join(d['over'])}; per benchmark best: "
+              + ", ".join(f"{b} {best[b]['lam']:g}{_temperature(best[b])}" for b in d["over"]) + ")")
+
+
+def _temperature(e: dict) -> str:
+    return f", T {e['temperature']:g}" if "temperature" in e else ""
 
 
 def lwf_rule(record: dict, rule_benches: list[str]) -> None:

@@ -58,9 +58,11 @@ WHY = {
     "l2": "closed-form penalty gradient: 2 _foreach kernels per step",
     "ewc": "closed-form penalty gradient (terms merged exactly): 2 _foreach kernels per step",
     "online-ewc": "closed-form penalty gradient: 2 _foreach kernels per step",
-    "si": "penalty gradient (into new grad tensors, the task gradient is kept without a copy) + path integral: 3 in-place _foreach kernels per step",
+    "si": "penalty gradient (into new grad tensors, the task gradient is kept without a copy) + path integral: "
+          "3 in-place _foreach kernels per step",
     "mas": "closed-form penalty gradient: 2 _foreach kernels per step",
-    "rwalk": "penalty gradient (task gradient kept, no copy) + g^2 and path integral (4 kernels) per step, a flush every 10",
+    "rwalk": "penalty gradient (task gradient kept, no copy) + g^2 and path integral (4 kernels) per step, "
+             "a flush every 10",
     "scp": "closed-form penalty gradient: 2 _foreach kernels per step",
     "lwf": "a teacher (old model) forward on every batch + the distillation loss",
     "er": "the memory batch is concatenated: every step forwards and backwards 2x128 examples",

@@ -199,7 +199,7 @@ def run_tutorial(script: Path, outdir: Path) -> None:
         except Exception:
             sys.stdout.write(buf.getvalue())
             traceback.print_exc()
-            raise SystemExit(f"tutorial {script.name}: cell {k + 1} failed")
+            raise SystemExit(f"tutorial {script.name}: cell {k + 1} failed") from None
         md += ["```python", src, "```", ""]
         text = buf.getvalue().rstrip()
         if text:
@@ -248,7 +248,7 @@ def copy_mathjax() -> None:
     try:
         import mathjax  # the django-static-mathjax wheel: MathJax 3.2 as package data, no dependencies
     except ImportError:
-        raise SystemExit('docs: MathJax is not installed; pip install -e ".[docs]" (django-static-mathjax)')
+        raise SystemExit('docs: MathJax is not installed; pip install -e ".[docs]" (django-static-mathjax)') from None
     src = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5" / "tex-svg-full.js"
     if not src.exists():
         raise SystemExit(f"docs: {src} is missing; reinstall django-static-mathjax")

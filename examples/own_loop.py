@@ -27,10 +27,10 @@ order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
 train, test = order[:1400], order[1400:]
 tasks = []
 for k, classes in enumerate([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]):
-    keep = lambda idx: idx[torch.isin(y[idx], torch.tensor(classes))]  # noqa: E731
+    tr = train[torch.isin(y[train], torch.tensor(classes))]  # this task's rows
+    te = test[torch.isin(y[test], torch.tensor(classes))]
     tasks.append(Task(id=k, name=f"digits {classes}", classes=[0, 1, 2, 3, 4],  # the outputs it uses
-                      train=TensorData(x[keep(train)], y[keep(train)] % 5),
-                      test=TensorData(x[keep(test)], y[keep(test)] % 5)))
+                      train=TensorData(x[tr], y[tr] % 5), test=TensorData(x[te], y[te] % 5)))
 bench = Benchmark("my-digits", "domain", tasks, n_outputs=5, input_shape=(1, 8, 8))
 
 torch.manual_seed(0)
@@ -50,7 +50,7 @@ for name, params in (("naive", {}), ("ewc", {}), ("er", {"memory": 200})):
     ctx = Context(model=model, optimizer=opt, benchmark=bench, batch_size=32)
     for task in tasks:
         s.before_task(ctx, task)                                          # 1
-        for epoch in range(20):
+        for _epoch in range(20):
             for idx in torch.randperm(len(task.train)).split(32):
                 batch = Batch(task.train.x[idx], task.train.y[idx], task.ids(len(idx)))
                 loss = train_step(ctx, s, batch)                          # 2 (a tensor: no host sync)

@@ -19,7 +19,8 @@ CASES = [
     ("a misspelt device", ["run", "--device", "gpu"], "unknown device"),
     ("negative lambda", ["run", "--strategy", "ewc", "--param", "lam=-1"], "lam"),
     ("zero memory for a replay method", ["run", "--strategy", "er", "--param", "memory=0"], "memory"),
-    ("more tasks than classes", ["run", "--benchmark", "split-digits", "--tasks", "11"], "cannot be split into 11 tasks"),
+    ("more tasks than classes", ["run", "--benchmark", "split-digits", "--tasks", "11"],
+     "cannot be split into 11 tasks"),
     ("classes that do not split evenly", ["run", "--benchmark", "split-digits", "--tasks", "3"], "do not split evenly"),
     ("an empty class group", ["run", "--benchmark", "split-digits", "--classes", "0,1||2,3"], "empty class group"),
     ("a class not in the dataset", ["run", "--benchmark", "split-digits", "--classes", "0,1|2,12"], "not in digits"),
@@ -47,7 +48,8 @@ CASES = [
     ("an unknown optimizer", ["run", "--optimizer", "rmsprop"], "invalid choice"),
     ("a non-integer task count", ["run", "--tasks", "five"], "invalid int value"),
     ("zero tasks", ["run", "--tasks", "0"], "at least 1"),
-    ("angles that are not numbers", ["run", "--benchmark", "rotated-digits", "--angles", "0,ninety"], "comma-separated numbers"),
+    ("angles that are not numbers", ["run", "--benchmark", "rotated-digits", "--angles", "0,ninety"],
+     "comma-separated numbers"),
     ("one angle per task missing", ["run", "--benchmark", "rotated-digits", "--tasks", "3", "--angles", "0,90"],
      "one angle per task"),
     ("an unknown model", ["run", "--model", "resnet50"], "unknown model"),
@@ -69,14 +71,16 @@ CASES = [
      "'si' is not a part"),
     ("a parameter that would be ignored", ["run", "--strategy", "dgr", "--param", "temperature=3"],
      "no effect without distill=true"),
-    ("online EWC's decay on plain EWC", ["run", "--strategy", "ewc", "--param", "gamma=0.5"], "unknown parameter 'gamma'"),
+    ("online EWC's decay on plain EWC", ["run", "--strategy", "ewc", "--param", "gamma=0.5"],
+     "unknown parameter 'gamma'"),
     ("a choice that does not exist", ["run", "--strategy", "ewc", "--param", "fisher=emprical"],
      "did you mean 'empirical'"),
     ("a finished run of another configuration in --out", ["run", "--quiet", "--tasks", "1", "--epochs", "1", "--model",
                                                           "mlp:8", "--lr", "0.01", "--out", "{tmp}/finished"],
      "holds a run with other settings (lr: 0.001 -> 0.01)"),
-    ("a learning rate that makes training diverge", ["run", "--quiet", "--optimizer", "sgd", "--lr", "1e20", "--tasks", "1",
-                                                     "--model", "mlp:32", "--out", "{tmp}/diverge"], "lower the learning rate"),
+    ("a learning rate that makes training diverge",
+     ["run", "--quiet", "--optimizer", "sgd", "--lr", "1e20", "--tasks", "1", "--model", "mlp:32",
+      "--out", "{tmp}/diverge"], "lower the learning rate"),
     # issue 18: one strict grammar per spec (src/forgetless/spec.py): every malformed form is refused
     ("a doubled '+' in a composition", ["run", "--strategy", "ewc++lwf"], "did you mean 'ewc+lwf'"),
     ("a trailing '+' in a composition", ["run", "--strategy", "ewc+"], "did you mean 'ewc'"),
@@ -145,8 +149,9 @@ CASES = [
      "page.html exists and was not written"),
     ("a figure of the user's in report --figures", ["report", "{tmp}/finished", "--out", "{tmp}/r.html", "--figures",
                                                     "{tmp}/figs"], "matrix.png exists and was not written"),
-    ("a worker start method that does not exist", ["compare", "--quiet", "--workers", "2", "--tasks", "1", "--model", "mlp:8",
-                                                   "--out", "{tmp}/start"], "FORGETLESS_START_METHOD"),
+    ("a worker start method that does not exist",
+     ["compare", "--quiet", "--workers", "2", "--tasks", "1", "--model", "mlp:8", "--out", "{tmp}/start"],
+     "FORGETLESS_START_METHOD"),
 ]
 
 ENV = {"a worker start method that does not exist": {"FORGETLESS_START_METHOD": "teleport"}}  # extra environment
@@ -193,5 +198,6 @@ def make_places(tmp, mnist_dir) -> dict[str, str]:
         gzip.compress(b"\x01\x02" + gzip.decompress((bad / "magic" / "train-labels-idx1-ubyte.gz").read_bytes())[2:]))
     labels = gzip.decompress((bad / "count" / "t10k-labels-idx1-ubyte.gz").read_bytes())
     n = int.from_bytes(labels[4:8], "big") - 10
-    (bad / "count" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels[:4] + n.to_bytes(4, "big") + labels[8:8 + n]))
+    counted = labels[:4] + n.to_bytes(4, "big") + labels[8:8 + n]
+    (bad / "count" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(counted))
     return {"tmp": str(tmp), "bad": str(bad), "mnist": str(mnist_dir)}

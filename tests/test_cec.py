@@ -215,7 +215,7 @@ def test_inputs_it_cannot_rotate_and_bad_parameters_are_one_line_errors():
         CEC(episode_shots=10, episode_queries=15).before_task(ctx, bench.tasks[0])
     assert "\n" not in str(e.value)
     CEC(episode_shots=5, episode_queries=15).before_task(ctx, bench.tasks[0])  # 20 examples a class: enough
-    with pytest.raises(UsageError, match="class-incremental|supports: class"):
+    with pytest.raises(UsageError, match=r"class-incremental|supports: class"):
         make_strategy("cec", scenario="domain")
     for bad in ({"temperature": 0}, {"dropout": 1.0}, {"episode_ways": 0}, {"shots": 5}):
         with pytest.raises(UsageError) as e:

@@ -51,7 +51,7 @@ def outcome(r: fl.Result) -> dict:
 def two_compares(tmp_path_factory):
     out = tmp_path_factory.mktemp("shared-grid")
     cmd = [a for a in COMPARE if a != "--quiet"] + ["--out", str(out)]  # statuses on stderr
-    logs = [open(out.parent / f"compare-{i}.txt", "w+") for i in range(2)]
+    logs = [open(out.parent / f"compare-{i}.txt", "w+") for i in range(2)]  # noqa: SIM115 (open across the yield)
     procs = [subprocess.Popen(cmd, env=child_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=log)
              for log in logs]
     yield out, procs, logs

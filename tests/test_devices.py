@@ -40,7 +40,7 @@ def test_bad_device_names_are_one_line_errors(spec):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_says_so():
-    with pytest.raises(UsageError, match="no CUDA device.*--device cpu"):
+    with pytest.raises(UsageError, match=r"no CUDA device.*--device cpu"):
         devices.resolve("cuda")
     with pytest.raises(UsageError):
         fl.run(fl.RunConfig(benchmark="permuted-digits", tasks=2, epochs=1, device="cuda:0"))

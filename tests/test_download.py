@@ -5,8 +5,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import IDX_FILES as FILES
-from conftest import MNIST_SUBSET as SUBSET
+from conftest import IDX_FILES as FILES, MNIST_SUBSET as SUBSET
 
 from forgetless.data import atomic_write_bytes, atomic_write_text, default_cache_dir, fetch, read_idx
 from forgetless.errors import DataError

@@ -263,7 +263,8 @@ def small_tmpfs(tmp_path):
 
 
 def test_a_real_full_disk_ends_in_one_line_and_the_run_resumes(small_tmpfs, tmp_path, capsys):
-    args = ["run", "--benchmark", "permuted-digits", "--tasks", "3", "--iterations", "5", "--model", "mlp:256", "--quiet"]
+    args = ["run", "--benchmark", "permuted-digits", "--tasks", "3", "--iterations", "5", "--model", "mlp:256",
+            "--quiet"]
     assert main([*args, "--out", str(tmp_path / "ref")]) == 0
     reference = json.loads((tmp_path / "ref" / "result.json").read_text())
     size = (tmp_path / "ref" / CHECKPOINT).stat().st_size
@@ -478,9 +479,8 @@ def test_a_grid_survives_kills_a_full_disk_and_a_corrupt_checkpoint(grid_disk, t
             if can_fill and stats["kills"] == 10 and not stats["disk_full"]:
                 vfs = os.statvfs(disk)
                 ballast = disk / "ballast"
-                with open(ballast, "wb") as f:  # the whole disk, for a moment
-                    with contextlib.suppress(OSError):
-                        f.write(b"\0" * (vfs.f_bavail * vfs.f_frsize))
+                with open(ballast, "wb") as f, contextlib.suppress(OSError):  # the whole disk, for a moment
+                    f.write(b"\0" * (vfs.f_bavail * vfs.f_frsize))
                 time.sleep(0.6)
                 ballast.unlink()
                 stats["disk_full"] += 1

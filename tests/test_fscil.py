@@ -21,7 +21,8 @@ def test_sessions_have_exactly_k_training_examples_of_each_new_class_drawn_from_
     assert info["sessions"] == 4 and len(b.tasks) == 4 and b.scenario == "class"
     train, test = load_dataset("digits")
     base = b.tasks[0]
-    assert base.classes == [0, 1, 2, 3] and len(base.train) == int(torch.isin(train.y, torch.tensor([0, 1, 2, 3])).sum())
+    assert base.classes == [0, 1, 2, 3]
+    assert len(base.train) == int(torch.isin(train.y, torch.tensor([0, 1, 2, 3])).sum())
     for s, task in enumerate(b.tasks[1:], start=1):
         assert task.classes == [4 + 2 * (s - 1), 5 + 2 * (s - 1)]
         counts = torch.bincount(task.train.y, minlength=10)
@@ -212,7 +213,7 @@ def test_the_standard_session_lists_on_a_cifar100_format_archive(tmp_path, devic
         build("split-cifar100", scenario="fscil", session_lists=str(tmp_path / "lists"), shots=1,
               data_dir=str(data), download=False, progress=False)
     (tmp_path / "bad").mkdir()
-    with pytest.raises(UsageError, match="no session_1.txt"):
+    with pytest.raises(UsageError, match=r"no session_1.txt"):
         build("split-cifar100", scenario="fscil", session_lists=str(tmp_path / "bad"), data_dir=str(data),
               download=False, progress=False)
     r = run(RunConfig(benchmark="split-cifar100", scenario="fscil", session_lists=str(tmp_path / "lists"),

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from forgetless import spec
 from forgetless.checkpoint import CHECKPOINT, load_checkpoint, sidecar

@@ -4,8 +4,7 @@ import gzip
 import numpy as np
 import pytest
 from conftest import MNIST_SUBSET as SUBSET
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from forgetless.data import read_idx, write_idx

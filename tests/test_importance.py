@@ -197,7 +197,7 @@ def test_mas_hebbian_finds_functional_activations(digits, device):
 
 def test_mas_hebbian_rejects_non_linear_layers(device):
     m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 10)).to(device)
-    with pytest.raises(UsageError, match="nn.Linear"):
+    with pytest.raises(UsageError, match=r"nn.Linear"):
         mas_hebbian(m, torch.randn(4, 1, 8, 8, device=device))
 
 
@@ -214,8 +214,8 @@ def test_scp_equals_direct_computation(digits, slices, device):
     out = m(x)
     phi_bar = (out if cls is None else out[:, cls]).mean(0)  # mean output, then project
     want = [torch.zeros_like(p) for p in m.parameters()]
-    for l in range(slices):
-        g = torch.autograd.grad(phi_bar @ xi[l], list(m.parameters()), retain_graph=True)
+    for k in range(slices):
+        g = torch.autograd.grad(phi_bar @ xi[k], list(m.parameters()), retain_graph=True)
         want = [w + gi * gi / slices for w, gi in zip(want, g)]
     assert_lists_close(got, want, tol=1e-5)
 
@@ -278,7 +278,8 @@ def test_si_path_integral_matches_closed_form_on_a_quadratic(device):
     delta = theta0 * (r ** T - 1)
     assert torch.allclose(path.importance([theta], xi)[0], omega / (delta ** 2 + xi), rtol=1e-12)
     # SGD on a quadratic: the path integral equals the loss decrease
-    assert math.isclose(float(omega.sum()), float(0.5 * (h * theta0 ** 2).sum() - 0.5 * (h * theta.detach() ** 2).sum()),
+    expected = 0.5 * (h * theta0 ** 2).sum() - 0.5 * (h * theta.detach() ** 2).sum()
+    assert math.isclose(float(omega.sum()), float(expected),
                         rel_tol=0.2)
 
 

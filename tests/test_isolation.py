@@ -55,14 +55,14 @@ def train_all(ctx, s, epochs=2, on_task=None):
 @pytest.mark.parametrize("name", NAMES)
 def test_other_scenarios_are_refused_in_one_line(name, device):
     for scenario in ("class", "domain"):
-        with pytest.raises(UsageError, match="does not support the .*-incremental scenario") as e:
+        with pytest.raises(UsageError, match=r"does not support the .*-incremental scenario") as e:
             make_strategy(name, {}, scenario)
         assert "\n" not in str(e.value)
     bench = build("split-digits", scenario="class").to(device)  # used directly in a user's loop
     net = build_model("mlp:8", bench.input_shape, bench.n_outputs).to(device)
     ctx = Context(model=net, optimizer=make_optimizer("sgd", net.parameters(), 0.1, device=device),
                   benchmark=bench, device=device)
-    with pytest.raises(UsageError, match="task-incremental only.*--scenario task"):
+    with pytest.raises(UsageError, match=r"task-incremental only.*--scenario task"):
         make_strategy(name).before_task(ctx, bench.tasks[0])
 
 
@@ -75,12 +75,12 @@ def test_unsupported_models_are_refused(name, model, message):
     cfg = fl.RunConfig(benchmark="split-digits", scenario="task", strategy=name, iterations=2)
     if model == "cnn":
         bench = build("split-mnist", scenario="task", data_dir="tests/data/mnist-subset")
-        run = lambda: fl.run(fl.RunConfig(benchmark="split-mnist", scenario="task", strategy=name, model="cnn",
-                                          iterations=2), benchmark=bench)
-    else:
-        run = lambda: fl.run(cfg, model=MLP(64, [], 10))  # no hidden layer
+        cnn = fl.RunConfig(benchmark="split-mnist", scenario="task", strategy=name, model="cnn", iterations=2)
     with pytest.raises(UsageError, match=message) as e:
-        run()
+        if model == "cnn":
+            fl.run(cnn, benchmark=bench)
+        else:
+            fl.run(cfg, model=MLP(64, [], 10))  # no hidden layer
     assert "\n" not in str(e.value)
 
 
@@ -235,24 +235,24 @@ def test_hat_masks_conditioning_compensation_and_regulariser_against_a_direct_co
     for i in range(2):
         h = F.relu(h @ W[2 * i].T + W[2 * i + 1]) * a[i]
     out = h @ W[4].T + W[5]
-    num = sum(float(a_val[l][u]) * (1 - float(cum[l][u])) for l in range(2) for u in range(len(cum[l])))
-    den = sum(1 - float(cum[l][u]) for l in range(2) for u in range(len(cum[l])))
-    reg = sum((a[l] * (1 - cum[l])).sum() for l in range(2)) / den
+    num = sum(float(a_val[k][u]) * (1 - float(cum[k][u])) for k in range(2) for u in range(len(cum[k])))
+    den = sum(1 - float(cum[k][u]) for k in range(2) for u in range(len(cum[k])))
+    reg = sum((a[k] * (1 - cum[k])).sum() for k in range(2)) / den
     assert math.isclose(float(reg.detach()), num / den, rel_tol=1e-5)
     loss = F.cross_entropy(bench.mask_logits(out, batch.t, 1), batch.y) + c * reg
     grads = torch.autograd.grad(loss, W + E)
     hat.adapt_batch(ctx, batch)
     assert math.isclose(float(hat.penalty(ctx, batch, None).detach()), c * num / den, rel_tol=1e-5)
-    # conditioning: weight (j <- i) of layer l times 1 - min(cum_l[j], cum_{l-1}[i]); bias 1 - cum_l[j]
+    # conditioning: weight (j <- i) of layer k times 1 - min(cum_k[j], cum_{k-1}[i]); bias 1 - cum_k[j]
     expect = []
-    for l in range(3):
-        gw, gb = grads[2 * l].clone(), grads[2 * l + 1].clone()
-        if l < 2:
+    for k in range(3):
+        gw, gb = grads[2 * k].clone(), grads[2 * k + 1].clone()
+        if k < 2:
             for j in range(gw.shape[0]):
-                gb[j] *= 1 - float(cum[l][j])
+                gb[j] *= 1 - float(cum[k][j])
                 for i in range(gw.shape[1]):
-                    gw[j, i] *= 1 - (float(cum[l][j]) if l == 0 else min(float(cum[l][j]), float(cum[l - 1][i])))
-        expect += [W[2 * l].detach() - lr * gw, W[2 * l + 1].detach() - lr * gb]
+                    gw[j, i] *= 1 - (float(cum[k][j]) if k == 0 else min(float(cum[k][j]), float(cum[k - 1][i])))
+        expect += [W[2 * k].detach() - lr * gw, W[2 * k + 1].detach() - lr * gb]
     # compensation: s_max (cosh(s e) + 1) / (s (cosh(e) + 1)), then the step, then the clamp to [-6, 6]
     expect_e = []
     for e, g in zip(E, grads[6:]):

@@ -26,7 +26,8 @@ def run(script, *args, backend="torch"):
     return p.stdout
 
 
-@pytest.mark.parametrize("backend", ["torch", "jax"] + (["tensorflow"] if importlib.util.find_spec("tensorflow") else []))
+@pytest.mark.parametrize("backend",
+                         ["torch", "jax"] + (["tensorflow"] if importlib.util.find_spec("tensorflow") else []))
 def test_even_odd_example(backend):
     out = run("keras_even_odd.py", "--epochs", "2", backend=backend)
     fit = {m[0]: (float(m[1]), float(m[2])) for m in re.findall(rf"(\w+): model.fit task A {NUM}, task B {NUM}", out)}

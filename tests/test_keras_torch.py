@@ -142,7 +142,8 @@ def test_train_step_in_a_users_loop_with_a_keras_model(device):
     # the optimizer's steps are the Keras model's: predict sees them
     x = bench.tasks[1].test.take(slice(0, 64))
     ctx.model.eval()
-    assert torch.allclose(torch.as_tensor(km.predict(x.cpu().numpy(), verbose=0)), ctx.model(x).detach().cpu(), atol=1e-5)
+    assert torch.allclose(torch.as_tensor(km.predict(x.cpu().numpy(), verbose=0)), ctx.model(x).detach().cpu(),
+                          atol=1e-5)
 
 
 def test_training_mode_reaches_keras_layers():
@@ -207,7 +208,7 @@ def test_the_rehearsal_methods_run_a_keras_model(strategy):
 
 
 def test_softmax_outputs_are_refused():
-    with pytest.raises(fl.UsageError, match="ends with a softmax.*logits"):
+    with pytest.raises(fl.UsageError, match=r"ends with a softmax.*logits"):
         fl.run(cfg(), model=kmlp(0, softmax=True))
 
 

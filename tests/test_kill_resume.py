@@ -7,6 +7,7 @@ docs/reliability.md).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -275,10 +276,8 @@ class KilledGrid(threading.Thread):
             deadline = time.monotonic() + 300
             while p.poll() is None and time.monotonic() < deadline and not list(self.out.glob("*/result.json")):
                 time.sleep(0.01)
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it had finished: the test reports how many runs were done
                 os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:  # it had finished: the test reports how many runs were done
-                pass
             p.wait()
             dirs = list(self.out.glob("*/"))
             self.finished_at_kill = sum((d / "result.json").exists() for d in dirs)

@@ -40,7 +40,7 @@ def train(ctx, s, task, steps: int) -> None:
     """before_task, then ``steps`` train_step calls on the strategy's data (no after_task)."""
     s.before_task(ctx, task)
     data, t = s.train_data(ctx, task)
-    for i in range(steps):
+    for _ in range(steps):
         idx = ctx.put(torch.randperm(len(data), generator=ctx.generator)[:BATCH])
         fl.train_step(ctx, s, Batch(data.x[idx], data.y[idx], t[idx]))
 

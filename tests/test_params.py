@@ -53,7 +53,7 @@ def test_compose_refuses_two_parts_replacing_the_same_hook():
 def test_parameters_per_part_and_unprefixed_only_when_unambiguous():
     s = make_strategy("ewc+lwf", {"ewc.lam": 100, "lwf.lam": 1, "temperature": 3})
     assert (s.strategies[0].lam, s.strategies[1].lam, s.strategies[1].temperature) == (100.0, 1.0, 3.0)
-    with pytest.raises(UsageError, match="write ewc.lam or lwf.lam"):
+    with pytest.raises(UsageError, match=r"write ewc.lam or lwf.lam"):
         make_strategy("ewc+lwf", {"lam": 10})
     assert make_strategy("er+ewc", {"lam": 10}).strategies[1].lam == 10.0  # only ewc has lam
     with pytest.raises(UsageError, match="'si' is not a part"):

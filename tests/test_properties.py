@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 from test_kill_resume import record
 
@@ -168,7 +167,7 @@ def test_parse_params_of_key_value_lists(items):
     EXAMPLES["parse_params"] += 1
     texts = [f"{pad}{k}{pad}={v}" for k, v, pad in items]
     if any(pad for _, _, pad in items):  # (issue 18: spaces around a key are refused, not stripped)
-        with pytest.raises(UsageError, match="NAME or PART.NAME"):
+        with pytest.raises(UsageError, match=r"NAME or PART.NAME"):
             parse_params(texts)
         return
     expected = {k: v for k, v, _ in items}

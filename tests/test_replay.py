@@ -234,7 +234,7 @@ def test_icarl_needs_a_linear_output_layer(benchmarks, device):
         def forward(self, x):
             return x.flatten(1)[:, :10]
 
-    with pytest.raises(UsageError, match="nn.Linear"):
+    with pytest.raises(UsageError, match=r"nn.Linear"):
         features(NoLinear(), torch.zeros(2, 1, 8, 8, device=device))
 
 

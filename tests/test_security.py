@@ -126,13 +126,13 @@ def _cifar_members(n_train=50, n_test=10) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
 
 
-def _archive(path: Path, members: dict[str, bytes], links: dict[str, tuple[str, bytes]] = {}) -> None:
+def _archive(path: Path, members: dict[str, bytes], links: dict[str, tuple[str, bytes]] | None = None) -> None:
     with tarfile.open(path, "w:gz") as tar:
         for name, blob in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
-        for name, (target, kind) in links.items():
+        for name, (target, kind) in (links or {}).items():
             info = tarfile.TarInfo(name)
             info.type, info.linkname = kind, target
             tar.addfile(info)
@@ -168,7 +168,7 @@ def test_a_data_member_that_is_a_link_is_refused(tmp_path, kind):
     name = "cifar-10-batches-bin/test_batch.bin"
     del members[name]
     _archive(tmp_path / "cifar-10-binary.tar.gz", members, links={name: (str(victim), kind)})
-    with pytest.raises(DataError, match="archive lacks cifar-10-batches-bin/test_batch.bin") as e:
+    with pytest.raises(DataError, match=r"archive lacks cifar-10-batches-bin/test_batch.bin") as e:
         _load(tmp_path)
     assert "\n" not in str(e.value)
 

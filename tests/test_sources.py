@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FASHION_SLICE
-from conftest import IDX_FILES as FILES
-from conftest import MNIST_SUBSET as SUBSET
+from conftest import FASHION_SLICE, IDX_FILES as FILES, MNIST_SUBSET as SUBSET
 
 from forgetless.data import DATASETS, TensorData, load_dataset, read_idx, sources, write_idx
 from forgetless.errors import DataError
@@ -97,7 +95,7 @@ def test_a_folder_counts_only_with_all_four_files(tmp_path):
 def test_image_label_count_mismatch_names_both_files(tmp_path):
     folder = write_mnist(tmp_path / "d", 40, 10)
     write_idx(folder / FILES[1], read_idx(SUBSET / FILES[1])[:39])
-    with pytest.raises(DataError, match="40 images but .* 39 labels") as info:
+    with pytest.raises(DataError, match=r"40 images but .* 39 labels") as info:
         load_dataset("mnist", data_dir=folder)
     message = str(info.value)
     assert str(folder / FILES[0]) in message and str(folder / FILES[1]) in message and "\n" not in message
@@ -243,7 +241,7 @@ def test_cifar_truncated_record(tmp_path):
     images, labels = cifar_images(20)
     archive = tmp_path / "cifar-10-binary.tar.gz"
     make_tar(archive, cifar10_members(images, labels, cut=100))
-    with pytest.raises(DataError, match="test_batch.bin: truncated record") as info:
+    with pytest.raises(DataError, match=r"test_batch.bin: truncated record") as info:
         load_dataset("cifar10", data_dir=tmp_path, download=False)
     assert str(archive) in str(info.value) and "\n" not in str(info.value)
 
@@ -254,7 +252,7 @@ def test_cifar_missing_member_and_corrupt_archive(tmp_path):
     del members["cifar-10-batches-bin/data_batch_4.bin"]
     archive = tmp_path / "cifar-10-binary.tar.gz"
     make_tar(archive, members)
-    with pytest.raises(DataError, match="lacks cifar-10-batches-bin/data_batch_4.bin"):
+    with pytest.raises(DataError, match=r"lacks cifar-10-batches-bin/data_batch_4.bin"):
         load_dataset("cifar10", data_dir=tmp_path, download=False)
     shutil.copyfile(SUBSET / FILES[0], archive)  # a gzip file, but not a tar
     with pytest.raises(DataError, match="corrupt archive"):

@@ -6,8 +6,7 @@ the real loader and trained class-incrementally with the CNN: iCaRL and BiC must
 """
 import numpy as np
 import pytest
-from conftest import IDX_FILES as FILES
-from conftest import MNIST_SUBSET as SUBSET
+from conftest import IDX_FILES as FILES, MNIST_SUBSET as SUBSET
 from test_sources import make_tar
 
 import forgetless as fl

@@ -203,14 +203,16 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
     fscil = scenario == "fscil"
     if fscil:
         if not name.startswith("split-"):
-            raise UsageError(f"--scenario fscil applies to split benchmarks only (e.g. split-fashion-mnist), not {name}")
+            raise UsageError(f"--scenario fscil applies to split benchmarks only (e.g. split-fashion-mnist), "
+                             f"not {name}")
         if tasks is not None and tasks != sessions:  # (a recorded run has both, equal)
             raise UsageError("--scenario fscil counts sessions, not tasks: use --sessions instead of --tasks")
         if val_fraction > 0:
             raise UsageError("--scenario fscil does not hold out validation data yet; drop --val-fraction")
         _check_fscil_numbers(base_classes, ways, shots, sessions, session_lists is not None)
     elif any(v is not None for v in (base_classes, ways, shots, sessions, session_lists)):
-        raise UsageError("--base-classes, --ways, --shots, --sessions and --session-lists apply to --scenario fscil only")
+        raise UsageError("--base-classes, --ways, --shots, --sessions and --session-lists apply to "
+                         "--scenario fscil only")
 
     if blurry:
         if not name.startswith("split-") or scenario != "class":
@@ -333,7 +335,8 @@ def _blurry(tasks: list[Task], m: float, n: float, seed: int) -> dict:
             stay[pick] = False
         keep.append(stay)
     for task, stay in zip(tasks, keep):
-        task.train = TensorData.cat([task.train.subset(stay.nonzero().flatten().to(task.train.device)), *moved[task.id]])
+        kept = task.train.subset(stay.nonzero().flatten().to(task.train.device))
+        task.train = TensorData.cat([kept, *moved[task.id]])
     return {"m": m, "n": n, "disjoint_classes": disjoint,
             "samples_from_other_tasks": counts,
             "fraction_from_other_tasks": [c / max(len(t.train), 1) for c, t in zip(counts, tasks)]}

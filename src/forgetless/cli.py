@@ -54,11 +54,13 @@ RUN_OPTIONS = [  # (flag, keyword arguments): shared by `run` and `compare`
     ("--benchmark", dict(help="benchmark name (default permuted-digits); see `forgetless list`")),
     ("--scenario", dict(choices=["task", "domain", "class", "fscil"],
                         help="task-, domain- or class-incremental, or fscil (few-shot class-IL: --base-classes "
-                             "--ways --shots) (default: domain for permuted/rotated, class for split, task otherwise)")),
+                             "--ways --shots) (default: domain for permuted/rotated, class for split, "
+                             "task otherwise)")),
     ("--base-classes", dict(type=int, help="fscil: classes of the base session (all their training data)")),
     ("--ways", dict(type=int, help="fscil: new classes per later session")),
     ("--shots", dict(type=int, help="fscil: training examples of each new class (drawn with --seed)")),
-    ("--sessions", dict(type=int, help="fscil: sessions including the base one (default: as many as the classes allow)")),
+    ("--sessions", dict(type=int, help="fscil: sessions including the base one "
+                                       "(default: as many as the classes allow)")),
     ("--session-lists", dict(help="fscil: a folder of session_1.txt, session_2.txt, ... (training-set rows, one a "
                                   "line: the standard CIFAR-100 lists) fixing every session")),
     ("--tasks", dict(type=int, help="number of tasks (default: the benchmark's)")),
@@ -104,7 +106,8 @@ FLAGS = [("--reset-optimizer", "a fresh optimizer at every task"),
          ("--compile", "torch.compile the model (off by default; see docs/performance.md)"),
          ("--first-unpermuted", "permuted: the first task keeps the original images"),
          ("--online", "online learning: one pass over each task's data, evaluated during the stream "
-                      "(every --eval-every steps; default about every 1,000 samples); use a small --batch-size, e.g. 10"),
+                      "(every --eval-every steps; default about every 1,000 samples); "
+                      "use a small --batch-size, e.g. 10"),
          ("--task-free", "the strategy is not told where tasks start and end (er, der, derpp, er-ace, mir, "
                          "gdumb, naive)")]
 
@@ -124,14 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 **({**kw, "help": kw["help"] + " (repeat: a grid axis)"} if repeat else kw))
         parser.add_argument("--param", action="append", metavar="KEY=VALUE",
                             help="a strategy hyperparameter; PART.KEY=VALUE for one part of a composed "
-                                 "strategy, e.g. ewc.lam=100 (repeatable" + ("; repeated keys are grid axes)" if repeat else ")"))
+                                 "strategy, e.g. ewc.lam=100 (repeatable"
+                                 + ("; repeated keys are grid axes)" if repeat else ")"))
         for flag, help_ in FLAGS:
             parser.add_argument(flag, action="store_true", help=help_)
         parser.add_argument("--no-download", action="store_true", help="never download; fail if the data is not found")
         parser.add_argument("--quiet", action="store_true", help="print only the results")
     r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     r.add_argument("--out", default=None, help="output directory (default runs/<run stamp>)")
-    r.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out (after its last finished task)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint in --out (after its last finished task)")
     r.add_argument("--overwrite", action="store_true", help="replace a run of another configuration found in --out")
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides on top of --config")
     c.add_argument("--config", help="a TOML or YAML file of run options (lists are grid axes)")
@@ -332,7 +337,8 @@ def cmd_list(a: argparse.Namespace) -> int:
     print("datasets:")
     for name, info in DATASETS.items():
         print(f"  {name:<15}{info.get('description', '')}")
-    print(f"scenarios: {', '.join(SCENARIOS)} (fscil: --base-classes --ways --shots; every class-IL strategy runs in it)")
+    print(f"scenarios: {', '.join(SCENARIOS)} "
+          "(fscil: --base-classes --ways --shots; every class-IL strategy runs in it)")
     print("models: mlp:W1,W2,... (default mlp:1024,512,256), cnn, resnet18[:nf=N] (nf=20: GEM's reduced), "
           "resnet20[:nf=N], resnet32[:nf=N], keras:package.module:function (a Keras 3 model, KERAS_BACKEND=torch)")
     print("strategies (parameters with defaults):")

@@ -45,7 +45,8 @@ class RunConfig:
     eval_split: str = "test"  # "val": evaluate on the held-out validation data; the test split is never read
     data_dir: str | dict[str, str] | None = None  # a directory, or {dataset: directory}
     download: bool = True
-    precision: str = "float32"  # bf16 / fp16: autocast of the forward passes (training and evaluation); fp16 adds a GradScaler
+    # bf16 / fp16: autocast of the forward passes (training and evaluation); fp16 adds a GradScaler
+    precision: str = "float32"
     device: str = "auto"  # auto (CUDA when present, else CPU), cpu, cuda, cuda:N, mps (devices.py)
     compile: bool = False  # torch.compile the model
     first_tasks: int | None = None  # train and evaluate only the first K tasks (the benchmark is built whole)
@@ -136,7 +137,8 @@ class RunConfig:
             if d[key] is None:
                 del d[key]
             else:
-                parts.append(FSCIL_OPTIONS[key] + ("" if key == "session_lists" else str(d[key])))  # (a path: in the hash only)
+                # (session_lists is a path: in the hash only)
+                parts.append(FSCIL_OPTIONS[key] + ("" if key == "session_lists" else str(d[key])))
         for key, default in IMAGE_DEFAULTS.items():  # (likewise: only what differs from the default is named)
             if d[key] == default:
                 del d[key]

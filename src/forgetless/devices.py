@@ -322,10 +322,8 @@ def barrier(timeout: float | None = None) -> None:
         return
     import datetime
 
-    try:
+    with contextlib.suppress(Exception):  # a process that is gone: go on
         dist.barrier(async_op=True).wait(timeout=datetime.timedelta(seconds=timeout))
-    except Exception:  # a process that is gone: go on
-        pass
 
 
 def leave_after_main(timeout: float = 30.0) -> None:

@@ -258,7 +258,8 @@ def execute(jobs: list[tuple[RunConfig, Path]], workers: int = 1, executor: str 
     if executor == "ray":
         return _execute_ray(todo, workers, threads, address, say, gpus_per_run)
     if gpus_per_run:
-        raise UsageError("--gpus-per-run needs --executor ray (local workers share the device each run's --device names)")
+        raise UsageError("--gpus-per-run needs --executor ray "
+                         "(local workers share the device each run's --device names)")
     if executor != "local":
         raise UsageError(f"unknown executor {executor!r}; choose local or ray")
     statuses = []
@@ -459,7 +460,9 @@ def label(config: dict, keys: list[str] | None = None) -> str:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
+    if isinstance(v, float):
+        return f"{v:g}"
+    return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
 
 
 def _differ(dicts: list[dict], skip: tuple = ()) -> list[str]:

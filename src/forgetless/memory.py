@@ -66,7 +66,8 @@ class ReplayBuffer:
         self.x: torch.Tensor | None = None  # [capacity, ...] once the first example arrives (on its device)
         self.y = torch.zeros(capacity, dtype=torch.long, device="cpu")
         self.t = torch.zeros(capacity, dtype=torch.long, device="cpu")
-        self.labels = torch.zeros(capacity, dtype=torch.long, device="cpu")  # a CPU copy of y: the balanced policy's bookkeeping
+        # a CPU copy of y: the balanced policy's bookkeeping
+        self.labels = torch.zeros(capacity, dtype=torch.long, device="cpu")
         self.size = 0
         self.seen = 0  # examples offered so far (the stream length n)
         self.class_seen: dict[int, int] = {}  # balanced: examples offered per class
@@ -197,7 +198,8 @@ class ReplayBuffer:
         return {"capacity": self.capacity, "policy": self.policy, "seen": self.seen,
                 "x": None if x is None else x.clone(), "y": y.clone(), "t": t.clone(),
                 "extra": {k: v[: self.size].clone() for k, v in self.extra.items()},
-                "class_seen": torch.tensor(sorted(self.class_seen.items()), dtype=torch.long, device="cpu").reshape(-1, 2)}
+                "class_seen": torch.tensor(sorted(self.class_seen.items()), dtype=torch.long,
+                                           device="cpu").reshape(-1, 2)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.__init__(int(state["capacity"]), state["policy"])

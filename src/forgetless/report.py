@@ -12,6 +12,7 @@ import html
 import json
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -442,7 +443,7 @@ def render_grid(path: Path, rows: list[dict], runs: list[dict], selection: list 
         c = mean["config"]
         mtitle = (f"Accuracy matrix (%), mean over {n} seed{'s' if n != 1 else ''}\n"
                   f"{c.get('benchmark')} ({c.get('scenario')}-incremental), {g['label']}")
-        parts.append(figures.embed(lambda: plots.plot_matrix(mean, title=mtitle), f"matrix-{name}",
+        parts.append(figures.embed(partial(plots.plot_matrix, mean, title=mtitle), f"matrix-{name}",
                                    f"accuracy matrix of {g['label']}",
                                    f"<b>Accuracy matrix of {esc(g['label'])}</b>, mean over {n} "
                                    f"seed{'s' if n != 1 else ''}: row i is the accuracy on every task after "
@@ -451,14 +452,14 @@ def render_grid(path: Path, rows: list[dict], runs: list[dict], selection: list 
             ta_title = (f"Task-aware accuracy matrix (%): each task's classes alone, mean over {n} "
                         f"seed{'s' if n != 1 else ''}\n{c.get('benchmark')} ({c.get('scenario')}-incremental), "
                         f"{g['label']}")
-            parts.append(figures.embed(lambda: plots.plot_matrix(mean, key=TASK_AWARE, title=ta_title),
+            parts.append(figures.embed(partial(plots.plot_matrix, mean, key=TASK_AWARE, title=ta_title),
                                        f"matrix-task-aware-{name}", f"task-aware accuracy matrix of {g['label']}",
                                        f"<b>Task-aware accuracy matrix of {esc(g['label'])}</b>: the same "
                                        "evaluations with each task's classes alone competing (the task identity "
                                        "given), next to the task-agnostic matrix above."))
         first = g["runs"][0]
         has_steps = bool(first.get("curves")) and plots._task_ends(first) is not None
-        parts.append(figures.embed(lambda: plots.plot_curves(first), f"curves-{name}",
+        parts.append(figures.embed(partial(plots.plot_curves, first), f"curves-{name}",
                                    f"accuracy during training of {g['label']}",
                                    f"<b>Accuracy of every task during training, {esc(g['label'])}</b>, seed "
                                    f"{esc(first['config'].get('seed'))} (one run): one line per task, dashed lines "
@@ -492,7 +493,8 @@ def render_grid(path: Path, rows: list[dict], runs: list[dict], selection: list 
             parts.append('<p class="note">Joint runs trained and evaluated on the first k tasks only: a*<sub>k</sub> '
                          "of intransigence is the last row, entry k, of run k (k = T is the joint row above).</p>")
             parts.append(table(["strategy", "first tasks", "seed", "final row (%)", "directory"],
-                               [[r["config"].get("strategy"), r["config"].get("first_tasks") or r["config"].get("tasks"),
+                               [[r["config"].get("strategy"),
+                                 r["config"].get("first_tasks") or r["config"].get("tasks"),
                                  r["config"].get("seed"), " ".join(f"{100 * v:.1f}" for v in r["accuracy_matrix"][-1]),
                                  r["_dir"]] for r in sorted(references, key=lambda r: (
                                      r["config"].get("seed", 0), r["config"].get("first_tasks") or 0))],

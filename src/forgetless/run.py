@@ -19,16 +19,15 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import devices
-from . import metrics as M
-from .augment import make_augment
-from .augment import resolve as resolve_augment
+from . import devices, metrics as M
+from .augment import make_augment, resolve as resolve_augment
 from .benchmarks import Benchmark, Task, build
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import PLACEMENT, RunConfig
@@ -61,7 +60,7 @@ def lock_dir(out: Path):
     import fcntl
 
     try:
-        f = open(out / ".lock", "a")
+        f = open(out / ".lock", "a")  # noqa: SIM115 (held for the whole run; the caller closes it)
     except OSError as e:
         if is_disk_full(e):
             raise disk_full(e, out / ".lock") from None
@@ -70,7 +69,8 @@ def lock_dir(out: Path):
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.close()
-        raise RunLocked(f"another forgetless process is writing to {out}; wait for it or choose another --out") from None
+        raise RunLocked(f"another forgetless process is writing to {out}; "
+                        "wait for it or choose another --out") from None
     return f
 
 
@@ -104,7 +104,7 @@ class RunLog:
                     and int(r.split(",")[0]) <= resume_step]
             atomic_write_text(path, head + "".join(kept))  # a kill from now on must not lose these rows
             self.paths[name] = path
-            self.files[name] = self._guard(name, lambda: open(path, "a", buffering=1 << 16))
+            self.files[name] = self._guard(name, partial(open, path, "a", buffering=1 << 16))
         self.tb = None
         self.paths["tensorboard"] = out / "tensorboard"
         self._hook = None
@@ -155,12 +155,12 @@ class RunLog:
         self._guard("accuracy.csv", lambda: self.files["accuracy.csv"].write(rows))
         if self.tb is not None:
             for j, a in enumerate(accs):
-                self._guard("tensorboard", lambda: self.tb.add_scalar(f"accuracy/task_{j + 1}", a, step))
+                self._guard("tensorboard", partial(self.tb.add_scalar, f"accuracy/task_{j + 1}", a, step))
 
     def flush(self) -> None:
         for name, f in self.files.items():
             self._guard(name, f.flush)
-            self._guard(name, lambda: os.fsync(f.fileno()))
+            self._guard(name, lambda f=f: os.fsync(f.fileno()))
         if self.tb is not None:
             self._guard("tensorboard", self.tb.flush)
 

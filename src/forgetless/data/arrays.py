@@ -26,6 +26,7 @@ hashing the decoded arrays on every load).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -75,10 +76,8 @@ def source_hashes(folder: Path, sources: list[Path]) -> list[str]:
     if None in hashes:
         hashes = [h or sha256_file(p) for h, p in zip(hashes, sources)]
         memo.update(zip(ids, hashes))
-        try:
+        with contextlib.suppress(OSError):  # (the entry itself reports an unwritable cache)
             atomic_write_text(memo_path, json.dumps(dict(list(memo.items())[-64:]), indent=0))
-        except OSError:
-            pass  # (the entry itself reports an unwritable cache)
     return hashes
 
 

@@ -9,8 +9,8 @@ A TensorData can be a *view* of images held elsewhere (issue 17: one uint8 copy 
 all its tasks): ``rows`` picks rows of the stored images (a class subset, a validation split) and
 ``perm`` permutes the pixels of every image (a permuted task: the flattened C*H*W values, image
 ``i`` is ``stored[i].flatten()[perm]``; or, with ``perm_ids``, a table of permutations and each
-row's entry in it: joint training over the tasks of a permuted benchmark). ``take(index)`` gathers the batch's rows, then its
-pixels, then scales: the values are exactly those of a materialised copy, so results do not
+row's entry in it: joint training over the tasks of a permuted benchmark). ``take(index)`` gathers
+the batch's rows, then its pixels, then scales: the values are exactly those of a materialised copy, so results do not
 change. ``raw`` (and ``x``) of a view materialise it (a new tensor: off the hot path).
 """
 from __future__ import annotations
@@ -95,7 +95,8 @@ class TensorData:
     @property
     def nbytes(self) -> int:
         """Bytes this object holds of its own (a view's rows and labels; the stored images if not a view)."""
-        own = [self.y] + [t for t in (self.rows, self.perm, self.perm_ids) if t is not None] + ([] if self.is_view else [self.stored])
+        own = ([self.y] + [t for t in (self.rows, self.perm, self.perm_ids) if t is not None]
+               + ([] if self.is_view else [self.stored]))
         return sum(t.numel() * t.element_size() for t in own)
 
     def _view(self, y: torch.Tensor, rows: torch.Tensor | None, pick=None) -> TensorData:

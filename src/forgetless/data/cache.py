@@ -59,7 +59,8 @@ class DiskFull(UsageError):
     """A write failed because the disk (or the user's quota) is full. One line: the file, the space
     it needed when known, what to do."""
 
-    def __init__(self, path, needed: int | None = None, free: int | None = None, reason: str = "no space left on device"):
+    def __init__(self, path, needed: int | None = None, free: int | None = None,
+                 reason: str = "no space left on device"):
         self.path, self.needed, self.free = str(path), needed, free
         need = f"; it needs about {_size(needed)} free" if needed else ""
         have = f" ({_size(free)} free now)" if free is not None else ""
@@ -106,7 +107,8 @@ def _atomic_file(path: Path, size: int | None = None):
     for the message)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False)
+        tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed and renamed into place below)
+            dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False)
     except OSError as e:
         if is_disk_full(e):
             raise disk_full(e, path, size) from None

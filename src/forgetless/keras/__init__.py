@@ -31,8 +31,8 @@ training only (``model.evaluate`` reports the plain loss). All terms are written
 compiled train function is dropped so that the next ``fit`` traces the new term.
 ``SI`` also needs each step's gradient, which ``fit`` hides from callbacks: it is a callback that
 recomputes the task-loss gradient at the step's starting weights on the step's own batch, so it
-trains on ``fk.batches(...)`` (a ``keras.utils.PyDataset`` that logs which batch every step read). ``Replay`` is data-side:
-``replay.batches(x, y)`` mixes a memory batch into every batch.
+trains on ``fk.batches(...)`` (a ``keras.utils.PyDataset`` that logs which batch every step read).
+``Replay`` is data-side: ``replay.batches(x, y)`` mixes a memory batch into every batch.
 
 Conventions: the same as forgetless's PyTorch strategies (``forgetless.strategies.penalty``), so
 the values match: ``lam * sum_i Omega_i (theta_i - theta*_i)^2`` with no 1/2, i.e. for EWC
@@ -56,7 +56,7 @@ keras = require_keras()
 from keras import ops  # noqa: E402
 
 from . import _grads  # noqa: E402
-from .torch_module import KerasModel, as_module  # Keras models inside forgetless: torch backend
+from .torch_module import KerasModel, as_module  # noqa: E402 (Keras models inside forgetless: torch backend)
 
 __all__ = [
     "EWC",
@@ -165,12 +165,12 @@ class Quadratic:
             self.set(omega, anchor)
             return
         new_o, new_c, const = [], [], self.const
-        for A, m, O, a in zip(self.omega, self.center, omega, anchor):
-            O, a = np.asarray(O, np.float32), np.asarray(a, np.float32)
-            A2 = A + O
-            m2 = np.where(A2 > 0, (A * m + O * a) / np.maximum(A2, np.finfo(np.float32).tiny), a).astype(np.float32)
+        for A, m, Om, a in zip(self.omega, self.center, omega, anchor):
+            Om, a = np.asarray(Om, np.float32), np.asarray(a, np.float32)
+            A2 = A + Om
+            m2 = np.where(A2 > 0, (A * m + Om * a) / np.maximum(A2, np.finfo(np.float32).tiny), a).astype(np.float32)
             const += float((A.astype(np.float64) * (m - m2).astype(np.float64) ** 2).sum()
-                           + (O.astype(np.float64) * (a - m2).astype(np.float64) ** 2).sum())
+                           + (Om.astype(np.float64) * (a - m2).astype(np.float64) ** 2).sum())
             new_o.append(A2.astype(np.float32))
             new_c.append(m2)
         self.omega, self.center, self.const = new_o, new_c, const

@@ -64,7 +64,8 @@ def pooled(names: list[str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     stats = [STATS[n] for n in names]
     channels = {len(m) for m, _ in stats}
     if len(channels) != 1:
-        raise UsageError(f"datasets {', '.join(names)} have different channel counts; they cannot be normalised together")
+        raise UsageError(f"datasets {', '.join(names)} have different channel counts; "
+                         "they cannot be normalised together")
     mean, std = [], []
     for c in range(channels.pop()):
         ms = [m[c] for m, _ in stats]

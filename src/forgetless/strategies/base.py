@@ -122,7 +122,9 @@ class Param:
             if not m:
                 raise ValueError(f"bad range {self.check!r} in the declaration of {where}")
             lo, hi = float(m.group(2)), float(m.group(3))
-            ok &= (value >= lo if m.group(1) == "[" else value > lo) and (value <= hi if m.group(4) == "]" else value < hi)
+            above = value >= lo if m.group(1) == "[" else value > lo
+            below = value <= hi if m.group(4) == "]" else value < hi
+            ok &= above and below
         if not ok:
             raise UsageError(f"{where} must be {self.check}, got {value!r}")
 

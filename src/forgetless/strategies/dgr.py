@@ -28,7 +28,8 @@ class VAE(nn.Module):
         super().__init__()
         self.shape, self.latent = tuple(shape), latent
         d = math.prod(self.shape)
-        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, hidden), nn.ReLU())
         self.mu = nn.Linear(hidden, latent)
         self.logvar = nn.Linear(hidden, latent)
         self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
@@ -38,7 +39,8 @@ class VAE(nn.Module):
         """The negative ELBO of every example: [N]."""
         h = self.encoder(x)
         mu, logvar = self.mu(h), self.logvar(h)
-        eps = put(torch.randn(mu.shape, generator=generator, device="cpu"), mu.device)  # drawn with the run's CPU generator
+        # drawn with the run's CPU generator
+        eps = put(torch.randn(mu.shape, generator=generator, device="cpu"), mu.device)
         z = mu + torch.exp(0.5 * logvar) * eps
         logits = self.decoder(z)
         rec = F.binary_cross_entropy_with_logits(logits, x.flatten(1).clamp(0, 1), reduction="none").sum(1)
@@ -109,7 +111,8 @@ class DGR(WithOldModel):
         data = task.train
         self.vae.train()
         for _ in range(iterations):
-            idx = ctx.put(torch.randint(len(data), (min(ctx.batch_size, len(data)),), generator=ctx.generator, device="cpu"))
+            idx = ctx.put(torch.randint(len(data), (min(ctx.batch_size, len(data)),), generator=ctx.generator,
+                                        device="cpu"))
             loss = self.vae.loss(data.take(idx), ctx.generator).mean()
             if previous is not None:
                 replay = previous.sample(len(idx), ctx.generator)

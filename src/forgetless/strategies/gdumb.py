@@ -43,9 +43,10 @@ class GDumb(Strategy):
     Learner: before each evaluation after the memory changed (the end of every task, or any
     evaluation during an online or task-free stream: ``predict`` refits first) the model is
     re-initialised (to the run's initial weights, saved when the first task starts, or at the first
-    step) and trained from scratch on the memory alone: ``fit_epochs`` epochs of SGD (momentum 0.9, weight decay ``weight_decay``) in batches of
-    ``fit_batch_size``, learning rate by ``sgdr_rate`` (a warm-up epoch at max_lr / 10, then SGDR with
-    T_0 = 1, T_mult = 2 between ``max_lr`` 0.05 and ``min_lr`` 0.0005: the paper's recipe), the
+    step) and trained from scratch on the memory alone: ``fit_epochs`` epochs of SGD (momentum 0.9,
+    weight decay ``weight_decay``) in batches of ``fit_batch_size``, learning rate by ``sgdr_rate``
+    (a warm-up epoch at max_lr / 10, then SGDR with T_0 = 1, T_mult = 2 between ``max_lr`` 0.05 and
+    ``min_lr`` 0.0005: the paper's recipe), the
     cross-entropy masked by the scenario as the loop masks (class-IL: classes seen so far; task-IL:
     each example's own task), the run's augmentation applied, in float32 whatever the run's
     precision. CutMix (optional in the paper) is not

@@ -66,8 +66,8 @@ def attention_regulariser(a: list[torch.Tensor], cum: list[torch.Tensor] | None)
 def conditioning(cum: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(weight factor [out, in], bias factor [out]) of every hidden layer: 1 - min(cum_out, cum_in)."""
     out = []
-    for l, c in enumerate(cum):
-        w = c.view(-1, 1) if l == 0 else torch.minimum(c.view(-1, 1), cum[l - 1].view(1, -1))
+    for k, c in enumerate(cum):
+        w = c.view(-1, 1) if k == 0 else torch.minimum(c.view(-1, 1), cum[k - 1].view(1, -1))
         out.append((1 - w, 1 - c))
     return out
 
@@ -120,11 +120,11 @@ class HAT(TaskIsolation):
             if self._hooks is not None:
                 for h in self._hooks[1]:
                     h.remove()
-            self._hooks = (model, [r.register_forward_hook(self._gate_hook(l)) for l, r in enumerate(relus)])
+            self._hooks = (model, [r.register_forward_hook(self._gate_hook(k)) for k, r in enumerate(relus)])
 
-    def _gate_hook(self, l: int):
+    def _gate_hook(self, k: int):
         def hook(module, args, output):
-            return None if self._gates is None else output * self._gates[l]
+            return None if self._gates is None else output * self._gates[k]
         return hook
 
     def _schedule(self, ctx) -> float:
@@ -178,8 +178,8 @@ class HAT(TaskIsolation):
             return
         linears, _ = self._parts(ctx.model)
         saved = iter(self._saved)
-        for l, lin in enumerate(linears):
-            for p, factor in zip((lin.weight, lin.bias), self._keep_masks(l, lin)):
+        for k, lin in enumerate(linears):
+            for p, factor in zip((lin.weight, lin.bias), self._keep_masks(k, lin)):
                 if p is None:
                     continue
                 before = next(saved)
@@ -187,11 +187,11 @@ class HAT(TaskIsolation):
                     p.copy_(torch.where(factor, before, p))
         self._saved = []
 
-    def _keep_masks(self, l: int, lin: nn.Linear) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Where layer l's weight and bias must stay as they were: factor exactly 0 (hidden layers),
+    def _keep_masks(self, k: int, lin: nn.Linear) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Where layer k's weight and bias must stay as they were: factor exactly 0 (hidden layers),
         the rows of earlier tasks' outputs (the output layer)."""
-        if l < len(self._factors):
-            fw, fb = self._factors[l]
+        if k < len(self._factors):
+            fw, fb = self._factors[k]
             return (fw == 0).expand_as(lin.weight), fb == 0
         return self._rows.view(-1, 1).expand_as(lin.weight), self._rows
 

@@ -94,9 +94,10 @@ class RiemannianWalk(PathIntegral):
 
       The 1/2 is the paper's second-order KL ``0.5 * F * Delta^2``; the code drops it. We keep the
       paper's: the repository's README calls it the official implementation of A-GEM (ICLR 2019)
-      and replicates that paper's results, not the RWalk paper's. The clamp at 0 and eps = 1e-3 (``PARAM_XI_STEP``) are the code's
-      (the paper does not fix them; a negative path integral means the loss went up along the
-      interval: no importance earned). F is the Fisher after this interval's update, F at the time
+      and replicates that paper's results, not the RWalk paper's. The clamp at 0 and eps = 1e-3
+      (``PARAM_XI_STEP``) are the code's (the paper does not fix them; a negative path integral
+      means the loss went up along the interval: no importance earned). F is the Fisher after this
+      interval's update, F at the time
       the score is taken; the code uses the previous interval's, which for the first interval is its
       F = 0, a denominator of eps alone.
 

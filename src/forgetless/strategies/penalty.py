@@ -179,9 +179,9 @@ class QuadraticPenalty:
         """Parameter-shaped buffers reused from step to step (a fresh tensor per step costs page faults).
         Buffers given away as p.grad are taken back once p.grad has been reset to None."""
         s = self._scratch
-        if s is None and self._given is not None:
-            if all(p.grad is None or p.grad.data_ptr() != g.data_ptr() for p, g in zip(params, self._given)):
-                s = self._given
+        if s is None and self._given is not None and all(
+                p.grad is None or p.grad.data_ptr() != g.data_ptr() for p, g in zip(params, self._given)):
+            s = self._given
         if s is None or len(s) != len(params) or any(a.shape != p.shape for a, p in zip(s, params)):
             s = [torch.empty_like(p) for p in params]
         self._scratch, self._given = s, s

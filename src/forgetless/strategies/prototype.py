@@ -32,8 +32,8 @@ class Prototype(Strategy):
     Few-shot Classification", Baseline++), and for FSCIL the "decoupled" prototype baselines that
     beat the earlier incremental methods: Zhang et al. 2021 (CEC, "Few-Shot Incremental Learning with
     Continually Evolved Classifiers": its decoupled baselines, a frozen backbone with a cosine
-    prototype classifier, already above TOPIC on CIFAR-100, miniImageNet and CUB-200) and Zhou et al. 2022 ("Forward Compatible Few-Shot Class-Incremental
-    Learning", the ProtoNet baseline).
+    prototype classifier, already above TOPIC on CIFAR-100, miniImageNet and CUB-200) and Zhou et al.
+    2022 ("Forward Compatible Few-Shot Class-Incremental Learning", the ProtoNet baseline).
 
     - Session 1 (task 0): the model trains as usual (the loop's cross-entropy over the base classes).
     - Later sessions: no training at all (``train_data`` returns None): the backbone and its

@@ -205,7 +205,8 @@ class OnlineEWC(EWC):
 
     name = "online-ewc"
     help = "online EWC: one running Fisher (decayed by gamma) and one anchor; memory does not grow"
-    params = {**EWC.params, "lam": lam(100.0), "gamma": Param(1.0, "(0, 1]", "decay of the running Fisher")}  # normalized Fisher
+    # lam 100 for the normalized Fisher
+    params = {**EWC.params, "lam": lam(100.0), "gamma": Param(1.0, "(0, 1]", "decay of the running Fisher")}
     keep_terms = False
 
     def consolidate(self, ctx, task):
@@ -302,7 +303,8 @@ class RWalk(Regularizer):
     help = "Riemannian Walk: normalized online Fisher + KL-normalized path-integral scores"
     params = {"lam": lam(1.0), "alpha": Param(0.9, "(0, 1]", "weight of the new interval in the Fisher's EMA"),
               "eps": Param(1e-3, ">0", "damping of the KL-normalized score"),
-              "interval": Param(10, ">=1", "steps between score updates"), "closed_form": CLOSED_FORM}  # lam: module docstring
+              "interval": Param(10, ">=1", "steps between score updates"),
+              "closed_form": CLOSED_FORM}  # lam: module docstring
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

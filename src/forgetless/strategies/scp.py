@@ -36,14 +36,15 @@ def scp_importance(model: nn.Module, x: torch.Tensor, *, classes=None, slices: i
     with eval_mode(model):
         with torch.no_grad():
             K = fb(params, x[:1]).shape[1]
-        xi = torch.randn(slices, K, generator=default_generator(generator), device="cpu")  # on the CPU (the run's generator)
+        # on the CPU (the run's generator)
+        xi = torch.randn(slices, K, generator=default_generator(generator), device="cpu")
         xi = (xi / xi.norm(dim=1, keepdim=True)).to(params[0])
         # project now (fewer slices than outputs), or build the Jacobian and project after
         cot = xi if slices <= K else torch.eye(K, device=params[0].device, dtype=params[0].dtype)
         acc = [p.new_zeros(len(cot), *p.shape) for p in params]
         for i in range(0, n, size):
             xc = x[i:i + size]
-            _, pull = vjp(lambda *p: fb(p, xc).sum(0), *params)
+            _, pull = vjp(lambda *p, xc=xc: fb(p, xc).sum(0), *params)
             for a, g in zip(acc, vmap(pull)(cot)):
                 a += g
     out = []
