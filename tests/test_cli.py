@@ -129,3 +129,12 @@ def test_run_without_options_is_the_main_job_comparison_with_its_report(tmp_path
     assert len(json.loads((tmp_path / "runs" / "main-job" / "summary.json").read_text())) == 3
     again = forgetless("run", cwd=tmp_path)  # the finished runs are kept: the same table again
     assert again.returncode == 0 and again.stdout.splitlines()[:4] == p.stdout.splitlines()[:4]
+
+
+def test_version_is_the_package_version():
+    """`forgetless --version` prints the one version number, ``forgetless.__version__`` (which pyproject reads)."""
+    import forgetless as fl
+
+    p = forgetless("--version")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == f"forgetless {fl.__version__}" == "forgetless 0.2.0"

@@ -8,8 +8,9 @@ import importlib
 import importlib.util
 import sys
 import types
+from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place of the version: pyproject.toml and `forgetless --version` read it
 
 _WHERE = {  # public name -> the submodule that defines it
     "Benchmark": "benchmarks", "Task": "benchmarks", "benchmark_names": "benchmarks", "build": "benchmarks",
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _WHERE:
         value = getattr(importlib.import_module("." + _WHERE[name], __name__), name)
         globals()[name] = value
@@ -55,7 +56,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
@@ -64,16 +65,16 @@ class _Package(types.ModuleType):
     the submodule ``forgetless.run`` would otherwise put the module in its place)."""
 
     @property
-    def run(self):
+    def run(self) -> Any:
         return self.__dict__.get("_run_override") or importlib.import_module(".run", __name__).run
 
     @run.setter
-    def run(self, value):  # (the import system sets the submodule here: the function is kept)
+    def run(self, value: Any) -> None:  # (the import system sets the submodule here: the function is kept)
         if not isinstance(value, types.ModuleType):
             self.__dict__["_run_override"] = value
 
     @run.deleter
-    def run(self):
+    def run(self) -> None:
         self.__dict__.pop("_run_override", None)
 
 

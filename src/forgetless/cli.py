@@ -9,6 +9,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from . import __version__
 from .errors import UsageError
 from .metrics import scalar_metrics
 
@@ -115,6 +116,7 @@ FLAGS = [("--reset-optimizer", "a fresh optimizer at every task"),
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="forgetless", description="Continual learning in PyTorch: train on a sequence of "
                 "tasks, measure how much is forgotten.")
+    p.add_argument("--version", action="version", version=f"forgetless {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="train one strategy on one benchmark; print and save the accuracy matrix")
     c = sub.add_parser("compare", help="a grid of benchmarks x strategies x parameters x seeds; a summary table")

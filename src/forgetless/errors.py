@@ -1,5 +1,7 @@
 """Errors a user can fix. The CLI prints them as one line and exits with code 2."""
 
+from collections.abc import Iterable
+
 
 class UsageError(Exception):
     """Bad input: an unknown name, a wrong value, missing or corrupt data.
@@ -12,7 +14,7 @@ class DataError(UsageError):
     """Data that cannot be found, downloaded or parsed."""
 
 
-def closest(name: str, choices) -> str:
+def closest(name: str, choices: Iterable[str]) -> str:
     """' (did you mean X?)' for the closest of `choices`, or '' when nothing is close."""
     import difflib
 

@@ -36,8 +36,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+# An accuracy matrix R: a square nested list or array; a vector: one value per task or session.
+Vector = Sequence[float] | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -112,58 +117,58 @@ def better(key: str, a: float, b: float) -> bool:
     return a > b if m.higher_is_better else a < b
 
 
-def _matrix(R) -> np.ndarray:
+def _matrix(R: ArrayLike) -> np.ndarray:
     M = np.array(R, dtype=float)  # a copy: callers' data is never touched
     if M.ndim != 2 or M.shape[0] != M.shape[1] or M.shape[0] == 0:
         raise ValueError(f"the accuracy matrix must be square and non-empty, got shape {M.shape}")
     return M
 
 
-def average_accuracies(R) -> list[float]:
+def average_accuracies(R: ArrayLike) -> list[float]:
     """[A_1, ..., A_T]: mean accuracy over the tasks seen so far, after each task."""
     M = _matrix(R)
     return [float(M[k, : k + 1].mean()) for k in range(len(M))]
 
 
-def average_accuracy(R) -> float:
+def average_accuracy(R: ArrayLike) -> float:
     """A_T: the mean accuracy over all tasks after the last one."""
     return average_accuracies(R)[-1]
 
 
-def backward_transfer(R) -> float | None:
+def backward_transfer(R: ArrayLike) -> float | None:
     """BWT = 1/(T-1) sum_{j<T} (R[T, j] - R[j, j]); None for one task."""
     M = _matrix(R)
     T = len(M)
     return None if T < 2 else float(np.mean(M[-1, :-1] - np.diag(M)[:-1]))
 
 
-def forward_transfer(R, b: Sequence[float]) -> float | None:
+def forward_transfer(R: ArrayLike, b: Vector) -> float | None:
     """FWT = 1/(T-1) sum_{j>1} (R[j-1, j] - b[j]), b the untrained model's accuracies; None for one task."""
-    M, b = _matrix(R), np.asarray(b, dtype=float)
+    M, b0 = _matrix(R), np.asarray(b, dtype=float)
     T = len(M)
-    if b.shape != (T,):
-        raise ValueError(f"need one initial accuracy per task ({T}), got {b.shape}")
-    return None if T < 2 else float(np.mean([M[j - 1, j] - b[j] for j in range(1, T)]))
+    if b0.shape != (T,):
+        raise ValueError(f"need one initial accuracy per task ({T}), got {b0.shape}")
+    return None if T < 2 else float(np.mean([M[j - 1, j] - b0[j] for j in range(1, T)]))
 
 
-def forgetting_per_task(R) -> list[float]:
+def forgetting_per_task(R: ArrayLike) -> list[float]:
     """f_j for j < T: the best accuracy task j ever had before the last task, minus its final one."""
     M = _matrix(R)
     return [float(M[:-1, j].max() - M[-1, j]) for j in range(len(M) - 1)]
 
 
-def forgetting(R) -> float | None:
+def forgetting(R: ArrayLike) -> float | None:
     """The mean of ``forgetting_per_task``; None for one task."""
     f = forgetting_per_task(R)
     return float(np.mean(f)) if f else None
 
 
-def learning_accuracy(R) -> list[float]:
+def learning_accuracy(R: ArrayLike) -> list[float]:
     """The diagonal R[k, k]: each task's accuracy just after it was learnt."""
     return [float(v) for v in np.diag(_matrix(R))]
 
 
-def intransigence_per_task(R, reference: Sequence[float]) -> list[float]:
+def intransigence_per_task(R: ArrayLike, reference: Vector) -> list[float]:
     """[I_1, ..., I_T] with I_k = a*_k - R[k, k] (Chaudhry et al. 2018, eq. 9).
 
     ``reference[k]`` is a*_k: the accuracy on task k of a model trained from scratch on the data of
@@ -178,13 +183,13 @@ def intransigence_per_task(R, reference: Sequence[float]) -> list[float]:
     return [float(v) for v in ref - np.diag(M)]
 
 
-def intransigence(R, reference: Sequence[float]) -> float:
+def intransigence(R: ArrayLike, reference: Vector) -> float:
     """Intransigence I = (1/T) sum_k (a*_k - R[k, k]): the mean of ``intransigence_per_task``
     (Chaudhry et al. 2018), the inability to learn new tasks; lower is better."""
     return float(np.mean(intransigence_per_task(R, reference)))
 
 
-def all_metrics(R, b: Sequence[float] | None = None, reference: Sequence[float] | None = None) -> dict:
+def all_metrics(R: ArrayLike, b: Vector | None = None, reference: Vector | None = None) -> dict[str, Any]:
     """Every metric of one run, as stored in result.json."""
     out = {
         "average_accuracy": average_accuracy(R),
@@ -200,21 +205,21 @@ def all_metrics(R, b: Sequence[float] | None = None, reference: Sequence[float] 
     return out
 
 
-def _sizes(R, sizes) -> tuple[np.ndarray, np.ndarray]:
+def _sizes(R: ArrayLike, sizes: Vector) -> tuple[np.ndarray, np.ndarray]:
     M, n = _matrix(R), np.asarray(sizes, dtype=float)
     if n.shape != (len(M),) or (n <= 0).any():
         raise ValueError(f"need one positive test size per session ({len(M)}), got {list(sizes)}")
     return M, n
 
 
-def session_accuracy(R, sizes: Sequence[float]) -> list[float]:
+def session_accuracy(R: ArrayLike, sizes: Vector) -> list[float]:
     """[S_1, ..., S_T]: S_i = sum_{j<=i} n_j R[i, j] / sum_{j<=i} n_j, the top-1 accuracy on the pooled
     test data of the sessions seen so far (``sizes[j]`` = n_j, session j's test examples)."""
     M, n = _sizes(R, sizes)
     return [float((M[i, : i + 1] * n[: i + 1]).sum() / n[: i + 1].sum()) for i in range(len(M))]
 
 
-def fscil_metrics(R, sizes: Sequence[float]) -> dict:
+def fscil_metrics(R: ArrayLike, sizes: Vector) -> dict[str, Any]:
     """The few-shot class-IL metrics (module docstring): session_accuracy, avg, pd, base_accuracy,
     novel_accuracy and harmonic_mean (novel and harmonic mean are None with one session)."""
     M, n = _sizes(R, sizes)
@@ -226,7 +231,7 @@ def fscil_metrics(R, sizes: Sequence[float]) -> dict:
             "novel_accuracy": novel, "harmonic_mean": harmonic}
 
 
-def anytime_accuracy(points: Sequence[tuple[int, Sequence[float]]]) -> float | None:
+def anytime_accuracy(points: Sequence[tuple[int, Vector]]) -> float | None:
     """A_AUC (module docstring) from evaluation points (task being trained k, accuracy on every task);
     None without points."""
     if not points:

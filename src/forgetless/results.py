@@ -41,11 +41,11 @@ class Result:
         return {k: getattr(self, k) for k in RESULT_KEYS
                 if k != "task_aware_accuracy_matrix" or self.task_aware_accuracy_matrix is not None}
 
-    def plot(self, kind: str = "curves"):
+    def plot(self, kind: str = "curves") -> Any:
         """A matplotlib Figure: ``curves`` (accuracy of every task during training) or ``matrix``."""
         return plot(self.to_dict(), kind)
 
-    def to_frame(self):
+    def to_frame(self) -> Any:
         """The accuracy matrix as a long pandas DataFrame (after_task, task, accuracy)."""
         return to_frame(self.to_dict())
 
@@ -63,7 +63,7 @@ def save_result(result: Result, out: str | Path) -> Path:
     return path
 
 
-def to_frame(result: Any):
+def to_frame(result: Any) -> Any:
     """The accuracy matrix as a long DataFrame, one row per (after_task, task) pair.
 
     Columns: ``after_task`` (the last task trained, 0-based like ``accuracy_matrix`` rows and
@@ -81,7 +81,7 @@ def to_frame(result: Any):
     return pd.DataFrame(rows, columns=["after_task", "task", "accuracy"])
 
 
-def plot(result: Any, kind: str = "curves"):
+def plot(result: Any, kind: str = "curves") -> Any:
     """A matplotlib Figure of the result: ``"curves"`` (accuracy of every task during training),
     ``"matrix"`` (the accuracy matrix heatmap) or ``"average_accuracy"`` (A_k after each task)."""
     from . import plots
