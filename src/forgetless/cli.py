@@ -252,10 +252,13 @@ MAIN_OUT = Path("runs") / "main-job"
 def cmd_main_job(a: argparse.Namespace) -> int:
     import time
 
+    t0 = time.perf_counter()
+    from .workers import start_early
+
+    start_early()  # (the workers' server imports torch on the other core while this process does)
     from .experiment import Grid, compare, format_summary
     from .report import write_report
 
-    t0 = time.perf_counter()
     print(f"forgetless run without options: the main job. {', '.join(MAIN_STRATEGIES)} (fine-tuning, a "
           f"regularizer, replay; their defaults) on {MAIN_JOB['benchmark']}, seeds "
           f"{', '.join(map(str, MAIN_SEEDS))}; `forgetless run --help` runs one configuration of your choice.",

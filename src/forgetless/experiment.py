@@ -272,25 +272,7 @@ def execute(jobs: list[tuple[RunConfig, Path]], workers: int = 1, executor: str 
     return _wait_for_busy(statuses, todo, threads, say)
 
 
-# imported once by the fork server, so that a worker starts in a fraction of a second: torch's optimizers
-# import torch._dynamo on first use (seconds), the digits benchmark sklearn (a missing one is skipped)
-PRELOAD = ["forgetless.run", "forgetless.experiment", "torch._dynamo", "sklearn.datasets", "sklearn.model_selection"]
 WORKER_ATTEMPTS = 8  # a run whose worker process dies (killed, out of memory) is started again this often
-
-
-def _start_method() -> str:
-    """How worker processes start: ``forkserver`` where available (a server that imported
-    forgetless and torch once forks each worker: fast, and safe since the server runs no threads),
-    else ``spawn``; ``$FORGETLESS_START_METHOD`` overrides."""
-    import multiprocessing as mp
-
-    methods = mp.get_all_start_methods()
-    wanted = os.environ.get("FORGETLESS_START_METHOD")
-    if wanted:
-        if wanted not in methods:
-            raise UsageError(f"FORGETLESS_START_METHOD={wanted!r}: choose one of {', '.join(methods)}")
-        return wanted
-    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 def _worker(conn, cfg_dict: dict, out_dir: str, threads: int | None) -> None:
@@ -319,13 +301,11 @@ def _execute_local(todo: list[tuple[RunConfig, Path]], workers: int, threads: in
     (from its last checkpoint) up to ``WORKER_ATTEMPTS`` times; the others go on. Ctrl-C or SIGTERM
     of this process stops every worker cleanly (SIGTERM, then SIGKILL after 10 s) and re-raises."""
     import collections
-    import multiprocessing as mp
     from multiprocessing.connection import wait
 
-    method = _start_method()
-    ctx = mp.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(PRELOAD)
+    from .workers import context
+
+    ctx = context()
     pending = collections.deque(range(len(todo)))
     tries = [0] * len(todo)
     statuses: list[dict | None] = [None] * len(todo)
