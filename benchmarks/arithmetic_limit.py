@@ -18,6 +18,7 @@
 
     python benchmarks/arithmetic_limit.py [--samples 10000] [--repeats 3] [--bf16-samples 60000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,7 +85,7 @@ def mm_table(batch, dtype):
 def minimal_epoch(model, opt, x, y, batch_size, g, autocast=False):
     perm = torch.randperm(len(y), generator=g)
     for i in range(0, len(y), batch_size):
-        idx = perm[i:i + batch_size]
+        idx = perm[i : i + batch_size]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             loss = F.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
@@ -95,7 +96,7 @@ def minimal_epoch(model, opt, x, y, batch_size, g, autocast=False):
 @torch.no_grad()
 def accuracy(model, x, y):
     model.eval()
-    correct = sum(int((model(x[i:i + 4096]).argmax(1) == y[i:i + 4096]).sum()) for i in range(0, len(y), 4096))
+    correct = sum(int((model(x[i : i + 4096]).argmax(1) == y[i : i + 4096]).sum()) for i in range(0, len(y), 4096))
     model.train()
     return correct / len(y)
 
@@ -113,13 +114,15 @@ def main():
     B = a.batch_size
     bench = fl.build("permuted-fashion-mnist", scenario="domain", tasks=1, seed=0, progress=False)
     task = bench.tasks[0]
-    x, y = task.train.x[:a.samples], task.train.y[:a.samples]
+    x, y = task.train.x[: a.samples], task.train.y[: a.samples]
 
     # ---- 1. matmul throughput -----------------------------------------------------------------
     rows32, gf32 = mm_table(B, torch.float32)
     rows16, gf16 = mm_table(B, torch.bfloat16)
-    print(f"threads {torch.get_num_threads()}; mkldnn bf16 supported: "
-          f"{torch.ops.mkldnn._is_mkldnn_bf16_supported()}; batch {B}")
+    print(
+        f"threads {torch.get_num_threads()}; mkldnn bf16 supported: "
+        f"{torch.ops.mkldnn._is_mkldnn_bf16_supported()}; batch {B}"
+    )
     print("| product (one training step) | MFLOP | float32 GFLOP/s | bfloat16 GFLOP/s |")
     print("|---|---|---|---|")
     for (name, f, t32), (_, _, t16) in zip(rows32, rows16):
@@ -131,7 +134,7 @@ def main():
     times = {"minimal": [], "forgetless": []}
     walls = {"minimal": [], "forgetless": []}
     for r in range(a.repeats):
-        for which in (("minimal", "forgetless") if r % 2 == 0 else ("forgetless", "minimal")):
+        for which in ("minimal", "forgetless") if r % 2 == 0 else ("forgetless", "minimal"):
             torch.manual_seed(r)
             model = build_model("mlp:1024,512,256", bench.input_shape, bench.n_outputs)
             opt = make_optimizer("sgd", model.parameters(), 0.01)
@@ -140,32 +143,39 @@ def main():
             if which == "minimal":
                 minimal_epoch(model, opt, x, y, B, g)
             else:
-                sub = fl.benchmarks.Task(id=0, name=task.name, train=task.train.subset(torch.arange(len(y))),
-                                         test=None, classes=task.classes)
+                sub = fl.benchmarks.Task(
+                    id=0, name=task.name, train=task.train.subset(torch.arange(len(y))), test=None, classes=task.classes
+                )
                 ctx = Context(model=model, optimizer=opt, benchmark=bench, batch_size=B, generator=g)
                 train_task(ctx, Strategy(), sub, epochs=1)
             times[which].append(time.process_time() - c0)
             walls[which].append(time.perf_counter() - w0)
     flops_brief = 2 * len(y) * P * 3
     flops_exact = 2 * len(y) * (3 * P - WIDTHS[0] * WIDTHS[1])
-    print(f"\none epoch over {len(y)} images, batch {B}, SGD lr 0.01, {a.repeats} repeats (median CPU time; "
-          f"wall clock in brackets)")
-    print(f"FLOPs per epoch: {flops_brief / 1e9:.1f} GFLOP (2 x samples x P x 3), "
-          f"{flops_exact / 1e9:.1f} GFLOP (exact: no input gradient for layer 1)")
+    print(
+        f"\none epoch over {len(y)} images, batch {B}, SGD lr 0.01, {a.repeats} repeats (median CPU time; "
+        f"wall clock in brackets)"
+    )
+    print(
+        f"FLOPs per epoch: {flops_brief / 1e9:.1f} GFLOP (2 x samples x P x 3), "
+        f"{flops_exact / 1e9:.1f} GFLOP (exact: no input gradient for layer 1)"
+    )
     print("| loop | s/epoch | achieved fraction (x3 formula) | achieved fraction (exact count) |")
     print("|---|---|---|---|")
     for which in times:
         t = statistics.median(times[which])
-        print(f"| {which} | {t:.2f} ({statistics.median(walls[which]):.2f} wall) | "
-              f"{flops_brief / (t * gf32 * 1e9):.2f} | {flops_exact / (t * gf32 * 1e9):.2f} |")
+        print(
+            f"| {which} | {t:.2f} ({statistics.median(walls[which]):.2f} wall) | "
+            f"{flops_brief / (t * gf32 * 1e9):.2f} | {flops_exact / (t * gf32 * 1e9):.2f} |"
+        )
     mm_epoch = flops_exact / (gf32 * 1e9)
     print(f"the matmuls alone at the measured rate: {mm_epoch:.2f} s per epoch")
 
     # ---- 4. bfloat16 autocast -------------------------------------------------------------------
-    xb, yb = task.train.x[:a.bf16_samples], task.train.y[:a.bf16_samples]
+    xb, yb = task.train.x[: a.bf16_samples], task.train.y[: a.bf16_samples]
     res = {"float32": {"t": [], "acc": []}, "bf16 autocast": {"t": [], "acc": []}}
     for r in range(a.repeats):
-        for name in (("float32", "bf16 autocast") if r % 2 == 0 else ("bf16 autocast", "float32")):
+        for name in ("float32", "bf16 autocast") if r % 2 == 0 else ("bf16 autocast", "float32"):
             torch.manual_seed(100 + r)
             model = build_model("mlp:1024,512,256", bench.input_shape, bench.n_outputs)
             opt = make_optimizer("adam", model.parameters(), 1e-3)
@@ -175,15 +185,19 @@ def main():
                 minimal_epoch(model, opt, xb, yb, B, g, autocast=name != "float32")
             res[name]["t"].append((time.process_time() - c0) / a.bf16_epochs)
             res[name]["acc"].append(accuracy(model, task.test.x, task.test.y))
-    print(f"\nminimal loop, Adam 1e-3, {len(yb)} images x {a.bf16_epochs} epoch(s), batch {B}, {a.repeats} "
-          f"seeds (same initialisations for both); test accuracy in float32 on {len(task.test)} images")
+    print(
+        f"\nminimal loop, Adam 1e-3, {len(yb)} images x {a.bf16_epochs} epoch(s), batch {B}, {a.repeats} "
+        f"seeds (same initialisations for both); test accuracy in float32 on {len(task.test)} images"
+    )
     print("| precision | CPU s/epoch (median) | test accuracy per seed | mean |")
     print("|---|---|---|---|")
     base = statistics.median(res["float32"]["t"])
     for name, v in res.items():
         t = statistics.median(v["t"])
-        print(f"| {name} | {t:.2f} ({t / base:.2f}x) | {' '.join(f'{q:.4f}' for q in v['acc'])} | "
-              f"{statistics.mean(v['acc']):.4f} |")
+        print(
+            f"| {name} | {t:.2f} ({t / base:.2f}x) | {' '.join(f'{q:.4f}' for q in v['acc'])} | "
+            f"{statistics.mean(v['acc']):.4f} |"
+        )
 
 
 if __name__ == "__main__":

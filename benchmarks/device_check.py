@@ -20,6 +20,7 @@ No download, at most a few minutes on one GPU:
 3. the epoch time of a minimal hand-written loop (same model, data, batch, optimizer) next to
    forgetless's naive epoch on the first task, and their ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,13 +61,23 @@ def main() -> int:
 
     failed = 0
     if not a.skip_tests:
-        files = ["tests/test_devices.py"] + (["tests/test_method_math.py", "tests/test_regularization.py",
-                                              "tests/test_replay.py", "tests/test_own_loop.py"] if gpu else [])
+        files = ["tests/test_devices.py"] + (
+            [
+                "tests/test_method_math.py",
+                "tests/test_regularization.py",
+                "tests/test_replay.py",
+                "tests/test_own_loop.py",
+            ]
+            if gpu
+            else []
+        )
         env = dict(os.environ, FORGETLESS_TEST_DEVICE=str(device))
         t0 = time.perf_counter()
         rc = subprocess.call([sys.executable, "-m", "pytest", "-x", *files], cwd=ROOT, env=env)
-        print(f"\n1. device tests ({', '.join(files)}) on {device}: {'passed' if rc == 0 else 'FAILED'} "
-              f"in {time.perf_counter() - t0:.0f} s")
+        print(
+            f"\n1. device tests ({', '.join(files)}) on {device}: {'passed' if rc == 0 else 'FAILED'} "
+            f"in {time.perf_counter() - t0:.0f} s"
+        )
         failed += rc != 0
 
     from cifar_archives import cifar10_archive
@@ -77,12 +88,25 @@ def main() -> int:
         model = "resnet18:nf=8" if a.quick else "resnet18" if gpu else "resnet18:nf=20"
         batch = 128 if gpu else 64
         epochs = 1 if a.quick else 3
-        base = dict(benchmark="split-cifar10", scenario="class", data_dir=tmp, download=False, model=model,
-                    epochs=epochs, batch_size=batch, optimizer="sgd", lr=0.05, momentum=0.9, device=str(device))
+        base = dict(
+            benchmark="split-cifar10",
+            scenario="class",
+            data_dir=tmp,
+            download=False,
+            model=model,
+            epochs=epochs,
+            batch_size=batch,
+            optimizer="sgd",
+            lr=0.05,
+            momentum=0.9,
+            device=str(device),
+        )
         precisions = ["float32"] + (["bf16"] if not a.quick and (not gpu or torch.cuda.is_bf16_supported()) else [])
         names = [n for n in (("naive", "er") if a.quick else ("naive", "ewc", "er", "der")) if n in STRATEGIES]
-        print(f"\n2. Split CIFAR-10 format ({n_train} real images, 5 tasks x {epochs} epochs), {model}, "
-              f"batch {batch}, SGD 0.05 momentum 0.9, crop-flip augmentation")
+        print(
+            f"\n2. Split CIFAR-10 format ({n_train} real images, 5 tasks x {epochs} epochs), {model}, "
+            f"batch {batch}, SGD 0.05 momentum 0.9, crop-flip augmentation"
+        )
         print(f"{'strategy':>10} {'precision':>9} {'s/epoch':>8} {'peak MiB':>9}  final row of the accuracy matrix")
         for precision in precisions:
             for name in names:
@@ -90,10 +114,12 @@ def main() -> int:
                     torch.cuda.reset_peak_memory_stats(device)
                 r = fl.run(fl.RunConfig(**base, strategy=name, precision=precision))
                 per_epoch = r.timing["train_seconds"] / (len(r.accuracy_matrix) * epochs)
-                peak = f"{torch.cuda.max_memory_allocated(device) / 2 ** 20:9.0f}" if gpu else f"{'-':>9}"
-                print(f"{name:>10} {precision:>9} {per_epoch:8.2f} {peak}  "
-                      + " ".join(f"{v:.3f}" for v in r.accuracy_matrix[-1])
-                      + f"   (average {r.metrics['average_accuracy']:.3f})")
+                peak = f"{torch.cuda.max_memory_allocated(device) / 2**20:9.0f}" if gpu else f"{'-':>9}"
+                print(
+                    f"{name:>10} {precision:>9} {per_epoch:8.2f} {peak}  "
+                    + " ".join(f"{v:.3f}" for v in r.accuracy_matrix[-1])
+                    + f"   (average {r.metrics['average_accuracy']:.3f})"
+                )
 
         bench = fl.build("split-cifar10", scenario="class", data_dir=tmp, download=False).to(device)
         task = bench.tasks[0]
@@ -115,9 +141,11 @@ def main() -> int:
                 devices.synchronize(device)
                 times[which].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"\n3. one epoch of task 1 ({len(task.train)} images), {model}, no augmentation, float32: "
-              f"minimal hand-written loop {med['minimal']:.3f} s, forgetless naive {med['forgetless']:.3f} s, "
-              f"ratio {med['forgetless'] / med['minimal']:.3f}")
+        print(
+            f"\n3. one epoch of task 1 ({len(task.train)} images), {model}, no augmentation, float32: "
+            f"minimal hand-written loop {med['minimal']:.3f} s, forgetless naive {med['forgetless']:.3f} s, "
+            f"ratio {med['forgetless'] / med['minimal']:.3f}"
+        )
     return 1 if failed else 0
 
 

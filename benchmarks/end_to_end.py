@@ -18,6 +18,7 @@ reference. ``--src DIR`` runs another source tree (``PYTHONPATH=DIR``), to compa
 ``--data-load``: ``load_dataset`` alone in fresh processes (decoded-data cache off; first load into
 an empty cache; later loads from it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,32 +64,49 @@ def startup(a) -> None:
     env = environment(a)
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
-        cases = [("python -c pass", [py, "-c", "pass"]),
-                 ("python -c 'import torch'", [py, "-c", "import torch"]),
-                 ("python -c 'import forgetless'", [py, "-c", "import forgetless"]),
-                 ("forgetless --help", [py, "-m", "forgetless", "--help"])]
+        cases = [
+            ("python -c pass", [py, "-c", "pass"]),
+            ("python -c 'import torch'", [py, "-c", "import torch"]),
+            ("python -c 'import forgetless'", [py, "-c", "import forgetless"]),
+            ("forgetless --help", [py, "-m", "forgetless", "--help"]),
+        ]
         main_job = [py, "-m", "forgetless", "run", "--benchmark", "permuted-digits", "--quiet"]
         if a.threads:
             main_job += ["--threads", str(a.threads)]
         rows = []
         for label, cmd in cases + [("forgetless run --benchmark permuted-digits", main_job)]:
             CPU.clear()
-            runs = [timed(cmd + (["--out", f"{tmp}/d{rep}"] if cmd is main_job else []), env)
-                    for rep in range(a.repeats)]
-            rows.append((label, statistics.median(w for w, _ in runs), min(w for w, _ in runs),
-                         max(m for _, m in runs), statistics.median(CPU)))
-            print(f"{label:<45} median {rows[-1][1]:6.2f} s (min {rows[-1][2]:.2f}), CPU {rows[-1][4]:.2f} s, "
-                  f"peak RSS {rows[-1][3]:.0f} MiB", flush=True)
-    print(f"\nsource: {a.src or 'installed / PYTHONPATH'}; threads: {a.threads or 'default'}; repeats {a.repeats}; "
-          f"load average {os.getloadavg()[0]:.1f}")
+            runs = [
+                timed(cmd + (["--out", f"{tmp}/d{rep}"] if cmd is main_job else []), env) for rep in range(a.repeats)
+            ]
+            rows.append(
+                (
+                    label,
+                    statistics.median(w for w, _ in runs),
+                    min(w for w, _ in runs),
+                    max(m for _, m in runs),
+                    statistics.median(CPU),
+                )
+            )
+            print(
+                f"{label:<45} median {rows[-1][1]:6.2f} s (min {rows[-1][2]:.2f}), CPU {rows[-1][4]:.2f} s, "
+                f"peak RSS {rows[-1][3]:.0f} MiB",
+                flush=True,
+            )
+    print(
+        f"\nsource: {a.src or 'installed / PYTHONPATH'}; threads: {a.threads or 'default'}; repeats {a.repeats}; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print("| command | wall s (median) | min | CPU s (median) | peak RSS MiB |")
     print("|---|---|---|---|---|")
     for label, med, low, rss, cpu in rows:
         print(f"| `{label}` | {med:.2f} | {low:.2f} | {cpu:.2f} | {rss:.0f} |")
 
 
-LOAD = ("import time, torch\nfrom forgetless.data import load_dataset\nt = time.perf_counter()\n"
-        "train, test = load_dataset({name!r}, download=False)\nprint(time.perf_counter() - t)")
+LOAD = (
+    "import time, torch\nfrom forgetless.data import load_dataset\nt = time.perf_counter()\n"
+    "train, test = load_dataset({name!r}, download=False)\nprint(time.perf_counter() - t)"
+)
 
 
 def data_load(a) -> None:
@@ -100,15 +118,19 @@ def data_load(a) -> None:
         code = LOAD.format(name=a.dataset)
 
         def load(extra=None):
-            done = subprocess.run([sys.executable, "-c", code], env={**env, **(extra or {})}, capture_output=True,
-                                  text=True, check=True)
+            done = subprocess.run(
+                [sys.executable, "-c", code], env={**env, **(extra or {})}, capture_output=True, text=True, check=True
+            )
             return float(done.stdout.strip().splitlines()[-1])
 
         off = sorted(load({"FORGETLESS_DATA_CACHE": "off"}) for _ in range(a.repeats))
         first = load()
         later = sorted(load() for _ in range(a.repeats))
-        rows = [("decoded every run (FORGETLESS_DATA_CACHE=off)", off), ("first load, empty cache (decode + write)",
-                                                                       [first]), ("second and later loads", later)]
+        rows = [
+            ("decoded every run (FORGETLESS_DATA_CACHE=off)", off),
+            ("first load, empty cache (decode + write)", [first]),
+            ("second and later loads", later),
+        ]
     print(f"load_dataset({a.dataset!r}) in a fresh process (after import torch); load average {os.getloadavg()[0]:.1f}")
     print("| load | seconds (median) | min |")
     print("|---|---|---|")
@@ -141,9 +163,29 @@ def main():
                 times, peaks, accs = [], [], []
                 for rep in range(a.repeats):
                     out = Path(tmp) / f"{strategy}-{precision}-{rep}"
-                    cmd = [sys.executable, "-m", "forgetless", "run", "--benchmark", "permuted-fashion-mnist",
-                           "--tasks", "5", "--epochs", "1", "--batch-size", str(a.batch_size), "--strategy", strategy,
-                           "--model", a.model, "--precision", precision, "--out", str(out), "--quiet"]
+                    cmd = [
+                        sys.executable,
+                        "-m",
+                        "forgetless",
+                        "run",
+                        "--benchmark",
+                        "permuted-fashion-mnist",
+                        "--tasks",
+                        "5",
+                        "--epochs",
+                        "1",
+                        "--batch-size",
+                        str(a.batch_size),
+                        "--strategy",
+                        strategy,
+                        "--model",
+                        a.model,
+                        "--precision",
+                        precision,
+                        "--out",
+                        str(out),
+                        "--quiet",
+                    ]
                     if a.threads:
                         cmd += ["--threads", str(a.threads)]
                     wall, rss = timed(cmd, env)
@@ -151,13 +193,18 @@ def main():
                     peaks.append(rss)
                     r = json.loads((out / "result.json").read_text())
                     accs.append(r["metrics"]["average_accuracy"])
-                rows.append((strategy, precision, statistics.median(times), min(times), max(peaks),
-                             statistics.mean(accs)))
-                print(f"{strategy:6} {precision:8} median {rows[-1][2]:6.1f} s  (min {rows[-1][3]:.1f})  "
-                      f"peak RSS {rows[-1][4]:.0f} MiB  average accuracy {100 * rows[-1][5]:.2f} %", flush=True)
+                rows.append(
+                    (strategy, precision, statistics.median(times), min(times), max(peaks), statistics.mean(accs))
+                )
+                print(
+                    f"{strategy:6} {precision:8} median {rows[-1][2]:6.1f} s  (min {rows[-1][3]:.1f})  "
+                    f"peak RSS {rows[-1][4]:.0f} MiB  average accuracy {100 * rows[-1][5]:.2f} %",
+                    flush=True,
+                )
     print(f"\nsource: {a.src or 'installed / PYTHONPATH'}; threads: {a.threads or 'default'}; repeats {a.repeats}")
-    print("| strategy | precision | wall s, process start to results (median) | peak RSS MiB "
-          "| final average accuracy |")
+    print(
+        "| strategy | precision | wall s, process start to results (median) | peak RSS MiB | final average accuracy |"
+    )
     print("|---|---|---|---|---|")
     for s, p, med, _, rss, acc in rows:
         print(f"| {s} | {p} | {med:.1f} | {rss:.0f} | {100 * acc:.2f} % |")

@@ -11,6 +11,7 @@ prints the validation table next to naive's.
 
 Runs: OUT/<bench>/val/<method>-minmax/...; results exported like select_defaults.py's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,15 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out)
     for bench in a.bench.split(","):
-        sd.run_all([(sd.val_config(bench, "naive", {}), run_dir(out / bench / "val" / "naive",
-                                                                  sd.val_config(bench, "naive", {})))], out)
+        sd.run_all(
+            [
+                (
+                    sd.val_config(bench, "naive", {}),
+                    run_dir(out / bench / "val" / "naive", sd.val_config(bench, "naive", {})),
+                )
+            ],
+            out,
+        )
         for m in a.methods.split(","):
             grid = list(GRID)
             sd.run_all([(cfg(bench, m, v), run_dir(folder(out, bench, m), cfg(bench, m, v))) for v in grid], out)

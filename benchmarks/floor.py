@@ -30,6 +30,7 @@ the same thread count as the run (``--threads``, default 1, also OMP_NUM_THREADS
 
     python benchmarks/floor.py [--strategies naive,ewc] [--tasks 5] [--batch-size 128] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -135,8 +136,9 @@ def floors(a, run: dict, out: Path) -> dict[str, float]:
         samples = min(cfg["params"].get("samples") or n_train, n_train // T)
         importance = T * mm_seconds(torch, train_shapes(samples), inner=3)
 
-    images = np.random.randint(0, 256, size=(sum(t["train"] + (t["test"] or 0) for t in tasks[:1]), n_in),
-                               dtype=np.uint8)
+    images = np.random.randint(
+        0, 256, size=(sum(t["train"] + (t["test"] or 0) for t in tasks[:1]), n_in), dtype=np.uint8
+    )
     data = best_of(lambda: images.copy(), repeats=3)
 
     ck = out / "checkpoint.pt"
@@ -151,8 +153,16 @@ def floors(a, run: dict, out: Path) -> dict[str, float]:
 
     writing = T * best_of(write, repeats=3)
     (out / "floor.bin").unlink()
-    return {"data": data, "training": train, "evaluation": evaluation, "importance": importance,
-            "writing": writing, "_rate_gflops": rate / 1e9, "_n_params": n_params, "_steps": steps}
+    return {
+        "data": data,
+        "training": train,
+        "evaluation": evaluation,
+        "importance": importance,
+        "writing": writing,
+        "_rate_gflops": rate / 1e9,
+        "_n_params": n_params,
+        "_steps": steps,
+    }
 
 
 def main():
@@ -178,9 +188,29 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for strategy in a.strategies.split(","):
             out = Path(tmp) / strategy
-            cmd = [py, "-m", "forgetless", "run", "--benchmark", a.benchmark, "--tasks", str(a.tasks),
-                   "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--model", a.model,
-                   "--strategy", strategy, "--threads", str(a.threads), "--out", str(out), "--quiet"]
+            cmd = [
+                py,
+                "-m",
+                "forgetless",
+                "run",
+                "--benchmark",
+                a.benchmark,
+                "--tasks",
+                str(a.tasks),
+                "--epochs",
+                str(a.epochs),
+                "--batch-size",
+                str(a.batch_size),
+                "--model",
+                a.model,
+                "--strategy",
+                strategy,
+                "--threads",
+                str(a.threads),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
             wall, rss = wall_and_rss(cmd, env)
             run = json.loads((out / "result.json").read_text())
             t = run["timing"]
@@ -197,15 +227,24 @@ def main():
             accounted = sum(v for k, v in measured.items() if k != "start-up")
             measured["rest of the run"] = t["total_seconds"] - accounted
             f = floors(a, run, out)
-            floor = {"start-up": start_torch, "data": f["data"], "other setup": 0.0, "training": f["training"],
-                     "evaluation": f["evaluation"], "importance": f["importance"], "writing": f["writing"],
-                     "rest of the run": 0.0}
+            floor = {
+                "start-up": start_torch,
+                "data": f["data"],
+                "other setup": 0.0,
+                "training": f["training"],
+                "evaluation": f["evaluation"],
+                "importance": f["importance"],
+                "writing": f["writing"],
+                "rest of the run": 0.0,
+            }
             total_m, total_f = wall, sum(floor.values())
             acc = run["metrics"]["average_accuracy"]
-            print(f"\n{strategy}: {a.benchmark} {a.tasks} x {a.epochs} epoch, {a.model}, batch {a.batch_size}, "
-                  f"threads {a.threads}: wall {wall:.1f} s, peak RSS {rss:.0f} MiB, final average accuracy "
-                  f"{100 * acc:.2f} %; forward matrix-product rate {f['_rate_gflops']:.1f} GFLOP/s at batch "
-                  f"{a.batch_size}; {f['_n_params']:,} parameters, {f['_steps']} steps")
+            print(
+                f"\n{strategy}: {a.benchmark} {a.tasks} x {a.epochs} epoch, {a.model}, batch {a.batch_size}, "
+                f"threads {a.threads}: wall {wall:.1f} s, peak RSS {rss:.0f} MiB, final average accuracy "
+                f"{100 * acc:.2f} %; forward matrix-product rate {f['_rate_gflops']:.1f} GFLOP/s at batch "
+                f"{a.batch_size}; {f['_n_params']:,} parameters, {f['_steps']} steps"
+            )
             print("| phase | measured s | floor s | measured / floor |")
             print("|---|---|---|---|")
             for k in measured:

@@ -18,6 +18,7 @@ on the 10,000. Runs are interleaved; the median CPU time over ``--repeats`` is r
 
     python benchmarks/importance_speed.py [--samples 10000] [--loop-samples 500] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,7 @@ def loop_fisher_exact(model, x):
     acc = [torch.zeros_like(p) for p in params]
     model.eval()
     for i in range(len(x)):
-        out = model(x[i:i + 1])[0]
+        out = model(x[i : i + 1])[0]
         logp = F.log_softmax(out, -1)
         probs = logp.detach().exp()
         for c in range(len(out)):
@@ -57,7 +58,7 @@ def loop_mas(model, x):
     acc = [torch.zeros_like(p) for p in params]
     model.eval()
     for i in range(len(x)):
-        out = model(x[i:i + 1])[0]
+        out = model(x[i : i + 1])[0]
         for a, g in zip(acc, torch.autograd.grad(out.square().sum(), params)):
             a.add_(g.abs())
     model.train()
@@ -88,7 +89,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     train, _ = load_dataset("fashion-mnist", progress=False)
-    x, y = train.x[:a.samples], train.y[:a.samples]
+    x, y = train.x[: a.samples], train.y[: a.samples]
     torch.manual_seed(0)
     model = build_model("mlp:1024,512,256", tuple(x.shape[1:]), 10)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -98,7 +99,7 @@ def main():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    xl = x[:a.loop_samples]
+    xl = x[: a.loop_samples]
     methods = {
         "fisher": {
             "auto": lambda xs: fisher_diagonal(model, xs, labels="exact"),
@@ -125,27 +126,46 @@ def main():
                 t, out = timed(lambda: fns[k](xs))
                 times[k].append(t)
                 full[k] = out
-            print(f"  {kind} repeat {r + 1}: " + ", ".join(f"{k} {times[k][-1]:.2f} s" for k in order)
-                  + f" (CPU time; {time.perf_counter() - t_start:.0f} s wall so far)", flush=True)
+            print(
+                f"  {kind} repeat {r + 1}: "
+                + ", ".join(f"{k} {times[k][-1]:.2f} s" for k in order)
+                + f" (CPU time; {time.perf_counter() - t_start:.0f} s wall so far)",
+                flush=True,
+            )
         small = {k: fns[k](xl) for k in ("auto", "vmap")}  # the backends on the loop's samples
         loop_small = full["loop"]
         med = {k: statistics.median(v) for k, v in times.items()}
         loop_full = med["loop"] * len(x) / len(xl)
-        rows.append((kind, med, loop_full, {
-            "auto": rel_diff(small["auto"], loop_small), "vmap": rel_diff(small["vmap"], loop_small),
-            "auto_vs_vmap": rel_diff(full["auto"], full["vmap"])}))
+        rows.append(
+            (
+                kind,
+                med,
+                loop_full,
+                {
+                    "auto": rel_diff(small["auto"], loop_small),
+                    "vmap": rel_diff(small["vmap"], loop_small),
+                    "auto_vs_vmap": rel_diff(full["auto"], full["vmap"]),
+                },
+            )
+        )
 
-    print(f"\n{len(x)} Fashion-MNIST images, MLP 784-1024-512-256-10, threads {torch.get_num_threads()}, "
-          f"CPU seconds, median of {a.repeats} repeats (vmap: {a.vmap_repeats}); loop timed on {len(xl)} images "
-          f"and extrapolated x{len(x) / len(xl):g}")
-    print("| importance | per-sample loop (s, extrapolated) | forgetless auto (s) | speed-up | forgetless vmap (s) "
-          "| speed-up | rel. diff auto vs loop | rel. diff vmap vs loop | rel. diff auto vs vmap (10,000) |")
+    print(
+        f"\n{len(x)} Fashion-MNIST images, MLP 784-1024-512-256-10, threads {torch.get_num_threads()}, "
+        f"CPU seconds, median of {a.repeats} repeats (vmap: {a.vmap_repeats}); loop timed on {len(xl)} images "
+        f"and extrapolated x{len(x) / len(xl):g}"
+    )
+    print(
+        "| importance | per-sample loop (s, extrapolated) | forgetless auto (s) | speed-up | forgetless vmap (s) "
+        "| speed-up | rel. diff auto vs loop | rel. diff vmap vs loop | rel. diff auto vs vmap (10,000) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for kind, med, loop_full, diff in rows:
         name = {"fisher": "exact Fisher (10 classes)", "mas": "MAS"}[kind]
-        print(f"| {name} | {loop_full:.1f} ({med['loop']:.2f} s for {len(xl)}) | {med['auto']:.3f} | "
-              f"{loop_full / med['auto']:.0f}x | {med['vmap']:.2f} | {loop_full / med['vmap']:.1f}x | "
-              f"{diff['auto']:.1e} | {diff['vmap']:.1e} | {diff['auto_vs_vmap']:.1e} |")
+        print(
+            f"| {name} | {loop_full:.1f} ({med['loop']:.2f} s for {len(xl)}) | {med['auto']:.3f} | "
+            f"{loop_full / med['auto']:.0f}x | {med['vmap']:.2f} | {loop_full / med['vmap']:.1f}x | "
+            f"{diff['auto']:.1e} | {diff['vmap']:.1e} | {diff['auto_vs_vmap']:.1e} |"
+        )
     ok = all(v <= TOL for _, _, _, d in rows for v in d.values())
     print(f"all relative differences <= {TOL:g}: {'yes' if ok else 'NO'}")
 

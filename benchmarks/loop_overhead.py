@@ -13,6 +13,7 @@ its seven hooks, masks by scenario and reads the losses every 50 steps.
 ``--torch-default`` adds a third loop: the minimal one with torch's default optimizer implementation
 (what a user gets from ``torch.optim.Adam(params)``), to show what the fused kernel is worth.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ def minimal_epoch(model, opt, x, y, batch_size, g, device):
     """The reference: what anyone would write by hand (data already on the device, float32)."""
     perm = torch.randperm(len(y), generator=g).to(device)
     for i in range(0, len(y), batch_size):
-        idx = perm[i:i + batch_size]
+        idx = perm[i : i + batch_size]
         loss = F.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -55,8 +56,13 @@ def main():
     ap.add_argument("--torch-default", action="store_true", help="also the minimal loop with torch's default optimizer")
     a = ap.parse_args()
     device = devices.resolve(a.device)
-    bench = fl.build(a.benchmark, scenario="domain" if a.benchmark.startswith("permuted") else "task",
-                     tasks=a.tasks, seed=0, data_dir=a.data_dir).to(device)
+    bench = fl.build(
+        a.benchmark,
+        scenario="domain" if a.benchmark.startswith("permuted") else "task",
+        tasks=a.tasks,
+        seed=0,
+        data_dir=a.data_dir,
+    ).to(device)
     task = bench.tasks[0]
     xf = task.train.x  # float32 copy for the minimal loop
     loops = ["minimal", "forgetless"] + (["minimal, torch default optimizer"] if a.torch_default else [])
@@ -75,22 +81,27 @@ def main():
             if which.startswith("minimal"):
                 minimal_epoch(model, opt, xf, task.train.y, a.batch_size, g, device)
             else:
-                ctx = Context(model=model, optimizer=opt, benchmark=bench, batch_size=a.batch_size, generator=g,
-                              device=device)
+                ctx = Context(
+                    model=model, optimizer=opt, benchmark=bench, batch_size=a.batch_size, generator=g, device=device
+                )
                 train_task(ctx, Strategy(), task, epochs=1)
             devices.synchronize(device)
             times[which].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     n_params = sum(p.numel() for p in build_model(a.model, bench.input_shape, bench.n_outputs).parameters())
-    print(f"{a.benchmark} task 1 ({len(task.train)} images {tuple(bench.input_shape)}), model {a.model} "
-          f"({n_params:,} parameters), batch {a.batch_size}, {a.optimizer} lr {a.lr}, "
-          f"{devices.describe(device)}, {a.repeats} repeats")
+    print(
+        f"{a.benchmark} task 1 ({len(task.train)} images {tuple(bench.input_shape)}), model {a.model} "
+        f"({n_params:,} parameters), batch {a.batch_size}, {a.optimizer} lr {a.lr}, "
+        f"{devices.describe(device)}, {a.repeats} repeats"
+    )
     for k in loops:
         print(f"{k:>34}: {med[k]:.3f} s/epoch (runs: {', '.join(f'{t:.3f}' for t in times[k])})")
     print(f"ratio forgetless / minimal: {med['forgetless'] / med['minimal']:.3f}")
     if a.torch_default:
-        print(f"ratio minimal with torch's default optimizer / minimal with the fused one: "
-              f"{med[loops[2]] / med['minimal']:.3f}")
+        print(
+            f"ratio minimal with torch's default optimizer / minimal with the fused one: "
+            f"{med[loops[2]] / med['minimal']:.3f}"
+        )
 
 
 if __name__ == "__main__":

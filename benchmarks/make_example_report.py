@@ -9,6 +9,7 @@ runs offline in about 15 seconds on 2 CPU cores.
 Writes OUT/report.html (one self-contained page) and every figure as OUT/<name>.png. The runs
 themselves stay in --work (not committed); running again reuses them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(strategies) < 2:
         strategies = ["naive", "cumulative"]
     t0 = time.perf_counter()
-    rows = compare(Grid(base=dict(BASE), axes={"strategy": strategies, "seed": SEEDS}), a.work,
-                   say=lambda m: print(m, file=sys.stderr))
+    rows = compare(
+        Grid(base=dict(BASE), axes={"strategy": strategies, "seed": SEEDS}),
+        a.work,
+        say=lambda m: print(m, file=sys.stderr),
+    )
     print(format_summary(rows))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -52,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         old.unlink()
     page = write_report(a.work, out / "report.html", figures=out, figure_formats=("png",))
     size = page.stat().st_size
-    print(f"{page} ({size / 1e6:.2f} MB) and {len(list(out.glob('*.png')))} PNG figures in "
-          f"{time.perf_counter() - t0:.0f} s")
+    print(
+        f"{page} ({size / 1e6:.2f} MB) and {len(list(out.glob('*.png')))} PNG figures in "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
     if size > 1_000_000:
         print("the report is over 1 MB: make the example smaller", file=sys.stderr)
         return 1

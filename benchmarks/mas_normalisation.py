@@ -19,6 +19,7 @@ task, test split, seed 0) with MAS at the lam equivalent to the homework's 0.1 (
 beside naive (runs in runs/defaults/HW/..., results copied to
 benchmarks/results/defaults/HW/...).
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,31 +47,50 @@ def homework_mas(model, x, batch):
 
 def main():
     torch.set_num_threads(1)
-    cfg = fl.RunConfig(benchmark="permuted-mnist", tasks=5, first_unpermuted=True, data_dir=SUBSET,
-                       model="mlp:1024,512,256", optimizer="adam", lr=1e-4, batch_size=128, epochs=10,
-                       scenario="domain", seed=0, first_tasks=1)
+    cfg = fl.RunConfig(
+        benchmark="permuted-mnist",
+        tasks=5,
+        first_unpermuted=True,
+        data_dir=SUBSET,
+        model="mlp:1024,512,256",
+        optimizer="adam",
+        lr=1e-4,
+        batch_size=128,
+        epochs=10,
+        scenario="domain",
+        seed=0,
+        first_tasks=1,
+    )
     bench = build(cfg.benchmark, scenario="domain", tasks=5, seed=0, data_dir=SUBSET, first_unpermuted=True)
     torch.manual_seed(0)
     model = build_model(cfg.model, bench.input_shape, bench.n_outputs)
     fl.run(cfg, model=model)  # trains `model` in place on task 1
     task = bench.tasks[0]
-    print(f"inputs: min {float(task.train.x.min()):.3f} max {float(task.train.x.max()):.3f} "
-          f"(the homework standardises: (x - 0.1307) / 0.3081)")
+    print(
+        f"inputs: min {float(task.train.x.min()):.3f} max {float(task.train.x.max()):.3f} "
+        f"(the homework standardises: (x - 0.1307) / 0.3081)"
+    )
     ours = mas_importance(model, task.train.x)
-    variants = {"homework: test data, batch 8192 (the sample code)": homework_mas(model, task.test.x, 8192),
-                "homework formula, training data, batch 128": homework_mas(model, task.train.x, 128),
-                "homework formula, training data, batch 1 (= ours)": homework_mas(model, task.train.x[:2000], 1)}
+    variants = {
+        "homework: test data, batch 8192 (the sample code)": homework_mas(model, task.test.x, 8192),
+        "homework formula, training data, batch 128": homework_mas(model, task.train.x, 128),
+        "homework formula, training data, batch 1 (= ours)": homework_mas(model, task.train.x[:2000], 1),
+    }
     s_ours = sum(float(o.sum()) for o in ours)
     print(f"forgetless mas_importance (per sample |g|, training data): sum Omega = {s_ours:.4g}")
     for name, om in variants.items():
         s = sum(float(o.sum()) for o in om)
-        print(f"{name}: sum Omega = {s:.4g}; ratio to ours {s / s_ours:.4g}; "
-              f"homework lam 0.1 corresponds to our lam {0.1 * s / s_ours:.3g}")
+        print(
+            f"{name}: sum Omega = {s:.4g}; ratio to ours {s / s_ours:.4g}; "
+            f"homework lam 0.1 corresponds to our lam {0.1 * s / s_ours:.3g}"
+        )
     names = [n for n, _ in model.named_parameters()]
     hw = variants["homework: test data, batch 8192 (the sample code)"]
     for n, o, h in zip(names, ours, hw):
-        print(f"  {n:>12}: ours mean {float(o.mean()):.3e}  homework mean {float(h.mean()):.3e}  "
-              f"ratio {float(h.sum() / o.sum()):.3g}")
+        print(
+            f"  {n:>12}: ours mean {float(o.mean()):.3e}  homework mean {float(h.mean()):.3e}  "
+            f"ratio {float(h.sum() / o.sum()):.3g}"
+        )
 
 
 def check(path: str) -> None:
@@ -96,8 +116,10 @@ def check(path: str) -> None:
     for c, d in jobs:
         r = finished(d)
         if r:
-            print(f"{c.strategy} lam {c.params.get('lam', '-')}: final average accuracy "
-                  f"{100 * r['metrics']['average_accuracy']:.2f} % (BWT {100 * r['metrics']['bwt']:+.2f})")
+            print(
+                f"{c.strategy} lam {c.params.get('lam', '-')}: final average accuracy "
+                f"{100 * r['metrics']['average_accuracy']:.2f} % (BWT {100 * r['metrics']['bwt']:+.2f})"
+            )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ everything else (element-wise optimizer and strategy kernels).
 
     python benchmarks/profile_steps.py --strategies naive,si,rwalk
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,13 +38,23 @@ def main():
     import dataclasses
 
     bench = fl.build("permuted-fashion-mnist", scenario="domain", tasks=2, seed=0)
-    bench = dataclasses.replace(bench, tasks=[dataclasses.replace(
-        t, train=t.train.subset(torch.arange(min(a.samples, len(t.train))))) for t in bench.tasks])
+    bench = dataclasses.replace(
+        bench,
+        tasks=[
+            dataclasses.replace(t, train=t.train.subset(torch.arange(min(a.samples, len(t.train)))))
+            for t in bench.tasks
+        ],
+    )
     for name in a.strategies.split(","):
         torch.manual_seed(0)
         model = build_model("mlp:1024,512,256", bench.input_shape, bench.n_outputs)
-        ctx = Context(model=model, optimizer=make_optimizer(a.optimizer, model.parameters(), a.lr), benchmark=bench,
-                      batch_size=128, generator=torch.Generator().manual_seed(0))
+        ctx = Context(
+            model=model,
+            optimizer=make_optimizer(a.optimizer, model.parameters(), a.lr),
+            benchmark=bench,
+            batch_size=128,
+            generator=torch.Generator().manual_seed(0),
+        )
         strategy = make_strategy(name, {}, bench.scenario)
         for task in bench.tasks:
             ctx.task_id = task.id
@@ -59,9 +70,11 @@ def main():
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events)
         mm = sum(e.self_cpu_time_total for e in events if e.key in MATMUL)
-        print(f"\n== {name}: task 2, {stats['steps']} steps, {1000 * wall / stats['steps']:.2f} ms/step under the "
-              f"profiler; matrix products {100 * mm / total:.0f} % of self CPU time, "
-              f"the rest {100 - 100 * mm / total:.0f} %")
+        print(
+            f"\n== {name}: task 2, {stats['steps']} steps, {1000 * wall / stats['steps']:.2f} ms/step under the "
+            f"profiler; matrix products {100 * mm / total:.0f} % of self CPU time, "
+            f"the rest {100 - 100 * mm / total:.0f} %"
+        )
         print(events.table(sort_by="self_cpu_time_total", row_limit=a.rows))
 
 

@@ -1,5 +1,6 @@
 """Shared by the reproduction scripts of issue 15: run a list of configs (finished runs are kept),
 collect their results, and format mean ± std cells."""
+
 from __future__ import annotations
 
 import statistics

@@ -19,6 +19,7 @@ tests/data (32x32, three different channels; tests/cifar_archives.py), read by t
 Its numbers show that every method runs end to end with ResNet-18, augmentation and both buffers;
 they say nothing about CIFAR-10's accuracies.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,8 @@ NO_BUFFER = {"naive", "joint"}
 # method (mammoth's best_args: SGD, ER, A-GEM, iCaRL, DER, DER++); X-DER, ER-ACE and GDumb: lr 0.03
 # and the library's defaults. iCaRL's weight decay 1e-5 is a run option (WEIGHT_DECAY).
 HPARAMS = {
-    "naive": {None: (0.1, {})}, "joint": {None: (0.1, {})},
+    "naive": {None: (0.1, {})},
+    "joint": {None: (0.1, {})},
     "er": {200: (0.1, {}), 500: (0.1, {})},
     "agem": {200: (0.03, {}), 500: (0.03, {})},
     "icarl": {200: (0.1, {}), 500: (0.1, {})},
@@ -52,9 +54,20 @@ DEFAULT = (0.03, {})
 def config(data_dir, download, epochs, method, buf, seed) -> RunConfig:
     lr, extra = HPARAMS.get(method, {}).get(buf, DEFAULT)
     params = dict(extra) if buf is None else dict(extra, memory=buf)
-    d = dict(benchmark="split-cifar10", scenario="class", model="resnet18", optimizer="sgd", lr=lr, batch_size=32,
-             epochs=epochs, strategy=method, params=params, seed=seed, download=download,
-             weight_decay=WEIGHT_DECAY.get(method, 0.0))
+    d = dict(
+        benchmark="split-cifar10",
+        scenario="class",
+        model="resnet18",
+        optimizer="sgd",
+        lr=lr,
+        batch_size=32,
+        epochs=epochs,
+        strategy=method,
+        params=params,
+        seed=seed,
+        download=download,
+        weight_decay=WEIGHT_DECAY.get(method, 0.0),
+    )
     if data_dir:
         d["data_dir"] = str(data_dir)
     return RunConfig.from_dict(d)
@@ -89,15 +102,18 @@ def main():
     jobs = []
     for seed in a.seeds.split(","):
         for m in a.methods.split(","):
-            for buf in ([None] if m in NO_BUFFER else buffers):
+            for buf in [None] if m in NO_BUFFER else buffers:
                 c = config(data_dir, a.download and not a.stand_in, a.epochs, m, buf, int(seed))
                 jobs.append((c, run_dir(out / m, c)))
     run_configs(jobs, a.workers)
     what = f"stand-in archive of {a.stand_in} real MNIST digits" if a.stand_in else "CIFAR-10"
-    lines = [f"Split CIFAR-10 code path ({what}), class-IL 5 × 2, ResNet-18, SGD, batch 32, {a.epochs} epoch(s) "
-             f"per task, crop + flip; seeds {a.seeds}.", "",
-             "| method | " + " | ".join(f"buffer {b}" for b in buffers) + " | training s/run |",
-             "|---|" + "---|" * len(buffers) + "---|"]
+    lines = [
+        f"Split CIFAR-10 code path ({what}), class-IL 5 × 2, ResNet-18, SGD, batch 32, {a.epochs} epoch(s) "
+        f"per task, crop + flip; seeds {a.seeds}.",
+        "",
+        "| method | " + " | ".join(f"buffer {b}" for b in buffers) + " | training s/run |",
+        "|---|" + "---|" * len(buffers) + "---|",
+    ]
     for m in a.methods.split(","):
         rs = finished_results([(c, d) for c, d in jobs if c.strategy == m])
         if not rs:

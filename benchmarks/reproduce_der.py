@@ -27,6 +27,7 @@ rate is then used for every buffer size and seed.
 Runs live under OUT (default runs/der); a cut-off stage resumes where it stopped (finished runs are
 not repeated).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,15 +41,29 @@ from forgetless.experiment import finished, run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBSET = str(ROOT / "tests" / "data" / "mnist-subset")
-BENCHES = {"perm": dict(tasks=20, scenario="domain", batch_size=128),
-           "split": dict(tasks=5, scenario="class", batch_size=10)}
+BENCHES = {
+    "perm": dict(tasks=20, scenario="domain", batch_size=128),
+    "split": dict(tasks=5, scenario="class", batch_size=10),
+}
 # DER's alpha and DER++'s alpha, beta per benchmark and buffer (Buzzega et al. 2020, appendix; mammoth best_args)
-PAPER = {"perm": {"der": {200: {"alpha": 1.0}, 500: {"alpha": 1.0}, 5120: {"alpha": 0.5}},
-                  "derpp": {200: {"alpha": 1.0, "beta": 1.0}, 500: {"alpha": 1.0, "beta": 0.5},
-                            5120: {"alpha": 0.5, "beta": 1.0}}},
-         "split": {"der": {200: {"alpha": 0.2}, 500: {"alpha": 1.0}, 5120: {"alpha": 0.5}},
-                   "derpp": {200: {"alpha": 0.2, "beta": 1.0}, 500: {"alpha": 1.0, "beta": 0.5},
-                             5120: {"alpha": 0.2, "beta": 0.5}}}}
+PAPER = {
+    "perm": {
+        "der": {200: {"alpha": 1.0}, 500: {"alpha": 1.0}, 5120: {"alpha": 0.5}},
+        "derpp": {
+            200: {"alpha": 1.0, "beta": 1.0},
+            500: {"alpha": 1.0, "beta": 0.5},
+            5120: {"alpha": 0.5, "beta": 1.0},
+        },
+    },
+    "split": {
+        "der": {200: {"alpha": 0.2}, 500: {"alpha": 1.0}, 5120: {"alpha": 0.5}},
+        "derpp": {
+            200: {"alpha": 0.2, "beta": 1.0},
+            500: {"alpha": 1.0, "beta": 0.5},
+            5120: {"alpha": 0.2, "beta": 0.5},
+        },
+    },
+}
 METHODS = ["naive", "joint", "er", "gem", "agem", "icarl", "der", "derpp", "er-ace", "gdumb", "xder"]
 CLASS_ONLY = {"icarl", "xder"}
 NO_BUFFER = {"naive", "joint"}
@@ -59,8 +74,13 @@ SELECT_BUFFER = 500
 
 
 def base(dataset: str, bench: str, epochs: int) -> dict:
-    d = dict(benchmark=f"{'permuted' if bench == 'perm' else 'split'}-{dataset}", model="mlp:100,100",
-             optimizer="sgd", epochs=epochs, **BENCHES[bench])
+    d = dict(
+        benchmark=f"{'permuted' if bench == 'perm' else 'split'}-{dataset}",
+        model="mlp:100,100",
+        optimizer="sgd",
+        epochs=epochs,
+        **BENCHES[bench],
+    )
     if dataset == "mnist":
         d["data_dir"] = SUBSET
     return d
@@ -111,8 +131,7 @@ def select(a) -> None:
                 r = finished(d)
                 if r is not None:
                     kept = {k: v for k, v in params.items() if k not in ("memory", "alpha", "beta")}
-                    rows.append({"lr": lr, "params": kept,
-                                 "val_accuracy": r["metrics"]["average_accuracy"]})
+                    rows.append({"lr": lr, "params": kept, "val_accuracy": r["metrics"]["average_accuracy"]})
             if rows:
                 best = max(rows, key=lambda r: (r["val_accuracy"], -r["lr"]))
                 record.setdefault(bench, {})[m] = {"chosen": best, "tried": rows}
@@ -135,7 +154,7 @@ def test(a) -> None:
                     print(f"no validation choice for {m} on {bench}: run the select stage first; skipped")
                     continue
                 lr, extra = chosen["chosen"]["lr"], chosen["chosen"]["params"]
-                for buf in ([None] if m in NO_BUFFER else [int(b) for b in a.buffers.split(",")]):
+                for buf in [None] if m in NO_BUFFER else [int(b) for b in a.buffers.split(",")]:
                     params = dict(extra) if buf is None else dict(extra, memory=buf, **paper(bench, m, buf))
                     c = config(a.dataset, bench, a.epochs, m, lr, params, seed)
                     jobs.append((c, run_dir(out / a.dataset / bench / f"test-e{a.epochs}" / m, c)))
@@ -149,12 +168,15 @@ def table(a) -> None:
     for bench in a.benches.split(","):
         root = out / a.dataset / bench / f"test-e{a.epochs}"
         b = base(a.dataset, bench, a.epochs)
-        lines += [f"#### {b['benchmark']} ({b['scenario']}-incremental, {b['tasks']} tasks), "
-                  f"{a.epochs} epoch(s) per task", "",
-                  "Final average accuracy % (mean ± std over seeds); lr (and X-DER's eta) chosen on validation; "
-                  "DER's alpha and DER++'s alpha, beta: the paper's for each buffer.", "",
-                  "| method | lr | " + " | ".join(f"buffer {x}" for x in BUFFERS) + " |",
-                  "|---|---|" + "---|" * len(BUFFERS)]
+        lines += [
+            f"#### {b['benchmark']} ({b['scenario']}-incremental, {b['tasks']} tasks), {a.epochs} epoch(s) per task",
+            "",
+            "Final average accuracy % (mean ± std over seeds); lr (and X-DER's eta) chosen on validation; "
+            "DER's alpha and DER++'s alpha, beta: the paper's for each buffer.",
+            "",
+            "| method | lr | " + " | ".join(f"buffer {x}" for x in BUFFERS) + " |",
+            "|---|---|" + "---|" * len(BUFFERS),
+        ]
         for m in methods_for(bench, METHODS):
             if not (root / m).exists():
                 continue

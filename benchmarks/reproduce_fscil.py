@@ -17,6 +17,7 @@ nearest-node prediction alone, fine-tuned by the cross-entropy of the shots), th
 Every run's result.json goes to OUT/<dataset>-<ways>way-<model>/<method>/<stamp>/ (finished runs are skipped);
 the table is printed (Markdown) and written to OUT/<dataset>-<ways>way-<model>.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,9 +59,22 @@ def main() -> int:
     for seed in (int(s) for s in a.seeds.split(",")):
         for m in methods:
             strategy, params = EXTRA.get(m, (m, PARAMS.get(m, {})))
-            cfg = RunConfig(benchmark=f"split-{a.dataset}", scenario="fscil", base_classes=a.base_classes, ways=a.ways,
-                            shots=a.shots, strategy=strategy, params=params, model=a.model, epochs=a.epochs,
-                            batch_size=64, optimizer="adam", lr=1e-3, seed=seed, data_dir=a.data_dir)
+            cfg = RunConfig(
+                benchmark=f"split-{a.dataset}",
+                scenario="fscil",
+                base_classes=a.base_classes,
+                ways=a.ways,
+                shots=a.shots,
+                strategy=strategy,
+                params=params,
+                model=a.model,
+                epochs=a.epochs,
+                batch_size=64,
+                optimizer="adam",
+                lr=1e-3,
+                seed=seed,
+                data_dir=a.data_dir,
+            )
             jobs.append((m, cfg, run_dir(root / m, cfg)))
     for _m, cfg, d in jobs:
         d.parent.mkdir(parents=True, exist_ok=True)
@@ -71,10 +85,13 @@ def main() -> int:
         m = statistics.mean(xs)
         return f"{100 * m:.1f} ± {100 * (statistics.stdev(xs) if len(xs) > 1 else 0.0):.1f}"
 
-    lines = [f"FSCIL, split {a.dataset}: {a.base_classes} base classes + sessions of {a.ways}-way {a.shots}-shot, "
-             f"{a.model}, {a.epochs} epochs per session, Adam 1e-3, batch 64; mean ± std over seeds {a.seeds} (%)", "",
-             "| method | accuracy per session (pooled, mean over seeds) | AVG | PD | base | novel | harmonic mean |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"FSCIL, split {a.dataset}: {a.base_classes} base classes + sessions of {a.ways}-way {a.shots}-shot, "
+        f"{a.model}, {a.epochs} epochs per session, Adam 1e-3, batch 64; mean ± std over seeds {a.seeds} (%)",
+        "",
+        "| method | accuracy per session (pooled, mean over seeds) | AVG | PD | base | novel | harmonic mean |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for m in methods:
         rs = [r for mm, _, d in jobs if mm == m and (r := finished(d))]
         if not rs:
@@ -82,9 +99,11 @@ def main() -> int:
         M = [r["metrics"] for r in rs]
         curve = [statistics.mean(v) for v in zip(*(x["session_accuracy"] for x in M))]
         hm = [x["harmonic_mean"] for x in M if x["harmonic_mean"] is not None and math.isfinite(x["harmonic_mean"])]
-        lines.append(f"| {m} | {' → '.join(f'{100 * v:.1f}' for v in curve)} | {ms([x['avg'] for x in M])} | "
-                     f"{ms([x['pd'] for x in M])} | {ms([x['base_accuracy'] for x in M])} | "
-                     f"{ms([x['novel_accuracy'] for x in M])} | {ms(hm) if hm else '-'} |")
+        lines.append(
+            f"| {m} | {' → '.join(f'{100 * v:.1f}' for v in curve)} | {ms([x['avg'] for x in M])} | "
+            f"{ms([x['pd'] for x in M])} | {ms([x['base_accuracy'] for x in M])} | "
+            f"{ms([x['novel_accuracy'] for x in M])} | {ms(hm) if hm else '-'} |"
+        )
     text = "\n".join(lines) + "\n"
     (Path(a.out) / f"{name}.md").write_text(text)
     print(text)

@@ -16,14 +16,25 @@ The MNIST-subset runs are benchmark "HW" of select_defaults.py, the Fashion-MNIS
 same runs: nothing is trained twice). Runs go to OUT/<HW|B2>/..., results are copied to
 benchmarks/results/defaults/<HW|B2>/... as they finish, and the table to OUT/homework-<dataset>.md.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-PROTOCOL = dict(tasks=5, first_unpermuted=True, model="mlp:1024,512,256", optimizer="adam", lr=1e-4,
-                batch_size=128, epochs=10, scenario="domain", reset_optimizer=True, seed=0)
+PROTOCOL = dict(
+    tasks=5,
+    first_unpermuted=True,
+    model="mlp:1024,512,256",
+    optimizer="adam",
+    lr=1e-4,
+    batch_size=128,
+    epochs=10,
+    scenario="domain",
+    reset_optimizer=True,
+    seed=0,
+)
 METHODS = ["naive", "l2", "ewc", "online-ewc", "si", "mas", "rwalk", "scp"]
 
 
@@ -40,9 +51,16 @@ def main():
     a = ap.parse_args()
     bench = "HW" if a.dataset == "mnist" else "B2"
     regs = [m for m in a.methods.split(",") if m != "naive"]
-    common = dict(bench=bench, out=a.out, json=str(Path(a.out) / f"selection-{bench}.json"), lwf=False,
-                  rule_benchmarks=bench, lams="own", seeds=a.seeds,
-                  refs=("naive",) if bench == "HW" else ("naive", "joint"))
+    common = dict(
+        bench=bench,
+        out=a.out,
+        json=str(Path(a.out) / f"selection-{bench}.json"),
+        lwf=False,
+        rule_benchmarks=bench,
+        lams="own",
+        seeds=a.seeds,
+        refs=("naive",) if bench == "HW" else ("naive", "joint"),
+    )
     ns = argparse.Namespace
     if a.stage in ("all", "select"):
         sd.select(ns(**common, methods=",".join(regs)))
@@ -55,7 +73,8 @@ def main():
         part = text.split(f"### {bench}, test-own")[1].split("### ")[0] if f"### {bench}, test-own" in text else ""
         (Path(a.out) / f"homework-{a.dataset}.md").write_text(
             f"Homework protocol on {a.dataset} ({'MNIST subset' if bench == 'HW' else 'full'}), fresh Adam per task; "
-            f"lam chosen on validation for this protocol.\n{part}")
+            f"lam chosen on validation for this protocol.\n{part}"
+        )
         print(part)
 
 

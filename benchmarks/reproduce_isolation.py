@@ -12,6 +12,7 @@ prune 0.5 and 2 retraining epochs, HAT smax 400 and c 0.75); seeds 0, 1, 2.
 
 Writes OUT/isolation-<dataset>.md (final average accuracy, BWT, parameters, training seconds).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,17 @@ METHODS = ["naive", "joint", "pnn", "packnet", "hat"]
 
 
 def config(dataset: str, method: str, seed: int, iterations: int) -> RunConfig:
-    d = dict(benchmark=f"split-{dataset}", scenario="task", model="mlp:400,400", optimizer="adam", lr=1e-3,
-             batch_size=128, iterations=iterations, strategy=method, seed=seed)
+    d = dict(
+        benchmark=f"split-{dataset}",
+        scenario="task",
+        model="mlp:400,400",
+        optimizer="adam",
+        lr=1e-3,
+        batch_size=128,
+        iterations=iterations,
+        strategy=method,
+        seed=seed,
+    )
     if dataset == "mnist":
         d["data_dir"] = str(ROOT / "tests" / "data" / "mnist-subset")
     return RunConfig.from_dict(d)
@@ -45,12 +55,20 @@ def main():
     a = ap.parse_args()
     out = Path(a.out) / a.dataset
     methods = a.methods.split(",")
-    jobs = [(c, run_dir(out / m, c)) for s in a.seeds.split(",") for m in methods
-            if (c := config(a.dataset, m, int(s), a.iterations))]
+    jobs = [
+        (c, run_dir(out / m, c))
+        for s in a.seeds.split(",")
+        for m in methods
+        if (c := config(a.dataset, m, int(s), a.iterations))
+    ]
     run_configs(jobs, a.workers)
-    lines = [f"Task-incremental Split {a.dataset} ({'subset' if a.dataset == 'mnist' else 'full'}), 5 × 2 classes, "
-             f"MLP 400-400, Adam 1e-3, batch 128, {a.iterations} iterations per task, seeds {a.seeds}.", "",
-             "| method | final average accuracy % | BWT % | training s/run |", "|---|---|---|---|"]
+    lines = [
+        f"Task-incremental Split {a.dataset} ({'subset' if a.dataset == 'mnist' else 'full'}), 5 × 2 classes, "
+        f"MLP 400-400, Adam 1e-3, batch 128, {a.iterations} iterations per task, seeds {a.seeds}.",
+        "",
+        "| method | final average accuracy % | BWT % | training s/run |",
+        "|---|---|---|---|",
+    ]
     for m in methods:  # only this protocol's runs (another data_dir spelling is another run folder)
         rs = finished_results([(c, d) for c, d in jobs if c.strategy == m])
         if not rs:

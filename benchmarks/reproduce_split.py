@@ -11,6 +11,7 @@ run's result.json). iCaRL and BiC are class-incremental methods and run only the
 
 Writes OUT/split.md (final average accuracy, mean ± std over seeds, per scenario) and OUT/*/summary.*.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,14 @@ ORDER = ["gem", "dgr", "dgr+distill", "er+ewc", "agem", "er", "icarl", "bic", "r
 
 def protocol(dataset: str, data_dir: str | None, iterations: int) -> dict:
     """The run options shared by every method (also used by select_split.py)."""
-    base = dict(benchmark=f"split-{dataset}", model="mlp:400,400", optimizer="adam", lr=1e-3, batch_size=128,
-                iterations=iterations)
+    base = dict(
+        benchmark=f"split-{dataset}",
+        model="mlp:400,400",
+        optimizer="adam",
+        lr=1e-3,
+        batch_size=128,
+        iterations=iterations,
+    )
     if data_dir:
         base["data_dir"] = data_dir
     return base
@@ -95,13 +102,17 @@ def main():
         for row in rows:
             table.setdefault(m, {})[row["scenario"]] = row
     scen = a.scenarios.split(",")
-    lines = [f"Split {a.dataset} ({a.data_dir or 'full'}), 5 tasks of 2 classes, MLP 400-400 "
-             "(input size: the dataset's), Adam 1e-3, batch 128, "
-             f"{a.iterations} iterations per task, memory 1000 in total, seeds {a.seeds}. "
-             f"Wall time {wall:.0f} s on 2 workers x 1 thread.", "",
-             "Final average accuracy (%), mean ± std over seeds; in brackets: forgetting (%).", "",
-             "| method | " + " | ".join(f"{s}-incremental" for s in scen) + " | training s/run (class) |",
-             "|---|" + "---|" * len(scen) + "---|"]
+    lines = [
+        f"Split {a.dataset} ({a.data_dir or 'full'}), 5 tasks of 2 classes, MLP 400-400 "
+        "(input size: the dataset's), Adam 1e-3, batch 128, "
+        f"{a.iterations} iterations per task, memory 1000 in total, seeds {a.seeds}. "
+        f"Wall time {wall:.0f} s on 2 workers x 1 thread.",
+        "",
+        "Final average accuracy (%), mean ± std over seeds; in brackets: forgetting (%).",
+        "",
+        "| method | " + " | ".join(f"{s}-incremental" for s in scen) + " | training s/run (class) |",
+        "|---|" + "---|" * len(scen) + "---|",
+    ]
     for m, by in table.items():
         cells = []
         for s in scen:
@@ -110,14 +121,24 @@ def main():
                 cells.append("-")
                 continue
             acc, fg = r["average_accuracy"], r.get("forgetting")
-            cells.append(f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}" +
-                         (f" ({100 * fg['mean']:.1f})" if fg else ""))
+            cells.append(
+                f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}" + (f" ({100 * fg['mean']:.1f})" if fg else "")
+            )
         secs = by.get("class", next(iter(by.values())))["train_seconds"]
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {secs:.0f} |")
     (out / "split.md").write_text("\n".join(lines) + "\n")
-    (out / "table.json").write_text(json.dumps({m: {s: {k: r[k] for k in ("average_accuracy", "forgetting", "bwt", "n")
-                                                       if k in r} for s, r in by.items()} for m, by in table.items()},
-                                               indent=1))
+    (out / "table.json").write_text(
+        json.dumps(
+            {
+                m: {
+                    s: {k: r[k] for k in ("average_accuracy", "forgetting", "bwt", "n") if k in r}
+                    for s, r in by.items()
+                }
+                for m, by in table.items()
+            },
+            indent=1,
+        )
+    )
     print("\n".join(lines))
 
 

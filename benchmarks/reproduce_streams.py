@@ -17,6 +17,7 @@ LRS; then seeds 0, 1, 2 on the test split, both streams.
     python benchmarks/reproduce_streams.py test --dataset mnist
     python benchmarks/reproduce_streams.py table --dataset mnist     # -> OUT/streams-<dataset>.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,20 @@ MEMORY = 500
 
 
 def config(dataset, method, lr, seed, blurry, val=False) -> RunConfig:
-    d = dict(benchmark=f"split-{dataset}", scenario="class", model="mlp:400,400", optimizer="sgd", lr=lr,
-             batch_size=10, online=True, task_free=True, blurry=blurry, strategy=method, seed=seed,
-             params={} if method == "naive" else {"memory": MEMORY})
+    d = dict(
+        benchmark=f"split-{dataset}",
+        scenario="class",
+        model="mlp:400,400",
+        optimizer="sgd",
+        lr=lr,
+        batch_size=10,
+        online=True,
+        task_free=True,
+        blurry=blurry,
+        strategy=method,
+        seed=seed,
+        params={} if method == "naive" else {"memory": MEMORY},
+    )
     if dataset == "mnist":
         d["data_dir"] = str(ROOT / "tests" / "data" / "mnist-subset")
     if val:
@@ -52,8 +64,12 @@ def choice_path(out: Path, dataset: str) -> Path:
 
 def select(a, out: Path) -> None:
     methods = a.methods.split(",")
-    jobs = {(m, lr): (c, run_dir(out / a.dataset / "val" / m, c))
-            for m in methods for lr in LRS if (c := config(a.dataset, m, lr, 0, 0.0, val=True))}
+    jobs = {
+        (m, lr): (c, run_dir(out / a.dataset / "val" / m, c))
+        for m in methods
+        for lr in LRS
+        if (c := config(a.dataset, m, lr, 0, 0.0, val=True))
+    }
     run_configs(list(jobs.values()), a.workers)
     record = {}
     for m in methods:
@@ -83,11 +99,14 @@ def test(a, out: Path) -> None:
 
 def table(a, out: Path) -> None:
     record = json.loads(choice_path(out, a.dataset).read_text())
-    lines = [f"Online class-IL Split {a.dataset} ({'subset' if a.dataset == 'mnist' else 'full'}), batch 10, one pass, "
-             f"task-free, buffer {MEMORY}, MLP 400-400, SGD (lr chosen on validation); "
-             "mean ± std over seeds 0, 1, 2.", "",
-             "| method | lr | disjoint: A_AUC % | disjoint: final % | blurry-10: A_AUC % | blurry-10: final % |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Online class-IL Split {a.dataset} ({'subset' if a.dataset == 'mnist' else 'full'}), batch 10, one pass, "
+        f"task-free, buffer {MEMORY}, MLP 400-400, SGD (lr chosen on validation); "
+        "mean ± std over seeds 0, 1, 2.",
+        "",
+        "| method | lr | disjoint: A_AUC % | disjoint: final % | blurry-10: A_AUC % | blurry-10: final % |",
+        "|---|---|---|---|---|---|",
+    ]
     jobs = test_jobs(a, out, record)
     for m in a.methods.split(","):
         if m not in record:
@@ -95,8 +114,10 @@ def table(a, out: Path) -> None:
         cells = []
         for stream in STREAMS:
             rs = finished_results([(c, d) for s, mm, c, d in jobs if (s, mm) == (stream, m)])
-            cells += [cell([100 * r["metrics"]["anytime_accuracy"] for r in rs if "anytime_accuracy" in r["metrics"]]),
-                      cell([100 * r["metrics"]["average_accuracy"] for r in rs])]
+            cells += [
+                cell([100 * r["metrics"]["anytime_accuracy"] for r in rs if "anytime_accuracy" in r["metrics"]]),
+                cell([100 * r["metrics"]["average_accuracy"] for r in rs]),
+            ]
         lines.append(f"| {m} | {record[m]['lr']:g} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     (out / f"streams-{a.dataset}.md").write_text(text)

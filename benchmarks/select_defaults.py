@@ -49,6 +49,7 @@ run's result.json is copied at once to ``benchmarks/results/defaults/<bench>/...
 copying that tree back (``cp -r benchmarks/results/defaults/. runs/defaults/``) resumes the grid:
 runs whose result.json is there are skipped. One run at a time, one torch thread.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,11 +73,27 @@ REGULARIZERS = ["l2", "ewc", "online-ewc", "si", "mas", "rwalk", "scp"]
 MAX_EXTEND = 3
 
 BENCHMARKS = {
-    "B1": dict(benchmark="permuted-fashion-mnist", tasks=5, epochs=1, model="mlp:1024,512,256", optimizer="adam",
-               lr=1e-3, batch_size=128, scenario="domain"),
+    "B1": dict(
+        benchmark="permuted-fashion-mnist",
+        tasks=5,
+        epochs=1,
+        model="mlp:1024,512,256",
+        optimizer="adam",
+        lr=1e-3,
+        batch_size=128,
+        scenario="domain",
+    ),
     "B2": dict(HOMEWORK, benchmark="permuted-fashion-mnist"),
-    "B3": dict(benchmark="split-mnist", scenario="task", data_dir=SUBSET, model="mlp:400,400", optimizer="adam",
-               lr=1e-3, batch_size=128, iterations=500),
+    "B3": dict(
+        benchmark="split-mnist",
+        scenario="task",
+        data_dir=SUBSET,
+        model="mlp:400,400",
+        optimizer="adam",
+        lr=1e-3,
+        batch_size=128,
+        iterations=500,
+    ),
     "HW": dict(HOMEWORK, benchmark="permuted-mnist", data_dir=SUBSET),
 }
 for _b in BENCHMARKS.values():
@@ -90,12 +107,33 @@ def decades(lo: int, hi: int) -> list[float]:
 # candidate windows (x10 steps, three values around the expected optimum: machine time), widened
 # automatically at an edge (protocol step 2)
 GRIDS = {
-    "B3": {"l2": decades(-3, -1), "ewc": decades(5, 7), "online-ewc": decades(5, 7), "si": decades(0, 2),
-           "mas": decades(-2, 0), "rwalk": decades(0, 2), "scp": decades(2, 4)},
-    "B1": {"l2": decades(-3, -1), "ewc": decades(1, 3), "online-ewc": decades(1, 3), "si": decades(-1, 1),
-           "mas": decades(-2, 0), "rwalk": decades(-1, 1), "scp": decades(0, 2)},
-    "HW": {"l2": decades(-4, -2), "ewc": decades(1, 3), "online-ewc": decades(1, 3), "si": decades(0, 2),
-           "mas": decades(-3, -1), "rwalk": decades(-1, 1), "scp": decades(1, 3)},
+    "B3": {
+        "l2": decades(-3, -1),
+        "ewc": decades(5, 7),
+        "online-ewc": decades(5, 7),
+        "si": decades(0, 2),
+        "mas": decades(-2, 0),
+        "rwalk": decades(0, 2),
+        "scp": decades(2, 4),
+    },
+    "B1": {
+        "l2": decades(-3, -1),
+        "ewc": decades(1, 3),
+        "online-ewc": decades(1, 3),
+        "si": decades(-1, 1),
+        "mas": decades(-2, 0),
+        "rwalk": decades(-1, 1),
+        "scp": decades(0, 2),
+    },
+    "HW": {
+        "l2": decades(-4, -2),
+        "ewc": decades(1, 3),
+        "online-ewc": decades(1, 3),
+        "si": decades(0, 2),
+        "mas": decades(-3, -1),
+        "rwalk": decades(-1, 1),
+        "scp": decades(1, 3),
+    },
 }
 # EWC and online EWC are selected with their Fisher min-max normalized (``normalize=minmax``, their
 # default since issue 12: the raw Fisher's scale moves the best lam by 8 decades between B1 and B3,
@@ -117,6 +155,8 @@ def folder(m: str) -> str:
 
 def with_lam(m: str, lam: float) -> dict:
     return {"lam": lam, **FIXED.get(m, {})}
+
+
 LWF = [{"lam": lam, "temperature": t} for lam in (0.1, 1.0, 10.0) for t in (1.0, 2.0, 4.0)]
 
 
@@ -146,8 +186,9 @@ def run_all(jobs: list[tuple[RunConfig, Path]], out: Path) -> None:
 
 
 def val_config(bench: str, strategy: str, params: dict) -> RunConfig:
-    return RunConfig.from_dict(dict(BENCHMARKS[bench], strategy=strategy, params=params, seed=0, val_fraction=0.1,
-                                    eval_split="val"))
+    return RunConfig.from_dict(
+        dict(BENCHMARKS[bench], strategy=strategy, params=params, seed=0, val_fraction=0.1, eval_split="val")
+    )
 
 
 def test_config(bench: str, strategy: str, params: dict, seed: int) -> RunConfig:
@@ -162,14 +203,21 @@ def score(out: Path, bench: str, strategy: str, params: dict) -> float | None:
 def select(a) -> None:
     out = out_root(a)
     bench = a.bench
-    refs = [(val_config(bench, s, {}), run_dir(out / bench / "val" / s, val_config(bench, s, {})))
-            for s in a.refs.split(",") if s]
+    refs = [
+        (val_config(bench, s, {}), run_dir(out / bench / "val" / s, val_config(bench, s, {})))
+        for s in a.refs.split(",")
+        if s
+    ]
     run_all(refs, out)
     for m in a.methods.split(","):
         grid = sorted(GRIDS[bench][m])
-        run_all([(c, run_dir(out / bench / "val" / folder(m), c))
-                 for c in (val_config(bench, m, with_lam(m, v)) for v in grid)],
-                out)
+        run_all(
+            [
+                (c, run_dir(out / bench / "val" / folder(m), c))
+                for c in (val_config(bench, m, with_lam(m, v)) for v in grid)
+            ],
+            out,
+        )
         for _ in range(2 * MAX_EXTEND):  # protocol step 2: widen at an edge
             scores = {v: score(out, bench, m, with_lam(m, v)) for v in grid}
             if any(s is None for s in scores.values()):
@@ -189,11 +237,15 @@ def select(a) -> None:
         for other in a.fill.split(","):
             for m in a.methods.split(","):
                 vals = sorted({t["lam"] for t in tried(out, other, m)} - set(GRIDS[bench][m]))
-                run_all([(c, run_dir(out / bench / "val" / folder(m), c))
-                         for c in (val_config(bench, m, with_lam(m, v)) for v in vals)], out)
+                run_all(
+                    [
+                        (c, run_dir(out / bench / "val" / folder(m), c))
+                        for c in (val_config(bench, m, with_lam(m, v)) for v in vals)
+                    ],
+                    out,
+                )
     if a.lwf:
-        run_all([(c, run_dir(out / bench / "val" / "lwf", c)) for c in (val_config(bench, "lwf", p) for p in LWF)],
-                out)
+        run_all([(c, run_dir(out / bench / "val" / "lwf", c)) for c in (val_config(bench, "lwf", p) for p in LWF)], out)
 
 
 def tried(out: Path, bench: str, m: str) -> list[dict]:
@@ -227,9 +279,13 @@ def rule(a) -> None:
     out = out_root(a)
     benches = [b for b in ("B1", "B2", "B3", "HW") if (out / b / "val").is_dir()]
     rule_benches = a.rule_benchmarks.split(",")
-    record = {"protocol": __doc__.split("Protocol, every benchmark alike:")[1].split("Memory of replay")[0].strip(),
-              "benchmarks": {b: BENCHMARKS[b] for b in benches}, "rule_benchmarks": {}, "selection": {},
-              "defaults": {}}
+    record = {
+        "protocol": __doc__.split("Protocol, every benchmark alike:")[1].split("Memory of replay")[0].strip(),
+        "benchmarks": {b: BENCHMARKS[b] for b in benches},
+        "rule_benchmarks": {},
+        "selection": {},
+        "defaults": {},
+    }
     for b in benches:
         record["selection"][b] = {}
         for m in ["naive", "joint"] + REGULARIZERS + ["lwf"]:
@@ -258,11 +314,13 @@ def rule(a) -> None:
             run_here = [t["lam"] for t in rows]
             for t in rows:
                 table[t["lam"]]["scores"][b] = t["validation_average_accuracy"]
+
             # values not run here: below every value run here, farther from the window = worse
             def key(v):
                 if v in run_here:
                     return (0.0, -table[v]["scores"][b])
                 return (1.0, min(abs(math.log10(v) - math.log10(u)) for u in run_here))
+
             keys = [key(v) for v in cands]
             order = sorted(range(len(cands)), key=lambda i: keys[i])
             i = 0
@@ -278,17 +336,24 @@ def rule(a) -> None:
             s = table[v]["scores"]
             table[v]["mean_score_where_run"] = sum(s.values()) / len(s)
         best = min(cands, key=lambda v: (table[v]["mean_rank"], -len(table[v]["scores"]), v))
-        record["defaults"][m] = {"lam": best, "mean_rank": table[best]["mean_rank"], "over": used,
-                                 "table": [{"lam": v, **table[v]} for v in cands]}
+        record["defaults"][m] = {
+            "lam": best,
+            "mean_rank": table[best]["mean_rank"],
+            "over": used,
+            "table": [{"lam": v, **table[v]} for v in cands],
+        }
     lwf_rule(record, rule_benches)
     path = Path(a.json)
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {path}")
     for m, d in record["defaults"].items():
         best = {b: record["selection"][b][m]["best_on_this_benchmark"] for b in d["over"]}
-        print(f"{m:>11}: lam {d['lam']:g}{_temperature(d)} (mean rank {d['mean_rank']:.2f} over "
-              f"{','.join(d['over'])}; per benchmark best: "
-              + ", ".join(f"{b} {best[b]['lam']:g}{_temperature(best[b])}" for b in d["over"]) + ")")
+        print(
+            f"{m:>11}: lam {d['lam']:g}{_temperature(d)} (mean rank {d['mean_rank']:.2f} over "
+            f"{','.join(d['over'])}; per benchmark best: "
+            + ", ".join(f"{b} {best[b]['lam']:g}{_temperature(best[b])}" for b in d["over"])
+            + ")"
+        )
 
 
 def _temperature(e: dict) -> str:
@@ -300,9 +365,12 @@ def lwf_rule(record: dict, rule_benches: list[str]) -> None:
     benchmarks where all of it ran; ties go to the smaller lam, then to the temperature nearest the
     paper's 2."""
     key = lambda t: (t["lam"], t["temperature"])  # noqa: E731
-    used = [b for b in rule_benches
-            if {key(t) for t in record["selection"].get(b, {}).get("lwf", {}).get("candidates", [])}
-            >= {key(c) for c in LWF}]
+    used = [
+        b
+        for b in rule_benches
+        if {key(t) for t in record["selection"].get(b, {}).get("lwf", {}).get("candidates", [])}
+        >= {key(c) for c in LWF}
+    ]
     if not used:
         return
     table = {key(c): {"ranks": {}, "scores": {}} for c in LWF}
@@ -314,8 +382,13 @@ def lwf_rule(record: dict, rule_benches: list[str]) -> None:
     for c in table:
         table[c]["mean_rank"] = sum(table[c]["ranks"].values()) / len(used)
     best = min(table, key=lambda c: (table[c]["mean_rank"], c[0], abs(math.log2(c[1] / 2.0))))
-    record["defaults"]["lwf"] = {"lam": best[0], "temperature": best[1], "mean_rank": table[best]["mean_rank"],
-                                 "over": used, "table": [{"lam": c[0], "temperature": c[1], **table[c]} for c in table]}
+    record["defaults"]["lwf"] = {
+        "lam": best[0],
+        "temperature": best[1],
+        "mean_rank": table[best]["mean_rank"],
+        "over": used,
+        "table": [{"lam": c[0], "temperature": c[1], **table[c]} for c in table],
+    }
 
 
 def chosen_lams(json_path: str, kind: str, bench: str) -> dict[str, float]:
@@ -366,24 +439,31 @@ def table(a) -> None:
                 continue
             res = {}
             try:  # only the runs at the lam of this table (earlier choices stay in the same folders)
-                lams = chosen_lams(a.json, kind[len("test-"):], b)
+                lams = chosen_lams(a.json, kind[len("test-") :], b)
             except (OSError, KeyError, ValueError):
                 lams = {}
             for m in ["naive", "joint"] + REGULARIZERS + ["lwf"]:
                 rs = [r for d in sorted((root / folder(m)).glob("*")) if (r := finished(d))]
                 if m in lams:
-                    rs = [r for r in rs if r["config"]["params"].get("lam") == lams[m]
-                          and all(r["config"]["params"].get(k) == v for k, v in FIXED.get(m, {}).items())]
+                    rs = [
+                        r
+                        for r in rs
+                        if r["config"]["params"].get("lam") == lams[m]
+                        and all(r["config"]["params"].get(k) == v for k, v in FIXED.get(m, {}).items())
+                    ]
                 if rs:
                     res[m] = rs
             if not res:
                 continue
             A = {m: mean_std([r["metrics"]["average_accuracy"] for r in rs]) for m, rs in res.items()}
             gap = "naive" in A and "joint" in A and A["joint"][0] > A["naive"][0]
-            lines += [f"### {b}, {kind}", "",
-                      "| method | lam | seeds | final average accuracy % (mean ± std) | BWT % | forgetting % |"
-                      + (" gap closed |" if gap else ""),
-                      "|---|---|---|---|---|---|" + ("---|" if gap else "")]
+            lines += [
+                f"### {b}, {kind}",
+                "",
+                "| method | lam | seeds | final average accuracy % (mean ± std) | BWT % | forgetting % |"
+                + (" gap closed |" if gap else ""),
+                "|---|---|---|---|---|---|" + ("---|" if gap else ""),
+            ]
             for m in ["naive", "joint"] + REGULARIZERS + ["lwf"]:
                 if m not in res:
                     continue
@@ -391,10 +471,12 @@ def table(a) -> None:
                 lam = rs[0]["config"]["params"].get("lam", "-")
                 bwt = mean_std([r["metrics"]["bwt"] for r in rs])
                 fg = mean_std([r["metrics"]["forgetting"] for r in rs])
-                row = (f"| {m} | {lam if lam == '-' else format(lam, 'g')} | "
-                       f"{','.join(str(r['config']['seed']) for r in sorted(rs, key=lambda r: r['config']['seed']))} | "
-                       f"{100 * A[m][0]:.2f} ± {100 * A[m][1]:.2f} | {100 * bwt[0]:+.2f} ± {100 * bwt[1]:.2f} | "
-                       f"{100 * fg[0]:.2f} ± {100 * fg[1]:.2f} |")
+                row = (
+                    f"| {m} | {lam if lam == '-' else format(lam, 'g')} | "
+                    f"{','.join(str(r['config']['seed']) for r in sorted(rs, key=lambda r: r['config']['seed']))} | "
+                    f"{100 * A[m][0]:.2f} ± {100 * A[m][1]:.2f} | {100 * bwt[0]:+.2f} ± {100 * bwt[1]:.2f} | "
+                    f"{100 * fg[0]:.2f} ± {100 * fg[1]:.2f} |"
+                )
                 if gap:
                     row += f" {(A[m][0] - A['naive'][0]) / (A['joint'][0] - A['naive'][0]):.2f} |"
                 lines.append(row)
@@ -406,8 +488,12 @@ def table(a) -> None:
 def report(a) -> None:
     """Markdown of the validation scores and the chosen defaults, from the JSON of the rule stage."""
     rec = json.loads(Path(a.json).read_text())
-    lines = ["Validation final average accuracy (%), seed 0, by lam (** = best on that benchmark):", "",
-             "| method | " + " | ".join(rec["selection"]) + " |", "|---|" + "---|" * len(rec["selection"])]
+    lines = [
+        "Validation final average accuracy (%), seed 0, by lam (** = best on that benchmark):",
+        "",
+        "| method | " + " | ".join(rec["selection"]) + " |",
+        "|---|" + "---|" * len(rec["selection"]),
+    ]
     for m in ["naive", "joint"] + REGULARIZERS + ["lwf"]:
         cells = []
         for sel in rec["selection"].values():
@@ -441,11 +527,18 @@ def main():
     ap.add_argument("--methods", default=None)
     ap.add_argument("--lwf", action="store_true", help="also LwF, lam x temperature (select stage)")
     ap.add_argument("--fill", default=None, help="select stage: also run every lam tried on these benchmarks")
-    ap.add_argument("--refs", default="naive,joint", help="select stage: reference runs first (joint is not needed"
-                    " to select, only to report the gap)")
+    ap.add_argument(
+        "--refs",
+        default="naive,joint",
+        help="select stage: reference runs first (joint is not needed to select, only to report the gap)",
+    )
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--lams", default="defaults", choices=["defaults", "own"],
-                    help="test with the chosen defaults, or with this benchmark's own validation choice")
+    ap.add_argument(
+        "--lams",
+        default="defaults",
+        choices=["defaults", "own"],
+        help="test with the chosen defaults, or with this benchmark's own validation choice",
+    )
     ap.add_argument("--rule-benchmarks", default="B1,B2,B3")
     ap.add_argument("--out", default="runs/defaults")
     ap.add_argument("--json", default=str(ROOT / "defaults_selection.json"))

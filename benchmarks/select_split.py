@@ -8,6 +8,7 @@ OUT/METHOD/selection.json (every value tried with its validation accuracy).
 
     python benchmarks/select_split.py --data-dir tests/data/mnist-subset --iterations 500 --out runs/split-mnist-sel
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,17 @@ def main():
         for s in scenarios:
             for f in factors:
                 lam = float(f"{default * f:.6g}")
-                cfg = RunConfig.from_dict(dict(base, strategy=m, scenario=s, params={"lam": lam}, seed=seeds[0],
-                                               val_fraction=0.1, eval_split="val"))
+                cfg = RunConfig.from_dict(
+                    dict(
+                        base,
+                        strategy=m,
+                        scenario=s,
+                        params={"lam": lam},
+                        seed=seeds[0],
+                        val_fraction=0.1,
+                        eval_split="val",
+                    )
+                )
                 trials[(m, s, lam)] = (cfg, run_dir(out / m / "selection", cfg))
     execute(list(trials.values()), a.workers, "local", None, print)
     chosen, records = {}, {}
@@ -62,9 +72,17 @@ def main():
             chosen[(m, s)] = (lam, acc)
     for m, rec in records.items():
         (out / m).mkdir(parents=True, exist_ok=True)
-        (out / m / "selection.json").write_text(json.dumps(
-            {"split": f"validation: 0.1 of each task's training data, seed {seeds[0]}; the test split is not read",
-             "tried": rec, "chosen": {s: chosen[(mm, s)][0] for (mm, s) in chosen if mm == m}}, indent=1))
+        (out / m / "selection.json").write_text(
+            json.dumps(
+                {
+                    "split": f"validation: 0.1 of each task's training data, seed {seeds[0]}; "
+                    "the test split is not read",
+                    "tried": rec,
+                    "chosen": {s: chosen[(mm, s)][0] for (mm, s) in chosen if mm == m},
+                },
+                indent=1,
+            )
+        )
     # 2. the chosen values on the test data, every seed
     finals = []
     for (m, s), (lam, _) in chosen.items():
@@ -73,10 +91,13 @@ def main():
             finals.append(((m, s), cfg, run_dir(out / m, cfg)))
     execute([(c, d) for _, c, d in finals], a.workers, "local", None, print)
     wall = time.perf_counter() - t0
-    lines = [f"Split {a.dataset}, lam chosen on validation per method and scenario among the default x "
-             f"{{{a.factors}}}; {a.iterations} iterations per task; seeds {a.seeds}. Wall time {wall:.0f} s.", "",
-             "| method | " + " | ".join(f"{s}-incremental: lam, accuracy %" for s in scenarios) + " |",
-             "|---|" + "---|" * len(scenarios)]
+    lines = [
+        f"Split {a.dataset}, lam chosen on validation per method and scenario among the default x "
+        f"{{{a.factors}}}; {a.iterations} iterations per task; seeds {a.seeds}. Wall time {wall:.0f} s.",
+        "",
+        "| method | " + " | ".join(f"{s}-incremental: lam, accuracy %" for s in scenarios) + " |",
+        "|---|" + "---|" * len(scenarios),
+    ]
     for m in methods:
         cells = []
         for s in scenarios:

@@ -33,6 +33,7 @@ vector: whether flat buffers would make these passes cheaper.
 
     python benchmarks/strategy_overhead.py --flat-check [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,10 +60,10 @@ WHY = {
     "ewc": "closed-form penalty gradient (terms merged exactly): 2 _foreach kernels per step",
     "online-ewc": "closed-form penalty gradient: 2 _foreach kernels per step",
     "si": "penalty gradient (into new grad tensors, the task gradient is kept without a copy) + path integral: "
-          "3 in-place _foreach kernels per step",
+    "3 in-place _foreach kernels per step",
     "mas": "closed-form penalty gradient: 2 _foreach kernels per step",
     "rwalk": "penalty gradient (task gradient kept, no copy) + g^2 and path integral (4 kernels) per step, "
-             "a flush every 10",
+    "a flush every 10",
     "scp": "closed-form penalty gradient: 2 _foreach kernels per step",
     "lwf": "a teacher (old model) forward on every batch + the distillation loss",
     "er": "the memory batch is concatenated: every step forwards and backwards 2x128 examples",
@@ -84,8 +85,15 @@ def naive_epoch(ctx, task, args, seed):
     """One naive epoch on a copy of the current model (not timed: the copy and the optimizer)."""
     model = copy.deepcopy(ctx.model)
     opt = make_optimizer(args.optimizer, [p for p in model.parameters() if p.requires_grad], args.lr)
-    nctx = Context(model=model, optimizer=opt, benchmark=ctx.benchmark, batch_size=args.batch_size,
-                   generator=torch.Generator().manual_seed(seed), task_id=task.id, seen_upto=ctx.seen_upto)
+    nctx = Context(
+        model=model,
+        optimizer=opt,
+        benchmark=ctx.benchmark,
+        batch_size=args.batch_size,
+        generator=torch.Generator().manual_seed(seed),
+        task_id=task.id,
+        seen_upto=ctx.seen_upto,
+    )
     with Clock() as c:
         stats = train_task(nctx, Strategy(), task, epochs=1)
     return c, stats["steps"]
@@ -107,8 +115,13 @@ def run_sequence(name, bench, args, rep):
     torch.manual_seed(rep)
     model = build_model("mlp:1024,512,256", bench.input_shape, bench.n_outputs)
     opt = make_optimizer(args.optimizer, model.parameters(), args.lr)
-    ctx = Context(model=model, optimizer=opt, benchmark=bench, batch_size=args.batch_size,
-                  generator=torch.Generator().manual_seed(rep))
+    ctx = Context(
+        model=model,
+        optimizer=opt,
+        benchmark=bench,
+        batch_size=args.batch_size,
+        generator=torch.Generator().manual_seed(rep),
+    )
     strategy = make_strategy(name, {}, bench.scenario)
     rows = []
     for task in bench.tasks:
@@ -156,10 +169,11 @@ def flat_check() -> None:
     print("| pass (SI / RWalk per step) | _foreach over 8 tensors | one flat op | flat / foreach |")
     print("|---|---|---|---|")
     for label, many, one in (
-            ("omega += g * d (addcmul_)", lambda: torch._foreach_addcmul_(av, bv, cv), lambda: a.addcmul_(b, c)),
-            ("prev -= theta (sub_)", lambda: torch._foreach_sub_(av, bv), lambda: a.sub_(b)),
-            ("prev <- theta (copy_)", lambda: torch._foreach_copy_(av, bv), lambda: a.copy_(b)),
-            ("tmp += g^2 (addcmul_)", lambda: torch._foreach_addcmul_(av, bv, bv), lambda: a.addcmul_(b, b))):
+        ("omega += g * d (addcmul_)", lambda: torch._foreach_addcmul_(av, bv, cv), lambda: a.addcmul_(b, c)),
+        ("prev -= theta (sub_)", lambda: torch._foreach_sub_(av, bv), lambda: a.sub_(b)),
+        ("prev <- theta (copy_)", lambda: torch._foreach_copy_(av, bv), lambda: a.copy_(b)),
+        ("tmp += g^2 (addcmul_)", lambda: torch._foreach_addcmul_(av, bv, bv), lambda: a.addcmul_(b, b)),
+    ):
         f, o = best(many), best(one)
         print(f"| {label} | {f:.0f} | {o:.0f} | {o / f:.2f} |")
 
@@ -170,8 +184,11 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tasks", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--optimizer", default="adam", help="adam (the library's default, for which the default "
-                    "lam values were chosen) or sgd")
+    ap.add_argument(
+        "--optimizer",
+        default="adam",
+        help="adam (the library's default, for which the default lam values were chosen) or sgd",
+    )
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--strategies", default=",".join(REGULARIZATION + OTHERS))
@@ -184,26 +201,34 @@ def main():
     t_start = time.perf_counter()
     benches = {}
     if any(n not in CLASS_ONLY for n in names):
-        benches["domain"] = truncate(fl.build("permuted-fashion-mnist", scenario="domain", tasks=args.tasks,
-                                              seed=0, progress=False), args.samples)
+        benches["domain"] = truncate(
+            fl.build("permuted-fashion-mnist", scenario="domain", tasks=args.tasks, seed=0, progress=False),
+            args.samples,
+        )
     if any(n in CLASS_ONLY for n in names):
-        benches["class"] = truncate(fl.build("split-fashion-mnist", scenario="class", tasks=args.tasks,
-                                             seed=0, progress=False), args.samples)
+        benches["class"] = truncate(
+            fl.build("split-fashion-mnist", scenario="class", tasks=args.tasks, seed=0, progress=False), args.samples
+        )
     results = {n: [] for n in names}
     for rep in range(args.repeats):
         order = names if rep % 2 == 0 else names[::-1]
         for name in order:
             bench = benches["class" if name in CLASS_ONLY else "domain"]
             results[name].append(run_sequence(name, bench, args, rep))
-            print(f"  repeat {rep + 1}/{args.repeats} {name:<10} done ({time.perf_counter() - t_start:.0f} s)",
-                  flush=True)
+            print(
+                f"  repeat {rep + 1}/{args.repeats} {name:<10} done ({time.perf_counter() - t_start:.0f} s)", flush=True
+            )
 
-    print(f"\nthreads {torch.get_num_threads()}, batch {args.batch_size}, {args.optimizer} lr {args.lr}, "
-          f"first {args.samples} training examples per task, {args.tasks} tasks, {args.repeats} repeats, "
-          f"{time.perf_counter() - t_start:.0f} s in all (wall)")
-    head = ("| strategy | benchmark | steps/epoch (strategy / naive) | CPU s/epoch, strategy | CPU s/epoch, naive | "
-            "**overhead (CPU-time ratio)** | wall-clock ratio | CPU ratio per step | CPU ratio, task 2 3 4 5 | "
-            "before+after_task CPU s/task | after_task / naive epoch | target |")
+    print(
+        f"\nthreads {torch.get_num_threads()}, batch {args.batch_size}, {args.optimizer} lr {args.lr}, "
+        f"first {args.samples} training examples per task, {args.tasks} tasks, {args.repeats} repeats, "
+        f"{time.perf_counter() - t_start:.0f} s in all (wall)"
+    )
+    head = (
+        "| strategy | benchmark | steps/epoch (strategy / naive) | CPU s/epoch, strategy | CPU s/epoch, naive | "
+        "**overhead (CPU-time ratio)** | wall-clock ratio | CPU ratio per step | CPU ratio, task 2 3 4 5 | "
+        "before+after_task CPU s/task | after_task / naive epoch | target |"
+    )
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     summary = {}
@@ -229,11 +254,13 @@ def main():
         summary[name] = med
         steps = f"{reps[0][-1]['steps']} / {reps[0][-1]['naive_steps']}"
         med_task = [statistics.median(col) for col in zip(*per_task)]
-        target = (("met" if med["ratio"] <= TARGET else "**not met**") if name in REGULARIZATION else "-")
-        print(f"| {name} | {'split-fashion-mnist class-IL' if name in CLASS_ONLY else 'permuted-fashion-mnist'} | "
-              f"{steps} | {med['s_ep']:.3f} | {med['n_ep']:.3f} | **{med['ratio']:.2f}** | {med['wall']:.2f} | "
-              f"{med['step']:.2f} | {' '.join(f'{v:.2f}' for v in med_task)} | {med['hooks']:.3f} | "
-              f"{med['after_rel']:.2f} | {target} |")
+        target = ("met" if med["ratio"] <= TARGET else "**not met**") if name in REGULARIZATION else "-"
+        print(
+            f"| {name} | {'split-fashion-mnist class-IL' if name in CLASS_ONLY else 'permuted-fashion-mnist'} | "
+            f"{steps} | {med['s_ep']:.3f} | {med['n_ep']:.3f} | **{med['ratio']:.2f}** | {med['wall']:.2f} | "
+            f"{med['step']:.2f} | {' '.join(f'{v:.2f}' for v in med_task)} | {med['hooks']:.3f} | "
+            f"{med['after_rel']:.2f} | {target} |"
+        )
     print("\nwhy:")
     for name in names:
         print(f"  {name:<10} {WHY.get(name, '')}")
@@ -243,6 +270,7 @@ def main():
         vals = [sum(r["epoch"].cpu for r in rows[1:]) / sum(r["naive"].cpu for r in rows[1:]) for rows in reps]
         hooks = [round(r["before"].cpu + r["after"].cpu, 3) for r in reps[0]]
         print(f"  {name:<10} {' '.join(f'{v:.3f}' for v in vals)}   {hooks}")
+
 
 if __name__ == "__main__":
     main()

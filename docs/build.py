@@ -23,6 +23,7 @@ Options: ``--skip-tutorials`` (keep the pages of the last run; for editing the p
 ``--only NAME`` (run one tutorial), ``--site-dir DIR``. The timing of every tutorial and of the whole
 build is printed and written to ``docs/generated/timings.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,14 +50,19 @@ TUTORIALS = DOCS / "tutorials"
 # 2. pages generated from the code
 
 # The worked example of the concepts page (tests/test_docs.py checks its metrics by hand).
-EXAMPLE_R = [[0.90, 0.12, 0.10],
-             [0.60, 0.88, 0.09],
-             [0.45, 0.70, 0.92]]
-EXAMPLE_B = [0.10, 0.11, 0.09]            # the untrained model's accuracies
-EXAMPLE_REFERENCE = [0.90, 0.91, 0.94]    # a*_k: joint models on tasks 1..k
-EXAMPLE_SIZES = [600, 50, 50]             # test examples per task (FSCIL: a base session and two small ones)
-EXAMPLE_POINTS = [(0, [0.50, 0.10, 0.10]), (0, [0.90, 0.12, 0.10]), (1, [0.70, 0.60, 0.09]),
-                  (1, [0.60, 0.88, 0.09]), (2, [0.50, 0.75, 0.70]), (2, [0.45, 0.70, 0.92])]  # A_AUC
+EXAMPLE_R = [[0.90, 0.12, 0.10], [0.60, 0.88, 0.09], [0.45, 0.70, 0.92]]
+EXAMPLE_B = [0.10, 0.11, 0.09]  # the untrained model's accuracies
+EXAMPLE_REFERENCE = [0.90, 0.91, 0.94]  # a*_k: joint models on tasks 1..k
+EXAMPLE_SIZES = [600, 50, 50]  # test examples per task (FSCIL: a base session and two small ones)
+EXAMPLE_POINTS = [
+    (0, [0.50, 0.10, 0.10]),
+    (0, [0.90, 0.12, 0.10]),
+    (1, [0.70, 0.60, 0.09]),
+    (1, [0.60, 0.88, 0.09]),
+    (2, [0.50, 0.75, 0.70]),
+    (2, [0.45, 0.70, 0.92]),
+]  # A_AUC
+
 
 def _cell(v) -> str:
     s = repr(v) if not isinstance(v, str) else f'"{v}"'
@@ -92,23 +98,34 @@ def generate_pages() -> None:
             lines += ["| parameter | default | accepted values | meaning |", "|---|---|---|---|"]
             for key, p in cls.params.items():
                 lines.append(f"| `{key}` | {_cell(p.default)} | {_check_text(p)} | {p.help.replace('|', '/')} |")
-            lines += ["", f"Set one with `--param {next(iter(cls.params))}=VALUE` (or "
-                          f"`--param {name}.{next(iter(cls.params))}=VALUE` inside a composition such as "
-                          f"`{name}+ewc`); `forgetless list` prints the same table."]
+            lines += [
+                "",
+                f"Set one with `--param {next(iter(cls.params))}=VALUE` (or "
+                f"`--param {name}.{next(iter(cls.params))}=VALUE` inside a composition such as "
+                f"`{name}+ewc`); `forgetless list` prints the same table.",
+            ]
         else:
             lines.append("It has no parameters.")
         (SNIPPETS / "params" / f"{name}.md").write_text("\n".join(lines) + "\n")
         family = getattr(cls, "family", "")
-        rows.append((FAMILIES.index(family) if family in FAMILIES else len(FAMILIES), name,
-                     f"| [`{name}`]({name}.md) | {family} | {scen} | {len(cls.params)} | "
-                     f"{cls.help.replace('|', '/')} |"))
+        rows.append(
+            (
+                FAMILIES.index(family) if family in FAMILIES else len(FAMILIES),
+                name,
+                f"| [`{name}`]({name}.md) | {family} | {scen} | {len(cls.params)} | {cls.help.replace('|', '/')} |",
+            )
+        )
         if not (DOCS / "methods" / f"{name}.md").exists():
             missing_pages.append(name)
     if missing_pages:
-        raise SystemExit(f"docs: no page for strategy {', '.join(missing_pages)}: add docs/methods/NAME.md "
-                         "(and its nav entry in mkdocs.yml)")
-    head = ("| strategy | family | scenarios | parameters | what it is (as `forgetless list` says) |\n"
-            "|---|---|---|---|---|\n")
+        raise SystemExit(
+            f"docs: no page for strategy {', '.join(missing_pages)}: add docs/methods/NAME.md "
+            "(and its nav entry in mkdocs.yml)"
+        )
+    head = (
+        "| strategy | family | scenarios | parameters | what it is (as `forgetless list` says) |\n"
+        "|---|---|---|---|---|\n"
+    )
     (SNIPPETS / "strategies.md").write_text(head + "\n".join(r[2] for r in sorted(rows)) + "\n")
 
     # the worked 3x3 example: every metric of the registry computed by forgetless.metrics
@@ -121,27 +138,41 @@ def generate_pages() -> None:
     values["intransigence_per_task"] = M.intransigence_per_task(R, ref)
     absent = [k for k in M.REGISTRY if k not in values]
     if absent:
-        raise SystemExit(f"docs: the worked example has no value for metric {', '.join(absent)}: add it in "
-                         "docs/build.py (generate_pages)")
+        raise SystemExit(
+            f"docs: the worked example has no value for metric {', '.join(absent)}: add it in "
+            "docs/build.py (generate_pages)"
+        )
 
     def fmt(v):
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(f"{x:.4f}" for x in v) + "]"
         return "none" if v is None else f"{v:.4f}"
 
-    out = ["The accuracy matrix of the example (row i: after training task i; column j: test accuracy on task j), "
-           "the untrained model's accuracies b, the joint references a*, and the test sizes n:", "",
-           "| after task | task 1 | task 2 | task 3 |", "|---|---|---|---|"]
+    out = [
+        "The accuracy matrix of the example (row i: after training task i; column j: test accuracy on task j), "
+        "the untrained model's accuracies b, the joint references a*, and the test sizes n:",
+        "",
+        "| after task | task 1 | task 2 | task 3 |",
+        "|---|---|---|---|",
+    ]
     for i, row in enumerate(R):
         out.append(f"| {i + 1} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
-    out += ["", f"b = {b}, a* = {ref}, n = {sizes}; for A_AUC, six evaluations during training "
-                f"(task being trained, accuracies): {points}.", "",
-            "| metric (key) | formula (the registry's) | value | better |", "|---|---|---|---|"]
+    out += [
+        "",
+        f"b = {b}, a* = {ref}, n = {sizes}; for A_AUC, six evaluations during training "
+        f"(task being trained, accuracies): {points}.",
+        "",
+        "| metric (key) | formula (the registry's) | value | better |",
+        "|---|---|---|---|",
+    ]
     for key, m in M.REGISTRY.items():
         direction = {True: "higher", False: "lower", None: "-"}[m.higher_is_better]
         out.append(f"| {m.label} (`{key}`) | `{m.formula}` | {fmt(values[key])} | {direction} |")
-    out += ["", "Computed by `forgetless.metrics` when this page was built (docs/build.py), so they are the "
-                "library's numbers; tests/test_docs.py checks the same values by hand."]
+    out += [
+        "",
+        "Computed by `forgetless.metrics` when this page was built (docs/build.py), so they are the "
+        "library's numbers; tests/test_docs.py checks the same values by hand.",
+    ]
     (SNIPPETS / "metrics_example.md").write_text("\n".join(out) + "\n")
 
 
@@ -215,9 +246,11 @@ def run_tutorial(script: Path, outdir: Path) -> None:
             md += [f"![figure {nfig}]({name}/fig{nfig}.png)", ""]
         plt.close("all")
     seconds = time.perf_counter() - t0
-    head = (f"!!! note \"An executed tutorial\"\n    This page is the output of `docs/tutorials/{script.name}`, run "
-            f"headless by `python docs/build.py` ({seconds:.0f} s on one CPU thread when this site was built). "
-            f"Run it yourself with `python docs/tutorials/{script.name}` from the repository root.\n")
+    head = (
+        f'!!! note "An executed tutorial"\n    This page is the output of `docs/tutorials/{script.name}`, run '
+        f"headless by `python docs/build.py` ({seconds:.0f} s on one CPU thread when this site was built). "
+        f"Run it yourself with `python docs/tutorials/{script.name}` from the repository root.\n"
+    )
     (outdir / f"{name}.md").write_text(head + "\n" + "\n".join(md))
 
 
@@ -228,13 +261,23 @@ def build_tutorials(only: str | None) -> dict[str, float]:
     if only:
         scripts = [s for s in scripts if only in s.stem]
     times = {}
-    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO / "src")] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env = dict(
+        os.environ,
+        MPLBACKEND="Agg",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(REPO / "src")] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+    )
     for script in scripts:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="forgetless-tutorial-") as scratch:
-            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--run-tutorial", str(script),
-                                   str(outdir)], cwd=scratch, env=env, text=True, capture_output=True)
+            proc = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--run-tutorial", str(script), str(outdir)],
+                cwd=scratch,
+                env=env,
+                text=True,
+                capture_output=True,
+            )
         times[script.stem] = round(time.perf_counter() - t0, 1)
         if proc.returncode != 0:
             sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
@@ -292,8 +335,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"docs: tutorial pages missing ({', '.join(missing)}): run without --skip-tutorials", file=sys.stderr)
         return 1
     t = time.perf_counter()
-    rc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--clean", "--site-dir",
-                         args.site_dir, "--config-file", str(REPO / "mkdocs.yml")], cwd=REPO).returncode
+    rc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--clean",
+            "--site-dir",
+            args.site_dir,
+            "--config-file",
+            str(REPO / "mkdocs.yml"),
+        ],
+        cwd=REPO,
+    ).returncode
     steps["mkdocs build --strict"] = round(time.perf_counter() - t, 1)
     if rc:
         print("docs: mkdocs build --strict failed (see its warnings above)", file=sys.stderr)

@@ -15,6 +15,7 @@ Constants (dicts, tuples, numbers) have no docstring in Python and are not check
 
 Usage: ``python docs/check_docstrings.py`` — prints one line per missing docstring, exits 1 if any.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -86,8 +87,14 @@ def missing(modules: list[ModuleType]) -> list[str]:
             problems.append(f"{mod.__name__}: module has no docstring")
         names = getattr(mod, "__all__", None)
         if names is None:  # no __all__: the public classes and functions the module defines itself
-            names = [n for n, v in vars(mod).items() if not n.startswith("_") and _documentable(v)
-                     and not inspect.ismodule(v) and getattr(v, "__module__", None) == mod.__name__]
+            names = [
+                n
+                for n, v in vars(mod).items()
+                if not n.startswith("_")
+                and _documentable(v)
+                and not inspect.ismodule(v)
+                and getattr(v, "__module__", None) == mod.__name__
+            ]
         for n in names:
             if not hasattr(mod, n):
                 problems.append(f"{mod.__name__}.__all__ names {n!r}, which does not exist")

@@ -22,6 +22,7 @@ are in docs: README, "Keras".
 
     python examples/keras_even_odd.py [--epochs 6] [--data-dir tests/data/mnist-subset]
 """
+
 import argparse
 import os
 from pathlib import Path
@@ -49,10 +50,14 @@ def keras_model(seed: int, images: bool = False):
     """Dense(128, relu) + Dense(5) on flattened images (``images``: the network flattens [1, 28, 28] itself)."""
     keras.utils.set_random_seed(seed)
     first = [keras.Input((1, 28, 28)), keras.layers.Flatten()] if images else [keras.Input((784,))]
-    model = keras.Sequential([*first, keras.layers.Dense(128, activation="relu"),
-                              keras.layers.Dense(5)])  # logits: no softmax
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = keras.Sequential(
+        [*first, keras.layers.Dense(128, activation="relu"), keras.layers.Dense(5)]
+    )  # logits: no softmax
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        metrics=["accuracy"],
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model
 
 
@@ -70,10 +75,22 @@ def with_keras(method: str, train, test, epochs: int, seed: int):
 
 def with_forgetless_run(method: str, data_dir: str, epochs: int, seed: int, model=None):
     strategy, params = {"plain": ("naive", {}), "l2": ("l2", {"lam": L2_LAM}), "ewc": ("ewc", {})}[method]
-    cfg = forgetless.RunConfig(benchmark="split-mnist", classes="0,2,4,6,8|1,3,5,7,9", scenario="domain",
-                               model="mlp:128", optimizer="adam", lr=1e-3, batch_size=32, epochs=epochs,
-                               data_dir=data_dir, download=False, strategy=strategy, params=params, seed=seed,
-                               device="cpu")
+    cfg = forgetless.RunConfig(
+        benchmark="split-mnist",
+        classes="0,2,4,6,8|1,3,5,7,9",
+        scenario="domain",
+        model="mlp:128",
+        optimizer="adam",
+        lr=1e-3,
+        batch_size=32,
+        epochs=epochs,
+        data_dir=data_dir,
+        download=False,
+        strategy=strategy,
+        params=params,
+        seed=seed,
+        device="cpu",
+    )
     return forgetless.run(cfg, model=model).accuracy_matrix
 
 
@@ -85,14 +102,18 @@ def main():
     a = ap.parse_args()
     train, test = load_dataset("mnist", data_dir=a.data_dir, download=False)
     tr, te = even_odd(train), even_odd(test)
-    print(f"Keras {keras.__version__} on {keras.backend.backend()}; {len(tr[0][1])} / {len(tr[1][1])} training "
-          f"images of A / B, {a.epochs} epochs each")
+    print(
+        f"Keras {keras.__version__} on {keras.backend.backend()}; {len(tr[0][1])} / {len(tr[1][1])} training "
+        f"images of A / B, {a.epochs} epochs each"
+    )
     torch_backend = keras.backend.backend() == "torch"
     for method in ("plain", "l2", "ewc"):
         k = with_keras(method, tr, te, a.epochs, a.seed)
         f = with_forgetless_run(method, a.data_dir, a.epochs, a.seed)
-        line = (f"{method:>5}: model.fit task A {k[1][0]:.3f}, task B {k[1][1]:.3f} | "
-                f"forgetless run (PyTorch MLP) task A {f[1][0]:.3f}, task B {f[1][1]:.3f}")
+        line = (
+            f"{method:>5}: model.fit task A {k[1][0]:.3f}, task B {k[1][1]:.3f} | "
+            f"forgetless run (PyTorch MLP) task A {f[1][0]:.3f}, task B {f[1][1]:.3f}"
+        )
         if torch_backend:  # the Keras model itself inside forgetless's loop (KERAS_BACKEND=torch only)
             kf = with_forgetless_run(method, a.data_dir, a.epochs, a.seed, model=keras_model(a.seed, images=True))
             line += f" | forgetless run (Keras model) task A {kf[1][0]:.3f}, task B {kf[1][1]:.3f}"

@@ -13,6 +13,7 @@ outputs (domain-incremental: digit d -> output d % 5), a small MLP, plain Adam.
 
     python examples/own_loop.py
 """
+
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
@@ -29,8 +30,15 @@ tasks = []
 for k, classes in enumerate([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]):
     tr = train[torch.isin(y[train], torch.tensor(classes))]  # this task's rows
     te = test[torch.isin(y[test], torch.tensor(classes))]
-    tasks.append(Task(id=k, name=f"digits {classes}", classes=[0, 1, 2, 3, 4],  # the outputs it uses
-                      train=TensorData(x[tr], y[tr] % 5), test=TensorData(x[te], y[te] % 5)))
+    tasks.append(
+        Task(
+            id=k,
+            name=f"digits {classes}",
+            classes=[0, 1, 2, 3, 4],  # the outputs it uses
+            train=TensorData(x[tr], y[tr] % 5),
+            test=TensorData(x[te], y[te] % 5),
+        )
+    )
 bench = Benchmark("my-digits", "domain", tasks, n_outputs=5, input_shape=(1, 8, 8))
 
 torch.manual_seed(0)
@@ -49,10 +57,10 @@ for name, params in (("naive", {}), ("ewc", {}), ("er", {"memory": 200})):
     s = make_strategy(name, params)
     ctx = Context(model=model, optimizer=opt, benchmark=bench, batch_size=32)
     for task in tasks:
-        s.before_task(ctx, task)                                          # 1
+        s.before_task(ctx, task)  # 1
         for _epoch in range(20):
             for idx in torch.randperm(len(task.train)).split(32):
                 batch = Batch(task.train.x[idx], task.train.y[idx], task.ids(len(idx)))
-                loss = train_step(ctx, s, batch)                          # 2 (a tensor: no host sync)
-        s.after_task(ctx, task)                                           # 3
+                loss = train_step(ctx, s, batch)  # 2 (a tensor: no host sync)
+        s.after_task(ctx, task)  # 3
     print(f"{name:>5}: task A {accuracy(tasks[0]):.3f}, task B {accuracy(tasks[1]):.3f}")

@@ -4,6 +4,7 @@ by tools/reliability_table.py, which writes docs/reliability.md from them.
 Each case: (what, command-line arguments, a fragment the error line must contain). ``{mnist}``,
 ``{bad}`` (a folder of broken IDX files, built by :func:`make_places`) and ``{tmp}`` are filled in.
 """
+
 import gzip
 import shutil
 from pathlib import Path
@@ -19,8 +20,11 @@ CASES = [
     ("a misspelt device", ["run", "--device", "gpu"], "unknown device"),
     ("negative lambda", ["run", "--strategy", "ewc", "--param", "lam=-1"], "lam"),
     ("zero memory for a replay method", ["run", "--strategy", "er", "--param", "memory=0"], "memory"),
-    ("more tasks than classes", ["run", "--benchmark", "split-digits", "--tasks", "11"],
-     "cannot be split into 11 tasks"),
+    (
+        "more tasks than classes",
+        ["run", "--benchmark", "split-digits", "--tasks", "11"],
+        "cannot be split into 11 tasks",
+    ),
     ("classes that do not split evenly", ["run", "--benchmark", "split-digits", "--tasks", "3"], "do not split evenly"),
     ("an empty class group", ["run", "--benchmark", "split-digits", "--classes", "0,1||2,3"], "empty class group"),
     ("a class not in the dataset", ["run", "--benchmark", "split-digits", "--classes", "0,1|2,12"], "not in digits"),
@@ -28,17 +32,32 @@ CASES = [
     ("a malformed TOML config file", ["compare", "--config", "{tmp}/broken.toml"], "not valid TOML"),
     ("an unknown key in a config file", ["compare", "--config", "{tmp}/unknown.toml"], "unknown option 'benchmarc'"),
     ("a config file that does not exist", ["compare", "--config", "{tmp}/missing.toml"], "cannot read"),
-    ("a truncated IDX file", ["run", "--benchmark", "split-mnist", "--no-download", "--data-dir", "{bad}/truncated"],
-     "truncated"),
-    ("an IDX file with the wrong magic number", ["run", "--benchmark", "split-mnist", "--no-download", "--data-dir",
-                                                 "{bad}/magic"], "magic"),
-    ("image and label counts that differ", ["run", "--benchmark", "split-mnist", "--no-download", "--data-dir",
-                                            "{bad}/count"], "t10k-labels-idx1-ubyte.gz"),
-    ("a data dir without the files (offline)", ["run", "--benchmark", "permuted-mnist", "--no-download",
-                                                "--data-dir", "{tmp}/empty"], "train-images-idx3-ubyte.gz"),
+    (
+        "a truncated IDX file",
+        ["run", "--benchmark", "split-mnist", "--no-download", "--data-dir", "{bad}/truncated"],
+        "truncated",
+    ),
+    (
+        "an IDX file with the wrong magic number",
+        ["run", "--benchmark", "split-mnist", "--no-download", "--data-dir", "{bad}/magic"],
+        "magic",
+    ),
+    (
+        "image and label counts that differ",
+        ["run", "--benchmark", "split-mnist", "--no-download", "--data-dir", "{bad}/count"],
+        "t10k-labels-idx1-ubyte.gz",
+    ),
+    (
+        "a data dir without the files (offline)",
+        ["run", "--benchmark", "permuted-mnist", "--no-download", "--data-dir", "{tmp}/empty"],
+        "train-images-idx3-ubyte.gz",
+    ),
     ("an output dir that is a file", ["run", "--out", "{tmp}/a-file"], "is a file"),
-    ("a scenario the strategy does not support", ["run", "--benchmark", "split-digits", "--scenario", "task",
-                                                  "--strategy", "icarl"], "does not support the task-incremental"),
+    (
+        "a scenario the strategy does not support",
+        ["run", "--benchmark", "split-digits", "--scenario", "task", "--strategy", "icarl"],
+        "does not support the task-incremental",
+    ),
     ("zero epochs", ["run", "--epochs", "0"], "--epochs must be an integer >= 1"),
     ("zero iterations", ["run", "--iterations", "0"], "--iterations must be an integer >= 1"),
     ("a negative learning rate", ["run", "--lr", "-0.1"], "--lr must be positive"),
@@ -48,10 +67,16 @@ CASES = [
     ("an unknown optimizer", ["run", "--optimizer", "rmsprop"], "invalid choice"),
     ("a non-integer task count", ["run", "--tasks", "five"], "invalid int value"),
     ("zero tasks", ["run", "--tasks", "0"], "at least 1"),
-    ("angles that are not numbers", ["run", "--benchmark", "rotated-digits", "--angles", "0,ninety"],
-     "comma-separated numbers"),
-    ("one angle per task missing", ["run", "--benchmark", "rotated-digits", "--tasks", "3", "--angles", "0,90"],
-     "one angle per task"),
+    (
+        "angles that are not numbers",
+        ["run", "--benchmark", "rotated-digits", "--angles", "0,ninety"],
+        "comma-separated numbers",
+    ),
+    (
+        "one angle per task missing",
+        ["run", "--benchmark", "rotated-digits", "--tasks", "3", "--angles", "0,90"],
+        "one angle per task",
+    ),
     ("an unknown model", ["run", "--model", "resnet50"], "unknown model"),
     ("a ResNet width that is not positive", ["run", "--model", "resnet18:nf=0"], "positive integer"),
     ("an unknown augmentation", ["run", "--augment", "blur"], "invalid choice"),
@@ -63,24 +88,72 @@ CASES = [
     ("zero grid workers", ["compare", "--workers", "0"], "--workers must be at least 1"),
     ("overrides without a config file", ["compare", "epochs=2"], "overrides apply on top of --config"),
     ("an unknown command", ["frobnicate"], "invalid choice"),
-    ("two composed parts that both replace the prediction", ["run", "--benchmark", "split-digits", "--strategy",
-                                                             "icarl+bic"], "cannot be composed"),
-    ("an ambiguous parameter of a composed strategy", ["run", "--strategy", "ewc+lwf", "--param", "lam=10"],
-     "write ewc.lam or lwf.lam"),
-    ("a parameter for a part that is not composed", ["run", "--strategy", "ewc+lwf", "--param", "si.lam=1"],
-     "'si' is not a part"),
-    ("a parameter that would be ignored", ["run", "--strategy", "dgr", "--param", "temperature=3"],
-     "no effect without distill=true"),
-    ("online EWC's decay on plain EWC", ["run", "--strategy", "ewc", "--param", "gamma=0.5"],
-     "unknown parameter 'gamma'"),
-    ("a choice that does not exist", ["run", "--strategy", "ewc", "--param", "fisher=emprical"],
-     "did you mean 'empirical'"),
-    ("a finished run of another configuration in --out", ["run", "--quiet", "--tasks", "1", "--epochs", "1", "--model",
-                                                          "mlp:8", "--lr", "0.01", "--out", "{tmp}/finished"],
-     "holds a run with other settings (lr: 0.001 -> 0.01)"),
-    ("a learning rate that makes training diverge",
-     ["run", "--quiet", "--optimizer", "sgd", "--lr", "1e20", "--tasks", "1", "--model", "mlp:32",
-      "--out", "{tmp}/diverge"], "lower the learning rate"),
+    (
+        "two composed parts that both replace the prediction",
+        ["run", "--benchmark", "split-digits", "--strategy", "icarl+bic"],
+        "cannot be composed",
+    ),
+    (
+        "an ambiguous parameter of a composed strategy",
+        ["run", "--strategy", "ewc+lwf", "--param", "lam=10"],
+        "write ewc.lam or lwf.lam",
+    ),
+    (
+        "a parameter for a part that is not composed",
+        ["run", "--strategy", "ewc+lwf", "--param", "si.lam=1"],
+        "'si' is not a part",
+    ),
+    (
+        "a parameter that would be ignored",
+        ["run", "--strategy", "dgr", "--param", "temperature=3"],
+        "no effect without distill=true",
+    ),
+    (
+        "online EWC's decay on plain EWC",
+        ["run", "--strategy", "ewc", "--param", "gamma=0.5"],
+        "unknown parameter 'gamma'",
+    ),
+    (
+        "a choice that does not exist",
+        ["run", "--strategy", "ewc", "--param", "fisher=emprical"],
+        "did you mean 'empirical'",
+    ),
+    (
+        "a finished run of another configuration in --out",
+        [
+            "run",
+            "--quiet",
+            "--tasks",
+            "1",
+            "--epochs",
+            "1",
+            "--model",
+            "mlp:8",
+            "--lr",
+            "0.01",
+            "--out",
+            "{tmp}/finished",
+        ],
+        "holds a run with other settings (lr: 0.001 -> 0.01)",
+    ),
+    (
+        "a learning rate that makes training diverge",
+        [
+            "run",
+            "--quiet",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e20",
+            "--tasks",
+            "1",
+            "--model",
+            "mlp:32",
+            "--out",
+            "{tmp}/diverge",
+        ],
+        "lower the learning rate",
+    ),
     # issue 18: one strict grammar per spec (src/forgetless/spec.py): every malformed form is refused
     ("a doubled '+' in a composition", ["run", "--strategy", "ewc++lwf"], "did you mean 'ewc+lwf'"),
     ("a trailing '+' in a composition", ["run", "--strategy", "ewc+"], "did you mean 'ewc'"),
@@ -100,11 +173,17 @@ CASES = [
     ("a Keras spec without a function", ["run", "--model", "keras:"], "keras:package.module:function"),
     ("an empty model", ["run", "--model", ""], "unknown model ''"),
     ("a trailing empty class group", ["run", "--benchmark", "split-digits", "--classes", "0,1|"], "empty class group"),
-    ("a trailing space after the classes", ["run", "--benchmark", "split-digits", "--classes", "0,1|2,3 "],
-     "did you mean '0,1|2,3'"),
+    (
+        "a trailing space after the classes",
+        ["run", "--benchmark", "split-digits", "--classes", "0,1|2,3 "],
+        "did you mean '0,1|2,3'",
+    ),
     ("an empty class number", ["run", "--benchmark", "split-digits", "--classes", "0,,1|2,3"], "empty class number"),
-    ("classes separated by semicolons", ["run", "--benchmark", "split-digits", "--classes", "0;1|2,3"],
-     "not a class number"),
+    (
+        "classes separated by semicolons",
+        ["run", "--benchmark", "split-digits", "--classes", "0;1|2,3"],
+        "not a class number",
+    ),
     ("an angle that is a word", ["run", "--benchmark", "rotated-digits", "--angles", "10,abc"], "'abc', not a number"),
     ("an empty angle", ["run", "--benchmark", "rotated-digits", "--angles", "10,,20"], "did you mean '10,20'"),
     ("an angle that is not finite", ["run", "--benchmark", "rotated-digits", "--angles", "0,nan"], "not a number"),
@@ -129,29 +208,52 @@ CASES = [
     ("a grid axis with no values", ["compare", "--config", "{tmp}/no-values.toml"], "empty list"),
     ("grid params that are not a table", ["compare", "--config", "{tmp}/params-list.toml"], "params must be a table"),
     ("a grid option spelt with a dash", ["compare", "--config", "{tmp}/dash.toml"], "did you mean 'batch_size'"),
-    ("a malformed composition in a grid file", ["compare", "--config", "{tmp}/bad-strategy.toml"],
-     "did you mean 'er+ewc'"),
+    (
+        "a malformed composition in a grid file",
+        ["compare", "--config", "{tmp}/bad-strategy.toml"],
+        "did you mean 'er+ewc'",
+    ),
     ("a grid file whose top level is a list", ["compare", "--config", "{tmp}/list.yaml"], "top level must be a table"),
     ("a grid file with another suffix", ["compare", "--config", "{tmp}/grid.ini"], "use a .toml or .yaml file"),
-    ("an override of something that is not an option", ["compare", "--config", "{tmp}/ok.toml", "epochs.x=3"],
-     "is not an option"),
+    (
+        "an override of something that is not an option",
+        ["compare", "--config", "{tmp}/ok.toml", "epochs.x=3"],
+        "is not an option",
+    ),
     ("an override with two '='", ["compare", "--config", "{tmp}/ok.toml", "epochs==2"], "starts with '='"),
-    ("an override with half an exponent", ["compare", "--config", "{tmp}/ok.toml", "params.lam=1e"],
-     "did you mean '1e0'"),
+    (
+        "an override with half an exponent",
+        ["compare", "--config", "{tmp}/ok.toml", "params.lam=1e"],
+        "did you mean '1e0'",
+    ),
     ("an override without a value", ["compare", "--config", "{tmp}/ok.toml", "epochs"], "write KEY=VALUE"),
     # issue 18: never overwrite a file forgetless did not write
     ("a log.csv of the user's in --out", ["run", "--out", "{tmp}/foreign-run"], "log.csv exists and was not written"),
-    ("a result.json of the user's in --out", ["run", "--out", "{tmp}/foreign-result"],
-     "result.json exists and was not written"),
-    ("a summary.csv of the user's in compare --out", ["compare", "--out", "{tmp}/foreign-grid"],
-     "summary.csv exists and was not written"),
-    ("a report --out that is the user's page", ["report", "{tmp}/finished", "--out", "{tmp}/page.html"],
-     "page.html exists and was not written"),
-    ("a figure of the user's in report --figures", ["report", "{tmp}/finished", "--out", "{tmp}/r.html", "--figures",
-                                                    "{tmp}/figs"], "matrix.png exists and was not written"),
-    ("a worker start method that does not exist",
-     ["compare", "--quiet", "--workers", "2", "--tasks", "1", "--model", "mlp:8", "--out", "{tmp}/start"],
-     "FORGETLESS_START_METHOD"),
+    (
+        "a result.json of the user's in --out",
+        ["run", "--out", "{tmp}/foreign-result"],
+        "result.json exists and was not written",
+    ),
+    (
+        "a summary.csv of the user's in compare --out",
+        ["compare", "--out", "{tmp}/foreign-grid"],
+        "summary.csv exists and was not written",
+    ),
+    (
+        "a report --out that is the user's page",
+        ["report", "{tmp}/finished", "--out", "{tmp}/page.html"],
+        "page.html exists and was not written",
+    ),
+    (
+        "a figure of the user's in report --figures",
+        ["report", "{tmp}/finished", "--out", "{tmp}/r.html", "--figures", "{tmp}/figs"],
+        "matrix.png exists and was not written",
+    ),
+    (
+        "a worker start method that does not exist",
+        ["compare", "--quiet", "--workers", "2", "--tasks", "1", "--model", "mlp:8", "--out", "{tmp}/start"],
+        "FORGETLESS_START_METHOD",
+    ),
 ]
 
 ENV = {"a worker start method that does not exist": {"FORGETLESS_START_METHOD": "teleport"}}  # extra environment
@@ -176,9 +278,12 @@ def make_places(tmp, mnist_dir) -> dict[str, str]:
     (tmp / "list.yaml").write_text("- strategy: er\n")
     (tmp / "grid.ini").write_text("[grid]\n")
     (tmp / "ok.toml").write_text('strategy = "ewc"\n')
-    for name, files in (("foreign-run", {"log.csv": "my notes\n"}),
-                        ("foreign-result", {"result.json": '{"mine": true}'}),
-                        ("foreign-grid", {"summary.csv": "my table\n"}), ("figs", {"matrix.png": "my picture"})):
+    for name, files in (
+        ("foreign-run", {"log.csv": "my notes\n"}),
+        ("foreign-result", {"result.json": '{"mine": true}'}),
+        ("foreign-grid", {"summary.csv": "my table\n"}),
+        ("figs", {"matrix.png": "my picture"}),
+    ):
         (tmp / name).mkdir()
         for f, text in files.items():
             (tmp / name / f).write_text(text)
@@ -195,9 +300,10 @@ def make_places(tmp, mnist_dir) -> dict[str, str]:
     raw = gzip.decompress(data)
     (bad / "truncated" / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw[: len(raw) // 2]))
     (bad / "magic" / "train-labels-idx1-ubyte.gz").write_bytes(
-        gzip.compress(b"\x01\x02" + gzip.decompress((bad / "magic" / "train-labels-idx1-ubyte.gz").read_bytes())[2:]))
+        gzip.compress(b"\x01\x02" + gzip.decompress((bad / "magic" / "train-labels-idx1-ubyte.gz").read_bytes())[2:])
+    )
     labels = gzip.decompress((bad / "count" / "t10k-labels-idx1-ubyte.gz").read_bytes())
     n = int.from_bytes(labels[4:8], "big") - 10
-    counted = labels[:4] + n.to_bytes(4, "big") + labels[8:8 + n]
+    counted = labels[:4] + n.to_bytes(4, "big") + labels[8 : 8 + n]
     (bad / "count" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(counted))
     return {"tmp": str(tmp), "bad": str(bad), "mnist": str(mnist_dir)}

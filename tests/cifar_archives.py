@@ -13,6 +13,7 @@ in CIFAR's own binary format, read by forgetless's real loader:
   red, green, blue, yellow: the grey image times an RGB weight), and fine label = 5 * base + colour
   (100 classes, 5 per superclass like CIFAR-100's). Every image is used once.
 """
+
 from __future__ import annotations
 
 import io
@@ -45,12 +46,12 @@ def cifar100_images(per_class: int, split: int = 0):
     images, coarse, fine = [], [], []
     for base in range(20):
         x, y = sources[base // 10]
-        rows = np.flatnonzero(y == base % 10)[:5 * per_class]
+        rows = np.flatnonzero(y == base % 10)[: 5 * per_class]
         if len(rows) < 5 * per_class:
             raise ValueError(f"base class {base} has {len(rows)} images, {5 * per_class} are needed")
         grey = np.pad(x[rows], ((0, 0), (2, 2), (2, 2))).astype(np.float64)
         for colour in range(5):
-            part = grey[colour * per_class:(colour + 1) * per_class]
+            part = grey[colour * per_class : (colour + 1) * per_class]
             images.append(np.rint(part[:, None] * COLOURS[colour][None, :, None, None]).astype(np.uint8))
             coarse += [base] * per_class
             fine += [5 * base + colour] * per_class
@@ -63,7 +64,8 @@ def cifar100_archive(folder, train_per_class: int, test_per_class: int):
     for split, name, n in ((0, "train", train_per_class), (1, "test", test_per_class)):
         images, coarse, fine = cifar100_images(n, split)
         members[f"cifar-100-binary/{name}.bin"] = b"".join(
-            bytes([int(c), int(f)]) + im.tobytes() for im, c, f in zip(images, coarse, fine))
+            bytes([int(c), int(f)]) + im.tobytes() for im, c, f in zip(images, coarse, fine)
+        )
     make_tar(folder / "cifar-100-binary.tar.gz", members)
     return folder
 
@@ -72,14 +74,15 @@ def cifar10_archive(folder, n_train: int, n_test: int):
     """``folder/cifar-10-binary.tar.gz`` in CIFAR-10's binary format from MNIST digits; returns ``folder``."""
     from forgetless.data import read_idx
 
-    x = read_idx(MNIST_SUBSET / IDX_FILES[0])[:n_train + n_test]
-    y = read_idx(MNIST_SUBSET / IDX_FILES[1])[:n_train + n_test]
+    x = read_idx(MNIST_SUBSET / IDX_FILES[0])[: n_train + n_test]
+    y = read_idx(MNIST_SUBSET / IDX_FILES[1])[: n_train + n_test]
     digits = np.pad(x, ((0, 0), (2, 2), (2, 2)))
     images = np.stack([digits, 255 - digits, digits.transpose(0, 2, 1)], axis=1)
     records = [bytes([int(c)]) + im.tobytes() for im, c in zip(images, y)]
     per = n_train // 5
-    members = {f"cifar-10-batches-bin/data_batch_{i + 1}.bin": b"".join(records[per * i: per * (i + 1)])
-               for i in range(5)}
-    members["cifar-10-batches-bin/test_batch.bin"] = b"".join(records[5 * per:5 * per + n_test])
+    members = {
+        f"cifar-10-batches-bin/data_batch_{i + 1}.bin": b"".join(records[per * i : per * (i + 1)]) for i in range(5)
+    }
+    members["cifar-10-batches-bin/test_batch.bin"] = b"".join(records[5 * per : 5 * per + n_test])
     make_tar(folder / "cifar-10-binary.tar.gz", members)
     return folder

@@ -12,8 +12,12 @@ FASHION_SLICE = REPO / "tests" / "data" / "fashion-mnist-slice"  # 4,000 / 1,000
 # dataset-fashion-mnist installs it; FORGETLESS_TEST_FASHION_DIR points elsewhere (an empty folder shows
 # what a machine without it skips).
 FASHION = Path(os.environ.get("FORGETLESS_TEST_FASHION_DIR") or "/usr/share/datasets/fashion-mnist")
-IDX_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+IDX_FILES = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
 
 
 # The device every training test uses: CPU here, CUDA where present; FORGETLESS_TEST_DEVICE chooses

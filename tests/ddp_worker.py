@@ -12,6 +12,7 @@ On every rank but 0, any write under a case's DIR raises (``forbid_writes``), so
 Each process writes OUT/NAME.rankR.pt: the accuracy matrix, the strategy's state (memory, importances)
 and, for a batch-norm case, the model's state.
 """
+
 import json
 import sys
 from pathlib import Path
@@ -70,9 +71,15 @@ def forbid_writes(dirs: list[str]) -> None:
 
     builtins.open = io.open = guarded_open
     os.open = guarded_os_open
-    for name, what, arg in (("mkdir", "create", 0), ("makedirs", "create", 0), ("remove", "remove", 0),
-                            ("unlink", "remove", 0), ("rmdir", "remove", 0), ("replace", "replace", 1),
-                            ("rename", "rename", 1)):
+    for name, what, arg in (
+        ("mkdir", "create", 0),
+        ("makedirs", "create", 0),
+        ("remove", "remove", 0),
+        ("unlink", "remove", 0),
+        ("rmdir", "remove", 0),
+        ("replace", "replace", 1),
+        ("rename", "rename", 1),
+    ):
         guard(os, name, what, arg)
     guard(shutil, "rmtree", "remove")
 
@@ -80,8 +87,9 @@ def forbid_writes(dirs: list[str]) -> None:
 def batch_norm_mlp(seed: int) -> torch.nn.Module:
     """An MLP with batch norm for the 8x8 digits (a case with "model": "batchnorm")."""
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32),
-                               torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    return torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(), torch.nn.Linear(32, 10)
+    )
 
 
 def main(cases_file: str, out: str) -> None:
@@ -97,6 +105,7 @@ def main(cases_file: str, out: str) -> None:
         strategy = fl.strategies.make_strategy(cfg.strategy, cfg.params, cfg.resolved().scenario)
         crash = case.get("crash_at")
         if crash is not None:  # every process stops when task crash+1 starts (the config stays the same)
+
             def before_task(ctx, task, original=strategy.before_task):
                 if task.id == crash:
                     raise Interrupted
@@ -108,11 +117,17 @@ def main(cases_file: str, out: str) -> None:
             result = fl.run(cfg, strategy=strategy, model=model, out=case.get("out"))
         except Interrupted:
             continue
-        torch.save({"R": result.accuracy_matrix, "initial": result.initial_accuracy,
-                    "strategy": devices.to_device(strategy.state_dict(), torch.device("cpu")),
-                    "model": None if model is None else devices.to_device(model.state_dict(), torch.device("cpu")),
-                    "rank": devices.rank(), "world": devices.world_size()},
-                   Path(out) / f"{name}.rank{devices.rank()}.pt")
+        torch.save(
+            {
+                "R": result.accuracy_matrix,
+                "initial": result.initial_accuracy,
+                "strategy": devices.to_device(strategy.state_dict(), torch.device("cpu")),
+                "model": None if model is None else devices.to_device(model.state_dict(), torch.device("cpu")),
+                "rank": devices.rank(),
+                "world": devices.world_size(),
+            },
+            Path(out) / f"{name}.rank{devices.rank()}.pt",
+        )
     devices.shutdown_distributed()
 
 

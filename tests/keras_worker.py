@@ -4,6 +4,7 @@ is imported): ``python tests/keras_worker.py values OUT.npz`` or ``python tests/
 Data: the MNIST subset shipped in tests/data/mnist-subset, task A = even digits, task B = odd digits,
 five outputs (label // 2), images flattened to 784 values in [0, 1].
 """
+
 import json
 import sys
 from pathlib import Path
@@ -27,10 +28,12 @@ def even_odd(split: str = "train"):
 
 def mlp(hidden: int, seed: int):
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(hidden, activation="relu"),
-                              keras.layers.Dense(5)])
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = keras.Sequential(
+        [keras.Input((784,)), keras.layers.Dense(hidden, activation="relu"), keras.layers.Dense(5)]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     return model
 
 
@@ -109,9 +112,14 @@ def methods(epochs: int) -> None:
     result = {}
     for name in ("plain", "si", "mas", "lwf", "replay", "online"):
         m = mlp(128, 0)
-        method = {"plain": lambda: None, "si": lambda: fk.SI(m, lam=10.0), "mas": lambda: fk.MAS(m, lam=1.0),
-                  "lwf": lambda: fk.LwF(m, lam=1.0), "replay": lambda: fk.Replay(memory=500),
-                  "online": lambda: fk.EWC(m, online=True)}[name]()
+        method = {
+            "plain": lambda: None,
+            "si": lambda: fk.SI(m, lam=10.0),
+            "mas": lambda: fk.MAS(m, lam=1.0),
+            "lwf": lambda: fk.LwF(m, lam=1.0),
+            "replay": lambda: fk.Replay(memory=500),
+            "online": lambda: fk.EWC(m, online=True),
+        }[name]()
         for x, y in ((xa, ya), (xb, yb)):
             if name == "si":
                 data = fk.batches(x, y, batch_size=32)
@@ -156,13 +164,22 @@ def si_check() -> None:
     steps = Steps()
     data = fk.batches(xa, ya, batch_size=50, seed=3)
     m.fit(data, epochs=2, verbose=0, callbacks=[si.watch(data), steps])
-    expected = [sum((b[i] - a[i]) ** 2 for a, b in zip(steps.weights, steps.weights[1:])) / eta
-                for i in range(len(steps.weights[0]))]
+    expected = [
+        sum((b[i] - a[i]) ** 2 for a, b in zip(steps.weights, steps.weights[1:])) / eta
+        for i in range(len(steps.weights[0]))
+    ]
     err = max(float(np.abs(o - e).max() / np.abs(e).max()) for o, e in zip(si.omega_, expected))
     si.consolidate()
-    print(json.dumps({"steps": len(steps.weights) - 1, "relative_error": err,
-                      "omega_max": max(float(np.abs(e).max()) for e in expected),
-                      "importance_max": max(float(o.max()) for o in si.importance)}))
+    print(
+        json.dumps(
+            {
+                "steps": len(steps.weights) - 1,
+                "relative_error": err,
+                "omega_max": max(float(np.abs(e).max()) for e in expected),
+                "importance_max": max(float(o.max()) for o in si.importance),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

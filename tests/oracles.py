@@ -1,5 +1,6 @@
 """Test oracles: plain-loop reference computations for the vectorized importance estimators
 (tests and benchmarks only; not library code)."""
+
 from __future__ import annotations
 
 import torch
@@ -9,8 +10,9 @@ from torch import nn
 from forgetless.strategies.estimation import as_long, eval_mode, trainable
 
 
-def per_sample_grads_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, classes=None,
-                          target: str = "logp") -> list[torch.Tensor]:
+def per_sample_grads_loop(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, classes=None, target: str = "logp"
+) -> list[torch.Tensor]:
     """Per-sample gradients with a plain Python loop and ``torch.autograd.grad``: the oracle for the
     vectorized estimators. Returns one [N, *shape] tensor per trainable parameter.
 
@@ -24,7 +26,7 @@ def per_sample_grads_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor | N
     rows = []
     with eval_mode(model):
         for i in range(len(x)):
-            out = model(x[i:i + 1])[0]
+            out = model(x[i : i + 1])[0]
             if classes is not None:
                 out = out[classes]
             if target == "sqnorm":

@@ -1,5 +1,6 @@
 """Crop-flip augmentation (augment.py): exact shifted copies, its statistics, determinism from the
 seed and across resume, replayed samples augmented, never at evaluation."""
+
 import pytest
 import torch
 from conftest import Crash
@@ -19,11 +20,11 @@ def candidates(x, p=4):
     {(dy - p, dx - p, flip): [N, C, H, W]}."""
     n, c, h, w = x.shape
     padded = torch.zeros(n, c, h + 2 * p, w + 2 * p, dtype=x.dtype)
-    padded[:, :, p:p + h, p:p + w] = x
+    padded[:, :, p : p + h, p : p + w] = x
     out = {}
     for dy in range(2 * p + 1):
         for dx in range(2 * p + 1):
-            crop = padded[:, :, dy:dy + h, dx:dx + w]
+            crop = padded[:, :, dy : dy + h, dx : dx + w]
             out[(dy - p, dx - p, False)] = crop
             out[(dy - p, dx - p, True)] = crop.flip(-1)
     return out
@@ -113,18 +114,23 @@ def test_replayed_samples_are_augmented_and_evaluation_is_not(one_thread):
     inputs = []
     model.register_forward_pre_hook(lambda mod, args: inputs.append(args[0].clone()))
     spy, twin = Spy(CropFlip(seed=0, padding=2)), CropFlip(seed=0, padding=2)
-    ctx = Context(model=model, optimizer=make_optimizer("sgd", model.parameters(), 0.1), benchmark=bench,
-                  generator=torch.Generator().manual_seed(0), augment=spy)
+    ctx = Context(
+        model=model,
+        optimizer=make_optimizer("sgd", model.parameters(), 0.1),
+        benchmark=bench,
+        generator=torch.Generator().manual_seed(0),
+        augment=spy,
+    )
     er = make_strategy("er", {"memory": 40, "replay_batch_size": 16})
     replay_steps = changed = 0
     for task in bench.tasks[:2]:
         er.before_task(ctx, task)
         for i in range(0, 96, 16):
-            x, y = task.train.x[i:i + 16], task.train.y[i:i + 16]
+            x, y = task.train.x[i : i + 16], task.train.y[i : i + 16]
             memory_before = er.buffer_.tensors()[0].clone() if len(er.buffer_) else None
             spy.seen.clear(), inputs.clear()
             fl.train_step(ctx, er, Batch(x, y, task.ids(len(y))))
-            (given, returned), = spy.seen
+            ((given, returned),) = spy.seen
             assert torch.equal(inputs[-1], returned)  # the model trains on the augmented batch
             assert torch.equal(returned, twin(given))  # the whole adapted batch in one call
             assert torch.equal(given[:16], x)
@@ -142,10 +148,10 @@ def test_replayed_samples_are_augmented_and_evaluation_is_not(one_thread):
     assert spy.seen == []
 
 
-
 def test_a_resumed_run_continues_the_augmentation_stream(tmp_path, one_thread):
-    cfg = fl.RunConfig(benchmark="permuted-digits", tasks=3, model="mlp:32", iterations=15, batch_size=32,
-                       augment="crop-flip")
+    cfg = fl.RunConfig(
+        benchmark="permuted-digits", tasks=3, model="mlp:32", iterations=15, batch_size=32, augment="crop-flip"
+    )
     full = fl.run(cfg, strategy=Crash(), out=tmp_path / "full")
     with pytest.raises(KeyboardInterrupt):
         fl.run(cfg, strategy=Crash(2), out=tmp_path / "cut")

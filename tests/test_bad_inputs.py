@@ -1,4 +1,5 @@
 """Every bad input gets one line on stderr, exit code 2, no traceback, and earlier results stay."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,11 @@ def test_bad_input(what, args, fragment, places, tmp_path, capsys, monkeypatch):
 
 def test_errors_print_no_traceback_in_a_real_process(places, tmp_path):
     for what, args, fragment in CASES[:3] + CASES[15:17]:
-        p = subprocess.run([sys.executable, "-m", "forgetless", *[a.format(**places) for a in args]],
-                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        p = subprocess.run(
+            [sys.executable, "-m", "forgetless", *[a.format(**places) for a in args]],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
         assert p.returncode == 2 and "Traceback" not in p.stderr and fragment in p.stderr, (what, p.stderr)

@@ -79,17 +79,20 @@ def test_explicit_groups_and_validation_split():
         assert not any(tuple(v) in tr for v in t.val.x.flatten(1).tolist()[:50])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(name="split-digitz"), "did you mean 'split-digits'"),
-    (dict(name="split-digits", tasks=11), "cannot be split into 11 tasks"),
-    (dict(name="split-digits", tasks=3), "do not split evenly"),
-    (dict(name="split-digits", classes="0,1|2,x"), "comma-separated"),
-    (dict(name="split-digits", classes="0,1||2,3"), "empty class group"),
-    (dict(name="split-digits", classes="0,1|2,12"), "not in digits"),
-    (dict(name="split-digits", scenario="classes"), "did you mean 'class'"),
-    (dict(name="rotated-digits", tasks=3, angles=[0, 10]), "one angle per task"),
-    (dict(name="permuted-digits", val_fraction=1.5), "validation fraction"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(name="split-digitz"), "did you mean 'split-digits'"),
+        (dict(name="split-digits", tasks=11), "cannot be split into 11 tasks"),
+        (dict(name="split-digits", tasks=3), "do not split evenly"),
+        (dict(name="split-digits", classes="0,1|2,x"), "comma-separated"),
+        (dict(name="split-digits", classes="0,1||2,3"), "empty class group"),
+        (dict(name="split-digits", classes="0,1|2,12"), "not in digits"),
+        (dict(name="split-digits", scenario="classes"), "did you mean 'class'"),
+        (dict(name="rotated-digits", tasks=3, angles=[0, 10]), "one angle per task"),
+        (dict(name="permuted-digits", val_fraction=1.5), "validation fraction"),
+    ],
+)
 def test_bad_benchmark_options_are_refused(kwargs, message):
     with pytest.raises(UsageError, match=message):
         build(**kwargs)
@@ -106,8 +109,9 @@ def test_mnist_then_fashion_sequence_has_separate_outputs(mnist_dir, fashion_sli
     assert b.tasks[1].classes == list(range(10, 20))
 
 
-def test_a_plain_data_dir_serves_a_sequence_only_through_subfolders(tmp_path, mnist_dir, fashion_slice_dir,
-                                                                    monkeypatch):
+def test_a_plain_data_dir_serves_a_sequence_only_through_subfolders(
+    tmp_path, mnist_dir, fashion_slice_dir, monkeypatch
+):
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "mnist").symlink_to(mnist_dir)
@@ -129,8 +133,11 @@ def test_a_plain_data_dir_serves_a_sequence_only_through_subfolders(tmp_path, mn
 # permuted-mnist (tests/data/mnist-subset), domain-IL, 3 tasks, EWC, 40 iterations, seed 0, one CPU thread:
 # recorded with the code that gave every task its own permuted copy (commit 0422ded).
 RECORDED_INITIAL = [0.09533333333333334, 0.086, 0.09666666666666666]
-RECORDED_MATRIX = [[0.758, 0.09933333333333333, 0.10866666666666666],
-                   [0.7026666666666667, 0.868, 0.11533333333333333], [0.744, 0.752, 0.85]]
+RECORDED_MATRIX = [
+    [0.758, 0.09933333333333333, 0.10866666666666666],
+    [0.7026666666666667, 0.868, 0.11533333333333333],
+    [0.744, 0.752, 0.85],
+]
 
 
 def _materialised(bench):
@@ -152,8 +159,9 @@ def test_permuted_tasks_are_views_of_one_uint8_copy(mnist_dir):
     for t in b.tasks:
         assert t.train.stored is store and t.val.stored is store and t.test.stored is b.tasks[0].test.stored
         assert t.train.nbytes < 8500 * 8 * 3  # labels and row indices, no images
-    old = _materialised(build("permuted-mnist", scenario="domain", tasks=4, seed=3, data_dir=mnist_dir,
-                              val_fraction=0.1))
+    old = _materialised(
+        build("permuted-mnist", scenario="domain", tasks=4, seed=3, data_dir=mnist_dir, val_fraction=0.1)
+    )
     idx = torch.tensor([0, 5, 17, 4000, 7649])
     for new_t, old_t in zip(b.tasks, old.tasks):
         for split in ("train", "val", "test"):
@@ -186,11 +194,21 @@ def test_a_permuted_run_gives_the_results_of_per_task_copies(mnist_dir, device):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cfg = RunConfig(benchmark="permuted-mnist", scenario="domain", tasks=3, iterations=40, strategy="ewc",
-                        data_dir=str(mnist_dir), device=str(device), seed=0)
+        cfg = RunConfig(
+            benchmark="permuted-mnist",
+            scenario="domain",
+            tasks=3,
+            iterations=40,
+            strategy="ewc",
+            data_dir=str(mnist_dir),
+            device=str(device),
+            seed=0,
+        )
         views = run(cfg)
-        copies = run(cfg, benchmark=_materialised(build("permuted-mnist", scenario="domain", tasks=3, seed=0,
-                                                        data_dir=mnist_dir)))
+        copies = run(
+            cfg,
+            benchmark=_materialised(build("permuted-mnist", scenario="domain", tasks=3, seed=0, data_dir=mnist_dir)),
+        )
     finally:
         torch.set_num_threads(threads)
     assert views.accuracy_matrix == copies.accuracy_matrix

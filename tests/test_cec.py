@@ -1,6 +1,7 @@
 """CEC (strategies/cec.py): the graph attention block and the prediction against direct
 computations, meta-training on real base features, full FSCIL runs (reproducible, resumable), and
 the inputs it refuses."""
+
 from __future__ import annotations
 
 import math
@@ -54,7 +55,7 @@ def test_the_attention_block_equals_a_direct_computation():
         protos, queries = x[:3], torch.randn(6, 5)
         p, q = block.with_query(protos, queries)
         for b in range(6):
-            whole = direct_attention(block, torch.cat([protos, queries[b:b + 1]]))
+            whole = direct_attention(block, torch.cat([protos, queries[b : b + 1]]))
             assert torch.allclose(p[b], whole[:3], atol=1e-5) and torch.allclose(q[b], whole[3], atol=1e-5)
         assert not torch.allclose(p[0], p[1], atol=1e-3)  # the query changes the prototypes' graph
     # the weights are drawn from the generator only: same seed, same block; the global RNG untouched
@@ -68,9 +69,11 @@ def _tiny(device):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(12, 1, 2, 2, generator=g)
     y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4])
-    tasks = [Task(0, "base", TensorData(x[:6], y[:6]), TensorData(x[:6], y[:6]), [0, 1]),
-             Task(1, "s2", TensorData(x[6:10], y[6:10]), TensorData(x[6:10], y[6:10]), [2, 3]),
-             Task(2, "s3", TensorData(x[10:], y[10:]), TensorData(x[10:], y[10:]), [4])]
+    tasks = [
+        Task(0, "base", TensorData(x[:6], y[:6]), TensorData(x[:6], y[:6]), [0, 1]),
+        Task(1, "s2", TensorData(x[6:10], y[6:10]), TensorData(x[6:10], y[6:10]), [2, 3]),
+        Task(2, "s3", TensorData(x[10:], y[10:]), TensorData(x[10:], y[10:]), [4]),
+    ]
     bench = Benchmark("tiny", "class", tasks, 5, (1, 2, 2)).to(device)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Sigmoid(), nn.Linear(3, 5)).to(device)
@@ -81,8 +84,11 @@ def _tiny(device):
 @pytest.mark.parametrize("query_node", [True, False])
 def test_predict_is_the_scaled_cosine_to_the_adapted_prototypes(device, query_node):
     x, y, tasks, model, ctx = _tiny(device)
-    s = make_strategy("cec", dict(episodes=3, episode_shots=1, episode_queries=1, temperature=7.0,
-                                  query_node=query_node), scenario="class")
+    s = make_strategy(
+        "cec",
+        dict(episodes=3, episode_shots=1, episode_queries=1, temperature=7.0, query_node=query_node),
+        scenario="class",
+    )
     assert s.train_data(ctx, tasks[0]) is not None and s.train_data(ctx, tasks[1]) is None
     for task in tasks[:2]:
         s.before_task(ctx, task)
@@ -99,7 +105,7 @@ def test_predict_is_the_scaled_cosine_to_the_adapted_prototypes(device, query_no
         direct = torch.empty(7, 4)
         for b in range(7):
             if query_node:
-                both = direct_attention(block, torch.cat([protos, q[b:b + 1]]))
+                both = direct_attention(block, torch.cat([protos, q[b : b + 1]]))
                 adapted, qb = both[:4], both[4]
             else:
                 adapted, qb = direct_attention(block, protos), q[b]
@@ -119,8 +125,18 @@ def _base_features(device):
     from forgetless.strategies.icarl import features
 
     torch.set_num_threads(1)
-    cfg = RunConfig(benchmark="split-digits", scenario="fscil", base_classes=5, ways=1, shots=5, sessions=1,
-                    epochs=5, model="mlp:128,64", device=str(device), strategy="prototype")
+    cfg = RunConfig(
+        benchmark="split-digits",
+        scenario="fscil",
+        base_classes=5,
+        ways=1,
+        shots=5,
+        sessions=1,
+        epochs=5,
+        model="mlp:128,64",
+        device=str(device),
+        strategy="prototype",
+    )
     from forgetless.models import build_model
 
     bench = build("split-digits", scenario="fscil", base_classes=5, ways=1, shots=5, sessions=1).to(device)
@@ -155,8 +171,16 @@ def test_meta_training_lowers_the_episode_loss_on_real_base_features(device):
     assert after < 0.85 * before, (before, after)
 
 
-FSCIL = dict(benchmark="split-digits", scenario="fscil", base_classes=5, ways=1, shots=5, sessions=4, epochs=5,
-             model="mlp:128,64")
+FSCIL = dict(
+    benchmark="split-digits",
+    scenario="fscil",
+    base_classes=5,
+    ways=1,
+    shots=5,
+    sessions=4,
+    epochs=5,
+    model="mlp:128,64",
+)
 
 
 def test_a_cec_fscil_run_is_sane_reproducible_and_resumes_to_the_same_result(tmp_path, device):

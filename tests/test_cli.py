@@ -6,13 +6,24 @@ import pytest
 
 
 def forgetless(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "forgetless", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "forgetless", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
 
 
 def test_run_prints_the_matrix_and_writes_result_json(tmp_path):
-    p = forgetless("run", "--benchmark", "split-digits", "--model", "mlp:64", "--epochs", "2",
-                   "--out", str(tmp_path / "o"), "--quiet")
+    p = forgetless(
+        "run",
+        "--benchmark",
+        "split-digits",
+        "--model",
+        "mlp:64",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+    )
     assert p.returncode == 0, p.stderr
     assert "after task 5" in p.stdout and "BWT" in p.stdout and "forgetting" in p.stdout
     assert p.stderr == ""  # --quiet
@@ -26,26 +37,38 @@ def test_run_prints_the_matrix_and_writes_result_json(tmp_path):
 def test_list_shows_benchmarks_strategies_and_parameters():
     p = forgetless("list")
     assert p.returncode == 0
-    for word in ("split-mnist", "permuted-fashion-mnist", "mnist-fashion-mnist", "naive", "joint",
-                 "cumulative", "task, domain, class"):
+    for word in (
+        "split-mnist",
+        "permuted-fashion-mnist",
+        "mnist-fashion-mnist",
+        "naive",
+        "joint",
+        "cumulative",
+        "task, domain, class",
+    ):
         assert word in p.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "--benchmark", "split-mnsit"], "did you mean 'split-mnist'"),
-    (["run", "--strategy", "cumulativ"], "did you mean 'cumulative'"),
-    (["run", "--param", "lam=3"], "unknown parameter 'lam'"),
-    (["run", "--param", "lam"], "KEY=VALUE"),
-    (["run", "--model", "mlp:10,x"], "hidden widths must be integers"),
-    (["run", "--model", "resnet"], "unknown model"),
-    (["run", "--benchmark", "split-cifar10", "--model", "cnn", "--no-download",
-      "--data-dir", "/nonexistent"], "cifar-10-binary.tar.gz"),
-    (["run", "--epochs", "0"], "--epochs must be an integer >= 1"),
-    (["run", "--lr", "-1"], "--lr must be positive"),
-    (["run", "--scenario", "classes"], "invalid choice"),
-    (["run", "--tasks", "x"], "invalid int value"),
-    (["frobnicate"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--benchmark", "split-mnsit"], "did you mean 'split-mnist'"),
+        (["run", "--strategy", "cumulativ"], "did you mean 'cumulative'"),
+        (["run", "--param", "lam=3"], "unknown parameter 'lam'"),
+        (["run", "--param", "lam"], "KEY=VALUE"),
+        (["run", "--model", "mlp:10,x"], "hidden widths must be integers"),
+        (["run", "--model", "resnet"], "unknown model"),
+        (
+            ["run", "--benchmark", "split-cifar10", "--model", "cnn", "--no-download", "--data-dir", "/nonexistent"],
+            "cifar-10-binary.tar.gz",
+        ),
+        (["run", "--epochs", "0"], "--epochs must be an integer >= 1"),
+        (["run", "--lr", "-1"], "--lr must be positive"),
+        (["run", "--scenario", "classes"], "invalid choice"),
+        (["run", "--tasks", "x"], "invalid int value"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
 def test_bad_input_gets_one_line_and_exit_code_2(args, message, tmp_path):
     p = forgetless(*args, cwd=tmp_path)
     assert p.returncode == 2, (p.stdout, p.stderr)
@@ -56,14 +79,26 @@ def test_bad_input_gets_one_line_and_exit_code_2(args, message, tmp_path):
 
 
 def test_missing_mnist_offline_says_where_to_put_the_files(tmp_path):
-    env = {"HOME": str(tmp_path), "FORGETLESS_MIRROR": "http://127.0.0.1:9/", "PATH": "/usr/bin:/bin",
-           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = {
+        "HOME": str(tmp_path),
+        "FORGETLESS_MIRROR": "http://127.0.0.1:9/",
+        "PATH": "/usr/bin:/bin",
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
     import os
 
     env = {**os.environ, **env}
     env.pop("FORGETLESS_DATA", None)
-    p = forgetless("run", "--benchmark", "permuted-mnist", "--data-dir", str(tmp_path / "empty"),
-                   "--no-download", cwd=tmp_path, env=env)
+    p = forgetless(
+        "run",
+        "--benchmark",
+        "permuted-mnist",
+        "--data-dir",
+        str(tmp_path / "empty"),
+        "--no-download",
+        cwd=tmp_path,
+        env=env,
+    )
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert "train-images-idx3-ubyte.gz" in p.stderr and "--data-dir" in p.stderr
 
@@ -88,9 +123,30 @@ def test_output_dir_that_is_a_file_is_refused(tmp_path):
 
 
 def test_compare_table_shows_only_the_parameters_that_differ(tmp_path):
-    p = forgetless("compare", "--benchmark", "split-digits", "--tasks", "2", "--model", "mlp:32", "--iterations", "5",
-                   "--strategy", "ewc", "--strategy", "naive", "--param", "lam=1", "--param", "lam=100",
-                   "--threads", "1", "--out", str(tmp_path / "c"), "--quiet")
+    p = forgetless(
+        "compare",
+        "--benchmark",
+        "split-digits",
+        "--tasks",
+        "2",
+        "--model",
+        "mlp:32",
+        "--iterations",
+        "5",
+        "--strategy",
+        "ewc",
+        "--strategy",
+        "naive",
+        "--param",
+        "lam=1",
+        "--param",
+        "lam=100",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "c"),
+        "--quiet",
+    )
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert any(ln.startswith("ewc (lam=1) ") for ln in lines) and any(ln.startswith("ewc (lam=100) ") for ln in lines)
@@ -104,8 +160,20 @@ def test_compare_table_shows_only_the_parameters_that_differ(tmp_path):
 def test_run_prints_every_metric_of_the_registry_it_has(tmp_path):
     from forgetless.metrics import REGISTRY
 
-    p = forgetless("run", "--benchmark", "split-digits", "--tasks", "2", "--model", "mlp:32", "--iterations", "5",
-                   "--out", str(tmp_path / "o"), "--quiet")
+    p = forgetless(
+        "run",
+        "--benchmark",
+        "split-digits",
+        "--tasks",
+        "2",
+        "--model",
+        "mlp:32",
+        "--iterations",
+        "5",
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+    )
     assert p.returncode == 0, p.stderr
     metrics = json.loads((tmp_path / "o" / "result.json").read_text())["metrics"]
     for key in metrics:

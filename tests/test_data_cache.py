@@ -1,5 +1,6 @@
 """The decoded-data cache (forgetless.data.arrays): real MNIST files (tests/data/mnist-subset), copied
 to a temporary folder so that they can be changed; the cache lives under a temporary XDG_CACHE_HOME."""
+
 import shutil
 import warnings
 
@@ -11,8 +12,12 @@ from forgetless.data import arrays, sources
 from forgetless.data.idx import read_idx, write_idx
 from forgetless.data.sources import load_dataset
 
-FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-         "t10k-labels-idx1-ubyte.gz"]
+FILES = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 processes on the same grid and --out share the runs without ever writing one run at once, and a
 run another process holds is waited for rather than left out of the summary.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,13 +37,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: no spinning O
 
 
 def small(strategy: str, seed: int = 11) -> fl.RunConfig:
-    return fl.RunConfig(benchmark="permuted-digits", tasks=3, model="mlp:64", epochs=1, seed=seed,
-                        strategy=strategy, eval_every=10)
+    return fl.RunConfig(
+        benchmark="permuted-digits", tasks=3, model="mlp:64", epochs=1, seed=seed, strategy=strategy, eval_every=10
+    )
 
 
 def outcome(r: fl.Result) -> dict:
-    return {"accuracy_matrix": r.accuracy_matrix, "initial_accuracy": r.initial_accuracy, "metrics": r.metrics,
-            "curves": r.curves}
+    return {
+        "accuracy_matrix": r.accuracy_matrix,
+        "initial_accuracy": r.initial_accuracy,
+        "metrics": r.metrics,
+        "curves": r.curves,
+    }
 
 
 # Two compare processes on the same grid and --out, started at once (before the in-process tests
@@ -52,8 +58,10 @@ def two_compares(tmp_path_factory):
     out = tmp_path_factory.mktemp("shared-grid")
     cmd = [a for a in COMPARE if a != "--quiet"] + ["--out", str(out)]  # statuses on stderr
     logs = [open(out.parent / f"compare-{i}.txt", "w+") for i in range(2)]  # noqa: SIM115 (open across the yield)
-    procs = [subprocess.Popen(cmd, env=child_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=log)
-             for log in logs]
+    procs = [
+        subprocess.Popen(cmd, env=child_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=log)
+        for log in logs
+    ]
     yield out, procs, logs
     for p in procs:  # only if a test failed before they finished: stop them and their workers
         if p.poll() is None:
@@ -95,13 +103,18 @@ def test_two_compares_on_one_grid_never_write_a_run_at_once(two_compares, tmp_pa
         n = sum(t["steps"] for t in r["timing"]["per_task"])
         assert steps_in(d / "log.csv") == list(range(1, n + 1)), d.name  # one writer: no step twice
     assert summary_without_times(out) == summary_without_times(reference)
-    statuses = [line.strip().split(":")[0] for text in texts for line in text.splitlines()
-                if line.startswith("  ") and not line.startswith("  waiting")]
+    statuses = [
+        line.strip().split(":")[0]
+        for text in texts
+        for line in text.splitlines()
+        if line.startswith("  ") and not line.startswith("  waiting")
+    ]
     counts = {s: statuses.count(s) for s in sorted(set(statuses))}
     record("concurrent_compare", {"processes": 2, "workers_each": 2, "runs": GRID_RUNS, "statuses": counts})
 
 
 # ---- a run another process holds ---------------------------------------------------------------
+
 
 def _compare_in_thread(out: Path, messages: list[str]):
     grid = _grid(build_parser().parse_args(["compare", *GRID]))

@@ -7,6 +7,7 @@ is the check that a run on a GPU would not mix devices: it runs every strategy w
 device set to "meta", so any tensor a strategy, the loop or the data code makes without saying where
 lands on "meta" and the run fails (or its numbers change); the accuracy matrix must be identical.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -68,9 +69,15 @@ def test_data_stays_uint8_and_batches_scale_exactly(mnist_dir, device):
 
 
 def _spec(name):
-    return {"icarl": ("class", {}), "bic": ("class", {}), "prototype": ("class", {}),
-            "cec": ("class", {"episodes": 20}), "topic": ("class", {}), "xder": ("class", {}),
-            "lucir": ("class", {})}.get(name, ("task", {}))
+    return {
+        "icarl": ("class", {}),
+        "bic": ("class", {}),
+        "prototype": ("class", {}),
+        "cec": ("class", {"episodes": 20}),
+        "topic": ("class", {}),
+        "xder": ("class", {}),
+        "lucir": ("class", {}),
+    }.get(name, ("task", {}))
 
 
 def _run(name, device, meta=False):
@@ -78,8 +85,16 @@ def _run(name, device, meta=False):
     bench = build("split-digits", scenario=scenario, tasks=5)
     torch.manual_seed(0)
     model = build_model("mlp:32", bench.input_shape, bench.n_outputs)
-    cfg = fl.RunConfig(benchmark="split-digits", strategy=name, scenario=scenario, params=params, iterations=6,
-                       batch_size=32, tasks=5, device=str(device))
+    cfg = fl.RunConfig(
+        benchmark="split-digits",
+        strategy=name,
+        scenario=scenario,
+        params=params,
+        iterations=6,
+        batch_size=32,
+        tasks=5,
+        device=str(device),
+    )
     if meta:
         torch.set_default_device("meta")
     try:
@@ -109,10 +124,22 @@ def test_optimizers_use_fused_kernels_on_cpu_and_cuda(device):
 
 
 def test_fp16_trains_with_a_grad_scaler(device):
-    r16 = fl.run(fl.RunConfig(benchmark="split-digits", scenario="task", strategy="si", iterations=40, tasks=5,
-                              precision="fp16", device=str(device)))
-    r32 = fl.run(fl.RunConfig(benchmark="split-digits", scenario="task", strategy="si", iterations=40, tasks=5,
-                              device=str(device)))
+    r16 = fl.run(
+        fl.RunConfig(
+            benchmark="split-digits",
+            scenario="task",
+            strategy="si",
+            iterations=40,
+            tasks=5,
+            precision="fp16",
+            device=str(device),
+        )
+    )
+    r32 = fl.run(
+        fl.RunConfig(
+            benchmark="split-digits", scenario="task", strategy="si", iterations=40, tasks=5, device=str(device)
+        )
+    )
     assert r16.metrics["average_accuracy"] > 0.85  # task-IL split digits: chance is 0.5
     assert abs(r16.metrics["average_accuracy"] - r32.metrics["average_accuracy"]) < 0.05
     assert r16.accuracy_matrix != r32.accuracy_matrix  # it did run in half precision
@@ -127,7 +154,7 @@ def test_an_overflowing_fp16_step_is_skipped_and_hooks_see_zero_gradients(device
     torch.manual_seed(0)
     model = build_model("mlp:16", bench.input_shape, bench.n_outputs).to(device)
     opt = make_optimizer("adam", model.parameters(), 1e-2, device=device)
-    scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 40)  # the first steps overflow in fp16
+    scaler = torch.amp.GradScaler(device.type, init_scale=2.0**40)  # the first steps overflow in fp16
     ctx = Context(model=model, optimizer=opt, benchmark=bench, precision="fp16", device=device, scaler=scaler)
     s = SI()
     task = bench.tasks[0]
@@ -137,7 +164,7 @@ def test_an_overflowing_fp16_step_is_skipped_and_hooks_see_zero_gradients(device
     train_step(ctx, s, Batch(task.train.take(idx), task.train.y[idx], task.ids(32)))
     assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the step was skipped
     assert all(p.grad is None or float(p.grad.abs().max()) == 0.0 for p in model.parameters())
-    assert scaler.get_scale() < 2.0 ** 40  # and the scale came down
+    assert scaler.get_scale() < 2.0**40  # and the scale came down
     for _ in range(60):  # the scale halves at every overflow, then steps go through
         train_step(ctx, s, Batch(task.train.take(idx), task.train.y[idx], task.ids(32)))
     assert not all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
@@ -176,8 +203,11 @@ def test_resume_with_another_device_spelling_is_the_same_run(tmp_path, device):
 def test_compile_gives_the_same_model_function(device):
     pytest.importorskip("torch._inductor")
     try:
-        r = fl.run(fl.RunConfig(benchmark="permuted-digits", tasks=2, iterations=5, compile=True, device=str(device),
-                                model="mlp:32"))
+        r = fl.run(
+            fl.RunConfig(
+                benchmark="permuted-digits", tasks=2, iterations=5, compile=True, device=str(device), model="mlp:32"
+            )
+        )
     except UsageError as e:
         pytest.skip(f"torch.compile unavailable here: {e}")
     ref = fl.run(fl.RunConfig(benchmark="permuted-digits", tasks=2, iterations=5, device=str(device), model="mlp:32"))
@@ -192,7 +222,11 @@ def test_device_check_runs_here(device):
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "device_check.py"
-    p = subprocess.run([sys.executable, str(script), "--device", str(device), "--quick", "--skip-tests"],
-                       capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [sys.executable, str(script), "--device", str(device), "--quick", "--skip-tests"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     assert "naive   float32" in p.stdout and "er   float32" in p.stdout and "ratio" in p.stdout

@@ -15,6 +15,7 @@ bit-identical between the two processes.
 The processes run on the CPU (gloo), or on 2 GPUs (NCCL) when the ``device`` fixture is CUDA and
 the machine has two.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,27 +39,64 @@ BASE = dict(model="mlp:64", iterations=25, seed=1)
 THREE = "0,1,2|3,4,5|6,7,8,9"  # split-digits in 3 tasks
 CASES = {  # batch sizes that do not divide evenly between the 2 processes in most cases
     "naive": dict(benchmark="permuted-digits", tasks=3, strategy="naive", batch_size=50),
-    "ewc": dict(benchmark="permuted-digits", tasks=3, strategy="ewc", params={"lam": 100.0, "samples": 301},
-                batch_size=33),
-    "ewc-sampled": dict(benchmark="permuted-digits", tasks=2, strategy="ewc", batch_size=32,
-                        params={"lam": 100.0, "fisher": "sample", "samples": 301}),
+    "ewc": dict(
+        benchmark="permuted-digits", tasks=3, strategy="ewc", params={"lam": 100.0, "samples": 301}, batch_size=33
+    ),
+    "ewc-sampled": dict(
+        benchmark="permuted-digits",
+        tasks=2,
+        strategy="ewc",
+        batch_size=32,
+        params={"lam": 100.0, "fisher": "sample", "samples": 301},
+    ),
     "mas": dict(benchmark="permuted-digits", tasks=2, strategy="mas", params={"lam": 1.0}, batch_size=33),
     "er": dict(benchmark="split-digits", scenario="class", strategy="er", params={"memory": 101}, batch_size=31),
     "lwf": dict(benchmark="split-digits", scenario="task", strategy="lwf", batch_size=37),
-    "agem": dict(benchmark="split-digits", scenario="task", classes=THREE, strategy="agem", batch_size=32,
-                 params={"memory": 50, "replay_batch_size": 7}),
-    "gem": dict(benchmark="split-digits", scenario="task", classes=THREE, strategy="gem", params={"memory": 51},
-                batch_size=32),
-    "icarl": dict(benchmark="split-digits", scenario="class", classes=THREE, strategy="icarl", params={"memory": 90},
-                  batch_size=31),
-    "bic": dict(benchmark="split-digits", scenario="class", classes=THREE, strategy="bic", params={"memory": 90},
-                batch_size=31),
+    "agem": dict(
+        benchmark="split-digits",
+        scenario="task",
+        classes=THREE,
+        strategy="agem",
+        batch_size=32,
+        params={"memory": 50, "replay_batch_size": 7},
+    ),
+    "gem": dict(
+        benchmark="split-digits", scenario="task", classes=THREE, strategy="gem", params={"memory": 51}, batch_size=32
+    ),
+    "icarl": dict(
+        benchmark="split-digits",
+        scenario="class",
+        classes=THREE,
+        strategy="icarl",
+        params={"memory": 90},
+        batch_size=31,
+    ),
+    "bic": dict(
+        benchmark="split-digits", scenario="class", classes=THREE, strategy="bic", params={"memory": 90}, batch_size=31
+    ),
 }
 BATCHNORM = dict(benchmark="permuted-digits", tasks=2, strategy="ewc", batch_size=33)  # with batch_norm_mlp
 WRITES = "er"  # this case also writes a run directory (rank 1 must write nothing there)
 # interrupted by the first launch when task 2 starts, resumed by the second through the CLI
-CUT = ["--benchmark", "split-digits", "--classes", THREE, "--strategy", "er", "--param", "memory=60", "--model",
-       "mlp:64", "--iterations", "25", "--batch-size", "35", "--seed", "2", "--quiet"]
+CUT = [
+    "--benchmark",
+    "split-digits",
+    "--classes",
+    THREE,
+    "--strategy",
+    "er",
+    "--param",
+    "memory=60",
+    "--model",
+    "mlp:64",
+    "--iterations",
+    "25",
+    "--batch-size",
+    "35",
+    "--seed",
+    "2",
+    "--quiet",
+]
 
 
 def device_name(device: torch.device) -> str:
@@ -66,8 +104,12 @@ def device_name(device: torch.device) -> str:
 
 
 def torchrun(args, tmp: Path, device: str, timeout=300):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "FORGETLESS_DEVICE": device,
-           "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "FORGETLESS_DEVICE": device,
+        "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     return subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, env=env, cwd=tmp, timeout=timeout)
 
 
@@ -202,8 +244,9 @@ def test_an_error_on_rank_0_alone_stops_both_processes_with_one_line(launched):
     stop too, not wait in a collective, and the error is said once."""
     tmp, dev = launched
     other = [a if a != "er" else "naive" for a in CUT if a != "memory=60" and a != "--param"]
-    p = torchrun(["-m", "forgetless", "run", *other, "--device", dev, "--out", str(tmp / "written")], tmp, dev,
-                 timeout=180)
+    p = torchrun(
+        ["-m", "forgetless", "run", *other, "--device", dev, "--out", str(tmp / "written")], tmp, dev, timeout=180
+    )
     assert p.returncode != 0
     lines = [line for line in p.stderr.splitlines() if line.startswith("forgetless: error:")]
     assert len(lines) == 1 and "holds a run with other settings" in lines[0], p.stderr[-3000:]

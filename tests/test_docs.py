@@ -4,6 +4,7 @@ strict build (docs/build.py) when MkDocs is installed (``pip install -e ".[docs]
 The build test runs the five tutorials (about 2 minutes on one busy core) and ``mkdocs build --strict``
 into a temporary folder; it is skipped, with the reason, where the docs extra is missing.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -111,7 +112,8 @@ def test_docstring_check_passes_and_can_fail():
 
 
 def test_parse_cells(build):
-    cells = build.parse_cells(textwrap.dedent("""\
+    cells = build.parse_cells(
+        textwrap.dedent("""\
         # %% [markdown]
         # # Title
         #
@@ -121,20 +123,31 @@ def test_parse_cells(build):
         print(x)
         # %% [markdown]
         # more
-        """))
+        """)
+    )
     assert cells == [("markdown", "# Title\n\ntext"), ("code", "x = 1\nprint(x)"), ("markdown", "more")]
 
 
 def _run_tutorial(script: Path, out: Path):
-    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, str(DOCS / "build.py"), "--run-tutorial", str(script), str(out)],
-                          cwd=out, env=env, capture_output=True, text=True)
+    env = dict(
+        os.environ,
+        MPLBACKEND="Agg",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+    )
+    return subprocess.run(
+        [sys.executable, str(DOCS / "build.py"), "--run-tutorial", str(script), str(out)],
+        cwd=out,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_tutorial_runner_captures_output_and_figures(tmp_path):
     script = tmp_path / "t9_demo.py"
-    script.write_text(textwrap.dedent("""\
+    script.write_text(
+        textwrap.dedent("""\
         # %% [markdown]
         # # Demo
         # %%
@@ -142,7 +155,8 @@ def test_tutorial_runner_captures_output_and_figures(tmp_path):
         print("hello", 6 * 7)
         fig, ax = plt.subplots()
         ax.plot([0, 1], [1, 0])
-        """))
+        """)
+    )
     proc = _run_tutorial(script, tmp_path)
     assert proc.returncode == 0, proc.stderr
     page = (tmp_path / "t9_demo.md").read_text()
@@ -162,7 +176,7 @@ def test_a_failing_tutorial_fails(tmp_path):
 def _docs_tools_missing() -> str | None:
     for mod in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python", "mathjax"):
         if importlib.util.find_spec(mod.split(".")[0]) is None:
-            return f"{mod} is not installed: pip install -e \".[docs]\" to build the documentation"
+            return f'{mod} is not installed: pip install -e ".[docs]" to build the documentation'
     return None
 
 
@@ -171,8 +185,13 @@ def test_the_site_builds_strictly(tmp_path):
     """docs/build.py: docstring check, generated pages, every tutorial executed, mkdocs build --strict."""
     site = tmp_path / "site"
     env = dict(os.environ, OMP_NUM_THREADS="1", NO_MKDOCS_2_WARNING="1")
-    proc = subprocess.run([sys.executable, str(DOCS / "build.py"), "--site-dir", str(site)], cwd=REPO, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(DOCS / "build.py"), "--site-dir", str(site)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (site / "index.html").exists() and (site / "generated" / "mathjax" / "tex-svg-full.js").exists()
     for t in sorted((DOCS / "tutorials").glob("t*.py")):

@@ -1,4 +1,5 @@
 """Verified downloads from a local HTTP server serving the real MNIST-subset files."""
+
 import hashlib
 import socket
 import threading
@@ -108,8 +109,12 @@ def test_truncated_download_is_a_checksum_error_and_leaves_nothing(server, tmp_p
 
 def test_next_mirror_is_used_after_a_bad_one(server, tmp_path):
     name = "t10k-images-idx3-ubyte.gz"
-    urls = [f"{closed_port_url()}/{name}", f"{server.url}/missing/{name}",
-            f"{server.url}/bad/{name}", f"{server.url}/good/{name}"]
+    urls = [
+        f"{closed_port_url()}/{name}",
+        f"{server.url}/missing/{name}",
+        f"{server.url}/bad/{name}",
+        f"{server.url}/good/{name}",
+    ]
     path = fetch(name, urls, sha256(name), tmp_path, progress=False)
     assert path.read_bytes() == (SUBSET / name).read_bytes()
     assert server.hits == {f"/missing/{name}": 1, f"/bad/{name}": 1, f"/good/{name}": 1}

@@ -9,8 +9,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def test_own_loop_example_keeps_task_a_with_ewc_and_er():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # small tensors: threads only spin on a busy machine
-    p = subprocess.run([sys.executable, str(EXAMPLES / "own_loop.py")], capture_output=True, text=True, timeout=300,
-                       env=env)
+    p = subprocess.run(
+        [sys.executable, str(EXAMPLES / "own_loop.py")], capture_output=True, text=True, timeout=300, env=env
+    )
     assert p.returncode == 0, p.stderr
     acc = {m[0]: (float(m[1]), float(m[2])) for m in re.findall(r"(\w+): task A ([\d.]+), task B ([\d.]+)", p.stdout)}
     assert acc["naive"][0] < 0.7 < acc["ewc"][0]  # naive forgets task A, EWC keeps it

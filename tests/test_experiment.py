@@ -22,8 +22,9 @@ def test_grid_expands_axes_and_gives_each_strategy_its_own_parameters():
 
 
 def test_grid_file_toml_and_yaml_with_overrides(tmp_path):
-    (tmp_path / "g.toml").write_text('benchmark = "split-digits"\nstrategy = ["naive", "joint"]\nseed = [0, 1]\n'
-                                     'epochs = 1\n[params]\n')
+    (tmp_path / "g.toml").write_text(
+        'benchmark = "split-digits"\nstrategy = ["naive", "joint"]\nseed = [0, 1]\nepochs = 1\n[params]\n'
+    )
     g = load_grid_file(tmp_path / "g.toml", ["epochs=2", "seed=3"])
     assert g.axes == {"strategy": ["naive", "joint"]} and g.base["epochs"] == 2 and g.base["seed"] == 3
     (tmp_path / "g.yaml").write_text("benchmark: split-digits\nseed: [0, 1]\n")
@@ -40,7 +41,7 @@ def test_compare_skips_finished_runs_and_summarizes(tmp_path):
     naive = next(r for r in rows if r["strategy"] == "naive")
     assert naive["n"] == 2 and naive["seeds"] == [0, 1]
     a = naive["average_accuracy"]
-    assert a["std"] >= 0 and a["sem"] == pytest.approx(a["std"] / 2 ** 0.5)
+    assert a["std"] >= 0 and a["sem"] == pytest.approx(a["std"] / 2**0.5)
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/result.json")}
     assert len(stamps) == 4
     messages = []
@@ -93,8 +94,12 @@ def test_intransigence_references_are_the_first_tasks_joint_runs(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [r["per_run"] for r in summary] == [r["per_run"] for r in rows]
     messages = []
-    assert compare(Grid(base=dict(TINY, seed=0), axes={"strategy": ["naive"]}), tmp_path, with_joint=True,
-                   say=messages.append) == rows
+    assert (
+        compare(
+            Grid(base=dict(TINY, seed=0), axes={"strategy": ["naive"]}), tmp_path, with_joint=True, say=messages.append
+        )
+        == rows
+    )
     assert "2 runs, 2 already finished" in messages[0] and "4 runs, 4 already finished" in messages[1]
 
 
@@ -106,12 +111,22 @@ def test_selection_on_intransigence_uses_validation_references(tmp_path):
     sel = _runs(tmp_path / "selection")
     assert all(r["config"]["eval_split"] == "val" for r in sel.values())
     assert sorted((r["config"]["strategy"], r["config"]["first_tasks"] or 0) for r in sel.values()) == [
-        ("ewc", 0), ("ewc", 0), ("joint", 0), ("joint", 1)]  # one reference per k, shared by both trials
-    ref = {r["config"]["first_tasks"] or 2: r["accuracy_matrix"][-1] for r in sel.values()
-           if r["config"]["strategy"] == "joint"}
+        ("ewc", 0),
+        ("ewc", 0),
+        ("joint", 0),
+        ("joint", 1),
+    ]  # one reference per k, shared by both trials
+    ref = {
+        r["config"]["first_tasks"] or 2: r["accuracy_matrix"][-1]
+        for r in sel.values()
+        if r["config"]["strategy"] == "joint"
+    }
     for t in record[0]["tried"]:
-        (R,) = [r["accuracy_matrix"] for r in sel.values() if r["config"]["strategy"] == "ewc"
-                and r["config"]["params"]["lam"] == t["values"]["params"]["lam"]]
+        (R,) = [
+            r["accuracy_matrix"]
+            for r in sel.values()
+            if r["config"]["strategy"] == "ewc" and r["config"]["params"]["lam"] == t["values"]["params"]["lam"]
+        ]
         assert t["intransigence"] == pytest.approx(((ref[1][0] - R[0][0]) + (ref[2][1] - R[1][1])) / 2)
     assert {r["strategy"] for r in rows} == {"ewc", "joint"} and "intransigence" in rows[0]
 
@@ -119,15 +134,27 @@ def test_selection_on_intransigence_uses_validation_references(tmp_path):
 def test_labels_show_only_parameters_that_differ(tmp_path):
     from forgetless.experiment import format_summary, short_labels
 
-    cfgs = [{"strategy": "ewc", "benchmark": "b", "scenario": "class", "lr": 0.1,
-             "params": {"lam": lam, "gamma": 1.0, "fisher": "empirical"}} for lam in (1, 100)]
+    cfgs = [
+        {
+            "strategy": "ewc",
+            "benchmark": "b",
+            "scenario": "class",
+            "lr": 0.1,
+            "params": {"lam": lam, "gamma": 1.0, "fisher": "empirical"},
+        }
+        for lam in (1, 100)
+    ]
     cfgs.append({"strategy": "naive", "benchmark": "b", "scenario": "class", "lr": 0.1, "params": {}})
     cfgs.append({"strategy": "si", "benchmark": "b", "scenario": "class", "lr": 0.1, "params": {"c": 0.1, "xi": 1}})
     assert short_labels(cfgs) == ["ewc (lam=1)", "ewc (lam=100)", "naive", "si"]
     cfgs.append(dict(cfgs[0], lr=0.01))  # same parameters, another learning rate: named by it
     assert short_labels(cfgs)[0] == "ewc (lam=1, lr=0.1)" and short_labels(cfgs)[-1] == "ewc (lam=1, lr=0.01)"
-    rows = compare(Grid(base=dict(TINY, tasks=2, iterations=5, seed=0),
-                        axes={"strategy": ["ewc", "naive"], "params.lam": [1, 100]}), tmp_path)
+    rows = compare(
+        Grid(
+            base=dict(TINY, tasks=2, iterations=5, seed=0), axes={"strategy": ["ewc", "naive"], "params.lam": [1, 100]}
+        ),
+        tmp_path,
+    )
     assert sorted(r["label"] for r in rows) == ["ewc (lam=1)", "ewc (lam=100)", "naive"]
     ewc = next(r for r in rows if r["strategy"] == "ewc")
     assert len(ewc["params"]) > 1  # the full parameters stay in summary.json
@@ -158,8 +185,9 @@ def test_selection_on_validation_never_reads_the_test_split(tmp_path, monkeypatc
     from forgetless import experiment as E
 
     configs = grid.configs()
-    chosen = E._select(configs, tmp_path, "average_accuracy", 0.2, 1, "local", None, lambda m: None,
-                       vary=("params", "lr"))
+    chosen = E._select(
+        configs, tmp_path, "average_accuracy", 0.2, 1, "local", None, lambda m: None, vary=("params", "lr")
+    )
     assert {c.lr for c in chosen} == {3e-3} and sorted(c.seed for c in chosen) == [0, 1]
     record = json.loads((tmp_path / "selection.json").read_text())
     assert record[0]["chosen"] == {"lr": 3e-3} and len(record[0]["tried"]) == 2
@@ -200,27 +228,58 @@ def test_gpus_per_run_reaches_ray_and_is_checked(tmp_path, monkeypatch, device):
     assert asked == [0]
 
 
-GRID_ARGS = ["--benchmark", "permuted-fashion-mnist", "--tasks", "2", "--model", "mlp:32", "--iterations", "25",
-             "--batch-size", "64", "--strategy", "l2", "--strategy", "ewc", "--strategy", "si",
-             "--param", "lam=1", "--param", "lam=100", "--seed", "0", "--seed", "1", "--seed", "2", "--workers", "2"]
+GRID_ARGS = [
+    "--benchmark",
+    "permuted-fashion-mnist",
+    "--tasks",
+    "2",
+    "--model",
+    "mlp:32",
+    "--iterations",
+    "25",
+    "--batch-size",
+    "64",
+    "--strategy",
+    "l2",
+    "--strategy",
+    "ewc",
+    "--strategy",
+    "si",
+    "--param",
+    "lam=1",
+    "--param",
+    "lam=100",
+    "--seed",
+    "0",
+    "--seed",
+    "1",
+    "--seed",
+    "2",
+    "--workers",
+    "2",
+]
 
 
 def _summary(path):
-    return [{k: v for k, v in row.items() if k != "train_seconds"}
-            for row in json.loads((path / "summary.json").read_text())]
+    return [
+        {k: v for k, v in row.items() if k != "train_seconds"}
+        for row in json.loads((path / "summary.json").read_text())
+    ]
 
 
 def test_killed_grid_resumes_skips_finished_runs_and_gives_the_same_summary(tmp_path, fashion_slice_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "forgetless", "compare", *GRID_ARGS, "--data-dir", str(fashion_slice_dir), "--quiet"]
-    whole = subprocess.run(cmd + ["--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True,
-                           timeout=600)
+    whole = subprocess.run(
+        cmd + ["--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True, timeout=600
+    )
     assert whole.returncode == 0, whole.stderr
     assert len(list((tmp_path / "whole").glob("*/result.json"))) == 18
 
     out = tmp_path / "killed"
-    p = subprocess.Popen(cmd + ["--out", str(out)], env=env, start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        cmd + ["--out", str(out)], env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while len(list(out.glob("*/result.json"))) < 6 and time.time() < deadline and p.poll() is None:
         time.sleep(0.05)
@@ -230,9 +289,23 @@ def test_killed_grid_resumes_skips_finished_runs_and_gives_the_same_summary(tmp_
     assert 6 <= done_before < 18, done_before
     mtimes = {q: q.stat().st_mtime_ns for q in out.glob("*/result.json")}
 
-    again = subprocess.run([sys.executable, "-m", "forgetless", "compare", *GRID_ARGS, "--data-dir",
-                            str(fashion_slice_dir), "--out", str(out)],
-                           env=env, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "forgetless",
+            "compare",
+            *GRID_ARGS,
+            "--data-dir",
+            str(fashion_slice_dir),
+            "--out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 0, again.stderr
     assert f"18 runs, {done_before} already finished, {18 - done_before} to run" in again.stderr
     assert all(q.stat().st_mtime_ns == t for q, t in mtimes.items())  # finished runs were not run again

@@ -1,5 +1,6 @@
 """Fashion-MNIST: the foundation's acceptance run on the full 60,000 / 10,000, the same run on the slice
 shipped in tests/data (for machines without Debian's copy), and the slice's provenance."""
+
 import gzip
 import importlib.util
 
@@ -9,8 +10,9 @@ import forgetless as fl
 
 
 def test_permuted_fashion_mnist_naive_forgets(fashion_dir):
-    r = fl.run(fl.RunConfig(benchmark="permuted-fashion-mnist", tasks=5, epochs=1, batch_size=128,
-                            data_dir=str(fashion_dir)))
+    r = fl.run(
+        fl.RunConfig(benchmark="permuted-fashion-mnist", tasks=5, epochs=1, batch_size=128, data_dir=str(fashion_dir))
+    )
     R = r.accuracy_matrix
     assert r.benchmark["tasks"][0]["train"] == 60000 and r.benchmark["tasks"][0]["test"] == 10000
     assert all(R[i][i] > 0.75 for i in range(5)), R  # every task is learnt in one epoch
@@ -20,8 +22,11 @@ def test_permuted_fashion_mnist_naive_forgets(fashion_dir):
 
 
 def test_permuted_fashion_mnist_slice_naive_forgets(fashion_slice_dir, one_thread):
-    r = fl.run(fl.RunConfig(benchmark="permuted-fashion-mnist", tasks=5, epochs=1, batch_size=64,
-                            data_dir=str(fashion_slice_dir)))
+    r = fl.run(
+        fl.RunConfig(
+            benchmark="permuted-fashion-mnist", tasks=5, epochs=1, batch_size=64, data_dir=str(fashion_slice_dir)
+        )
+    )
     R = r.accuracy_matrix
     assert r.benchmark["tasks"][0]["train"] == 4000 and r.benchmark["tasks"][0]["test"] == 1000
     # 63 steps per task instead of the full data's 469: the diagonal measured 0.70-0.77 (seeds 0-2, seed 0

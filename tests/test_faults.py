@@ -7,6 +7,7 @@ The full-disk tests inject ENOSPC into the file objects forgetless writes throug
 ``mount`` is permitted: CI) also fill a real 2 MB tmpfs. Runs use the CPU (tiny MLPs on sklearn
 digits; the CLI has no device fixture to honour here).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,6 +58,7 @@ def child_env(**extra) -> dict[str, str]:
 
 
 # ---- 1. never overwrite what forgetless did not write -------------------------------------------
+
 
 def test_run_refuses_files_it_did_not_write(tmp_path, capsys):
     out = tmp_path / "mine"
@@ -116,6 +118,7 @@ def test_report_refuses_files_it_did_not_write(tmp_path, capsys):
 
 # ---- 2. a full disk on every write path -----------------------------------------------------------
 
+
 class FullDisk:
     """ENOSPC from the n-th write to a file whose name contains ``name`` (writes through forgetless's
     atomic temporary files and through the append-mode logs of a run)."""
@@ -166,14 +169,17 @@ class FullDisk:
                 raise OSError(errno.ENOSPC, "No space left on device")
 
 
-@pytest.mark.parametrize("name, after, resumes", [
-    ("checkpoint.pt", 0, "there is no checkpoint yet"),
-    ("checkpoint.pt", 1, "after task 1 of 2"),  # the second task's checkpoint
-    ("checkpoint.pt.sha256", 2, "after task 1 of 2"),  # (written twice per checkpoint)
-    ("result.json", 0, "after task 2 of 2"),
-    ("log.csv", 0, "there is no checkpoint yet"),  # its header, rewritten atomically at the start
-    ("accuracy.csv", 1, "there is no checkpoint yet"),  # its rows (append mode), after task 1
-])
+@pytest.mark.parametrize(
+    "name, after, resumes",
+    [
+        ("checkpoint.pt", 0, "there is no checkpoint yet"),
+        ("checkpoint.pt", 1, "after task 1 of 2"),  # the second task's checkpoint
+        ("checkpoint.pt.sha256", 2, "after task 1 of 2"),  # (written twice per checkpoint)
+        ("result.json", 0, "after task 2 of 2"),
+        ("log.csv", 0, "there is no checkpoint yet"),  # its header, rewritten atomically at the start
+        ("accuracy.csv", 1, "there is no checkpoint yet"),  # its rows (append mode), after task 1
+    ],
+)
 def test_full_disk_during_a_run_is_one_line_and_resumes(name, after, resumes, tmp_path, capsys, monkeypatch):
     reference = run(tiny())
     out = tmp_path / "run"
@@ -263,8 +269,18 @@ def small_tmpfs(tmp_path):
 
 
 def test_a_real_full_disk_ends_in_one_line_and_the_run_resumes(small_tmpfs, tmp_path, capsys):
-    args = ["run", "--benchmark", "permuted-digits", "--tasks", "3", "--iterations", "5", "--model", "mlp:256",
-            "--quiet"]
+    args = [
+        "run",
+        "--benchmark",
+        "permuted-digits",
+        "--tasks",
+        "3",
+        "--iterations",
+        "5",
+        "--model",
+        "mlp:256",
+        "--quiet",
+    ]
     assert main([*args, "--out", str(tmp_path / "ref")]) == 0
     reference = json.loads((tmp_path / "ref" / "result.json").read_text())
     size = (tmp_path / "ref" / CHECKPOINT).stat().st_size
@@ -282,6 +298,7 @@ def test_a_real_full_disk_ends_in_one_line_and_the_run_resumes(small_tmpfs, tmp_
 
 
 # ---- 4. checkpoint integrity ------------------------------------------------------------------------
+
 
 def test_a_flipped_byte_is_caught_by_the_checksum_and_the_run_restarts(tmp_path, capsys):
     out = tmp_path / "run"
@@ -328,6 +345,7 @@ def test_a_checkpoint_from_before_checksums_still_loads(tmp_path):
 
 # ---- 4. SIGTERM behaves like SIGINT --------------------------------------------------------------
 
+
 def _wait_for(predicate, timeout=120.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -341,8 +359,13 @@ def test_sigterm_stops_a_run_cleanly_and_it_resumes_identically(tmp_path):
     args = ["--benchmark", "permuted-digits", "--tasks", "4", "--epochs", "3", "--model", "mlp:64", "--quiet"]
     reference = run(RunConfig(benchmark="permuted-digits", tasks=4, epochs=3, model="mlp:64"))
     out = tmp_path / "run"
-    p = subprocess.Popen([sys.executable, "-m", "forgetless", "run", *args, "--out", str(out)], env=child_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "forgetless", "run", *args, "--out", str(out)],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert _wait_for(lambda: (out / CHECKPOINT).exists() or p.poll() is not None)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
@@ -350,8 +373,13 @@ def test_sigterm_stops_a_run_cleanly_and_it_resumes_identically(tmp_path):
         pytest.skip("the run finished before SIGTERM arrived")
     assert p.returncode == 130 and "Traceback" not in err and "interrupted" in err, err
     assert temp_files(out) == []
-    p = subprocess.run([sys.executable, "-m", "forgetless", "run", *args, "--out", str(out), "--resume"],
-                       env=child_env(), capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "forgetless", "run", *args, "--out", str(out), "--resume"],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     assert json.loads((out / "result.json").read_text())["accuracy_matrix"] == reference.accuracy_matrix
 
@@ -372,11 +400,35 @@ def lock_holders(root: Path) -> dict[int, Path]:
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
 def test_sigterm_stops_a_compare_and_its_workers_cleanly(tmp_path):
-    grid = ["--benchmark", "permuted-digits", "--tasks", "3", "--epochs", "2", "--model", "mlp:64", "--strategy",
-            "naive", "--strategy", "ewc", "--seed", "0", "--seed", "1", "--workers", "2", "--quiet"]
+    grid = [
+        "--benchmark",
+        "permuted-digits",
+        "--tasks",
+        "3",
+        "--epochs",
+        "2",
+        "--model",
+        "mlp:64",
+        "--strategy",
+        "naive",
+        "--strategy",
+        "ewc",
+        "--seed",
+        "0",
+        "--seed",
+        "1",
+        "--workers",
+        "2",
+        "--quiet",
+    ]
     out = tmp_path / "grid"
-    p = subprocess.Popen([sys.executable, "-m", "forgetless", "compare", *grid, "--out", str(out)], env=child_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "forgetless", "compare", *grid, "--out", str(out)],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert _wait_for(lambda: lock_holders(out) or p.poll() is not None)
     workers = set(lock_holders(out))
     p.send_signal(signal.SIGTERM)
@@ -386,8 +438,13 @@ def test_sigterm_stops_a_compare_and_its_workers_cleanly(tmp_path):
     assert time.monotonic() - t < 30
     assert _wait_for(lambda: not (workers & set(lock_holders(out))), 30)  # every worker has stopped
     assert temp_files(out) == []
-    p = subprocess.run([sys.executable, "-m", "forgetless", "compare", *grid, "--out", str(out)], env=child_env(),
-                       capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-m", "forgetless", "compare", *grid, "--out", str(out)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr
     assert len(json.loads((out / "summary.json").read_text())) == 2
 
@@ -404,8 +461,11 @@ KILL_SEED = 18
 
 
 def same_result(a: dict, b: dict) -> bool:
-    return (a["accuracy_matrix"] == b["accuracy_matrix"] and a["initial_accuracy"] == b["initial_accuracy"]
-            and a["metrics"] == b["metrics"])
+    return (
+        a["accuracy_matrix"] == b["accuracy_matrix"]
+        and a["initial_accuracy"] == b["initial_accuracy"]
+        and a["metrics"] == b["metrics"]
+    )
 
 
 def without_timing(rows: list[dict]) -> list[dict]:
@@ -432,8 +492,9 @@ def test_a_grid_survives_kills_a_full_disk_and_a_corrupt_checkpoint(grid_disk, t
 
     disk, can_fill = grid_disk
     out = disk / "grid"
-    grid = Grid(base=dict(BULK_BASE), axes={"benchmark": BULK_BENCHMARKS, "strategy": BULK_STRATEGIES,
-                                            "seed": BULK_SEEDS})
+    grid = Grid(
+        base=dict(BULK_BASE), axes={"benchmark": BULK_BENCHMARKS, "strategy": BULK_STRATEGIES, "seed": BULK_SEEDS}
+    )
     configs = grid.configs()
     assert len(configs) >= 60
     threads = torch.get_num_threads()
@@ -444,8 +505,16 @@ def test_a_grid_survives_kills_a_full_disk_and_a_corrupt_checkpoint(grid_disk, t
         torch.set_num_threads(threads)
 
     rng = random.Random(KILL_SEED)
-    stats = {"runs": len(configs), "kills": 0, "sigkill": 0, "sigterm": 0, "disk_full": 0, "corrupted": 0,
-             "runs_failed_by_disk_full": 0, "passes": 0}
+    stats = {
+        "runs": len(configs),
+        "kills": 0,
+        "sigkill": 0,
+        "sigterm": 0,
+        "disk_full": 0,
+        "corrupted": 0,
+        "runs_failed_by_disk_full": 0,
+        "passes": 0,
+    }
     outcome: dict = {}
 
     def grid_pass():
@@ -509,8 +578,9 @@ def test_a_grid_survives_kills_a_full_disk_and_a_corrupt_checkpoint(grid_disk, t
             stats["runs_failed_by_disk_full"] += n_failed - len(bugs)
             for p in out.glob(f"*/{BUG_REPORT}"):
                 p.unlink()  # (counted once)
-        if stats["kills"] >= MIN_KILLS or ("rows" in outcome and all(
-                (out / name / "result.json").exists() for name in reference)):
+        if stats["kills"] >= MIN_KILLS or (
+            "rows" in outcome and all((out / name / "result.json").exists() for name in reference)
+        ):
             break
 
     if not stats["corrupted"]:  # every run finished between two looks: corrupt a finished run's checkpoint
@@ -524,8 +594,10 @@ def test_a_grid_survives_kills_a_full_disk_and_a_corrupt_checkpoint(grid_disk, t
     stats["passes"] += 1
     stats["seconds"] = round(time.monotonic() - t0, 1)
 
-    results = {name: json.loads((out / name / "result.json").read_text()) if (out / name / "result.json").exists()
-               else None for name in reference}
+    results = {
+        name: json.loads((out / name / "result.json").read_text()) if (out / name / "result.json").exists() else None
+        for name in reference
+    }
     stats["results_lost"] = sum(r is None or not same_result(r, reference[name]) for name, r in results.items())
     print(f"\nfaults in bulk: {json.dumps(stats)}")
     _record("faults_in_bulk", stats)
@@ -546,6 +618,7 @@ def _record(name: str, data: dict) -> None:
 
 
 # ---- 5b. the same under torchrun: killing one rank ends the other cleanly ------------------------
+
 
 def _children(pid: int) -> list[int]:
     out = []
@@ -577,13 +650,42 @@ def test_killing_one_rank_under_torchrun_ends_the_other_cleanly_and_resume_compl
 
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
-    args = ["--benchmark", "permuted-digits", "--tasks", "4", "--epochs", "4", "--model", "mlp:128", "--seed", "4",
-            "--quiet", "--device", "cpu"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                "-m", "forgetless", "run"]
+    args = [
+        "--benchmark",
+        "permuted-digits",
+        "--tasks",
+        "4",
+        "--epochs",
+        "4",
+        "--model",
+        "mlp:128",
+        "--seed",
+        "4",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "forgetless",
+        "run",
+    ]
     out = tmp_path / "ddp"
-    p = subprocess.Popen([*torchrun, *args, "--out", str(out)], env=child_env(), cwd=tmp_path,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    p = subprocess.Popen(
+        [*torchrun, *args, "--out", str(out)],
+        env=child_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert _wait_for(lambda: (out / CHECKPOINT).exists() or p.poll() is not None, 300)
         ranks = {_rank_of(c): c for c in _children(p.pid)}
@@ -604,10 +706,16 @@ def test_killing_one_rank_under_torchrun_ends_the_other_cleanly_and_resume_compl
     # torchrun's, from torch/distributed/run.py): no traceback comes from forgetless's code
     assert len(forgetless_lines) == 1 and "another process of this torchrun run stopped" in forgetless_lines[0], err
     assert "--resume" in forgetless_lines[0]
-    assert not [line for line in err.splitlines() if "File \"" in line and "/forgetless/" in line], err[-3000:]
+    assert not [line for line in err.splitlines() if 'File "' in line and "/forgetless/" in line], err[-3000:]
     assert temp_files(out) == []
-    resumed = subprocess.run([*torchrun, *args, "--out", str(out), "--resume"], env=child_env(), cwd=tmp_path,
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [*torchrun, *args, "--out", str(out), "--resume"],
+        env=child_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     import torch
 
@@ -618,8 +726,14 @@ def test_killing_one_rank_under_torchrun_ends_the_other_cleanly_and_resume_compl
     finally:
         torch.set_num_threads(threads)
     got = json.loads((out / "result.json").read_text())
-    _record("torchrun_kill", {"ended_seconds": round(ended, 1), "survivor_lines": forgetless_lines,
-                              "identical": got["accuracy_matrix"] == reference.accuracy_matrix})
+    _record(
+        "torchrun_kill",
+        {
+            "ended_seconds": round(ended, 1),
+            "survivor_lines": forgetless_lines,
+            "identical": got["accuracy_matrix"] == reference.accuracy_matrix,
+        },
+    )
     print(f"\ntorchrun: rank {1 - victim} ended {ended:.1f} s after rank {victim} was killed; {forgetless_lines}")
     assert ended < 60
     assert got["accuracy_matrix"] == reference.accuracy_matrix

@@ -1,4 +1,5 @@
 """Few-shot class-incremental learning: the fscil scenario, its metrics and the prototype baseline."""
+
 from __future__ import annotations
 
 import pytest
@@ -46,16 +47,19 @@ def test_class_order_and_session_count():
     assert b.tasks[0].classes == [9, 8, 7, 6, 5] and b.tasks[1].classes == [4, 3] and len(b.tasks) == 2
 
 
-@pytest.mark.parametrize("kw, words", [
-    (dict(base_classes=10), "leaves none"),
-    (dict(base_classes=9, ways=2), "too few"),
-    (dict(sessions=6), "at most 5 sessions"),
-    (dict(shots=0), "--shots must be"),
-    (dict(ways=None), "needs --ways"),
-    (dict(shots=500), "fewer than --shots"),
-    (dict(tasks=3), "use --sessions"),
-    (dict(name="permuted-digits"), "split benchmarks only"),
-])
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        (dict(base_classes=10), "leaves none"),
+        (dict(base_classes=9, ways=2), "too few"),
+        (dict(sessions=6), "at most 5 sessions"),
+        (dict(shots=0), "--shots must be"),
+        (dict(ways=None), "needs --ways"),
+        (dict(shots=500), "fewer than --shots"),
+        (dict(tasks=3), "use --sessions"),
+        (dict(name="permuted-digits"), "split benchmarks only"),
+    ],
+)
 def test_impossible_combinations_are_one_line_errors(kw, words):
     with pytest.raises(UsageError, match=words) as e:
         fscil(**kw)
@@ -72,17 +76,31 @@ def test_a_naive_fscil_run_records_the_protocol_and_its_shots(tmp_path, device):
     from forgetless.run import run
 
     torch.set_num_threads(1)
-    cfg = RunConfig(benchmark="split-digits", scenario="fscil", base_classes=6, ways=2, shots=5, epochs=1,
-                    model="mlp:64", device=str(device))
+    cfg = RunConfig(
+        benchmark="split-digits",
+        scenario="fscil",
+        base_classes=6,
+        ways=2,
+        shots=5,
+        epochs=1,
+        model="mlp:64",
+        device=str(device),
+    )
     r = run(cfg, out=tmp_path / "run")
     import json
+
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["config"]["scenario"] == "fscil" and saved["config"]["sessions"] == 3
-    assert saved["benchmark"]["fscil"]["shot_indices"] == build(
-        "split-digits", scenario="fscil", base_classes=6, ways=2, shots=5, progress=False).info["fscil"]["shot_indices"]
+    assert (
+        saved["benchmark"]["fscil"]["shot_indices"]
+        == build("split-digits", scenario="fscil", base_classes=6, ways=2, shots=5, progress=False).info["fscil"][
+            "shot_indices"
+        ]
+    )
     assert [t["train"] for t in saved["benchmark"]["tasks"][1:]] == [10, 10]
     assert len(r.accuracy_matrix) == 3
     from forgetless import metrics as M
+
     sizes = [t["test"] for t in saved["benchmark"]["tasks"]]
     assert saved["metrics"]["session_accuracy"] == pytest.approx(M.session_accuracy(r.accuracy_matrix, sizes))
     assert {"avg", "pd", "base_accuracy", "novel_accuracy", "harmonic_mean"} <= set(saved["metrics"])
@@ -95,9 +113,7 @@ def test_fscil_metrics_on_literal_numbers():
     from forgetless import metrics as M
 
     # 3 sessions, test sizes 100 (base), 10, 30; rows: after each session (entries beyond it ignored)
-    R = [[0.9, 0.0, 0.0],
-         [0.8, 0.5, 0.0],
-         [0.7, 0.4, 0.2]]
+    R = [[0.9, 0.0, 0.0], [0.8, 0.5, 0.0], [0.7, 0.4, 0.2]]
     n = [100, 10, 30]
     S = M.session_accuracy(R, n)
     assert pytest.approx([0.9, (80 + 5) / 110, (70 + 4 + 6) / 140]) == S
@@ -127,9 +143,11 @@ def test_the_prototype_classifier_is_cosine_nearest_mean(device):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(12, 1, 2, 2, generator=g)
     y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4])
-    tasks = [Task(0, "base", TensorData(x[:6], y[:6]), TensorData(x[:6], y[:6]), [0, 1]),
-             Task(1, "s2", TensorData(x[6:10], y[6:10]), TensorData(x[6:10], y[6:10]), [2, 3]),
-             Task(2, "s3", TensorData(x[10:], y[10:]), TensorData(x[10:], y[10:]), [4])]
+    tasks = [
+        Task(0, "base", TensorData(x[:6], y[:6]), TensorData(x[:6], y[:6]), [0, 1]),
+        Task(1, "s2", TensorData(x[6:10], y[6:10]), TensorData(x[6:10], y[6:10]), [2, 3]),
+        Task(2, "s3", TensorData(x[10:], y[10:]), TensorData(x[10:], y[10:]), [4]),
+    ]
     bench = Benchmark("tiny", "class", tasks, 5, (1, 2, 2)).to(device)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 5)).to(device)
     ctx = Context(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), benchmark=bench, device=device)
@@ -160,8 +178,16 @@ def test_prototype_beats_naive_after_the_last_session_on_fscil_digits(device):
     from forgetless.run import run
 
     torch.set_num_threads(1)
-    common = dict(benchmark="split-digits", scenario="fscil", base_classes=5, ways=1, shots=5, epochs=5,
-                  model="mlp:128,64", device=str(device))
+    common = dict(
+        benchmark="split-digits",
+        scenario="fscil",
+        base_classes=5,
+        ways=1,
+        shots=5,
+        epochs=5,
+        model="mlp:128,64",
+        device=str(device),
+    )
     naive = run(RunConfig(strategy="naive", **common)).metrics
     proto = run(RunConfig(strategy="prototype", **common)).metrics
     print("naive", naive["session_accuracy"], "prototype", proto["session_accuracy"])
@@ -200,8 +226,14 @@ def test_the_standard_session_lists_on_a_cifar100_format_archive(tmp_path, devic
     data = cifar100_archive(tmp_path, train_per_class=8, test_per_class=3)
     train, _ = load_dataset("cifar100", data_dir=str(data), download=False, progress=False)
     picked = _write_lists(tmp_path / "lists", train.y.numpy(), 60, 9, 5, 5)
-    b = build("split-cifar100", scenario="fscil", session_lists=str(tmp_path / "lists"), data_dir=str(data),
-              download=False, progress=False)
+    b = build(
+        "split-cifar100",
+        scenario="fscil",
+        session_lists=str(tmp_path / "lists"),
+        data_dir=str(data),
+        download=False,
+        progress=False,
+    )
     info = b.info["fscil"]
     assert (info["base_classes"], info["ways"], info["shots"], info["sessions"]) == (60, 5, 5, 9)
     assert b.tasks[0].classes == list(range(60)) and len(b.tasks[0].train) == 60 * 8
@@ -210,13 +242,37 @@ def test_the_standard_session_lists_on_a_cifar100_format_archive(tmp_path, devic
     rows = torch.tensor([i for c in (60, 61, 62, 63, 64) for i in picked[c]])
     assert torch.equal(b.tasks[1].train.raw, train.raw[rows])
     with pytest.raises(UsageError, match="disagrees"):
-        build("split-cifar100", scenario="fscil", session_lists=str(tmp_path / "lists"), shots=1,
-              data_dir=str(data), download=False, progress=False)
+        build(
+            "split-cifar100",
+            scenario="fscil",
+            session_lists=str(tmp_path / "lists"),
+            shots=1,
+            data_dir=str(data),
+            download=False,
+            progress=False,
+        )
     (tmp_path / "bad").mkdir()
     with pytest.raises(UsageError, match=r"no session_1.txt"):
-        build("split-cifar100", scenario="fscil", session_lists=str(tmp_path / "bad"), data_dir=str(data),
-              download=False, progress=False)
-    r = run(RunConfig(benchmark="split-cifar100", scenario="fscil", session_lists=str(tmp_path / "lists"),
-                      sessions=3, data_dir=str(data), download=False, strategy="prototype", epochs=1,
-                      model="mlp:64", device=str(device)))
+        build(
+            "split-cifar100",
+            scenario="fscil",
+            session_lists=str(tmp_path / "bad"),
+            data_dir=str(data),
+            download=False,
+            progress=False,
+        )
+    r = run(
+        RunConfig(
+            benchmark="split-cifar100",
+            scenario="fscil",
+            session_lists=str(tmp_path / "lists"),
+            sessions=3,
+            data_dir=str(data),
+            download=False,
+            strategy="prototype",
+            epochs=1,
+            model="mlp:64",
+            device=str(device),
+        )
+    )
     assert len(r.metrics["session_accuracy"]) == 3 and r.config["sessions"] == 3

@@ -8,6 +8,7 @@ and 150 mutated TOML files, 150 YAML documents, 300 override strings, 100 flippe
 checkpoints with their checksum file, 100 damaged ones without it (torch's own parser sees them);
 ``FORGETLESS_FUZZ_SCALE=10`` multiplies them all.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -29,10 +30,14 @@ from forgetless.experiment import load_grid_file
 from forgetless.run import run
 
 SCALE = float(os.environ.get("FORGETLESS_FUZZ_SCALE", "1"))  # e.g. 10 for a longer search than CI's
-EXAMPLES = {k: max(1, int(n * SCALE)) for k, n in
-            {"spec": 300, "toml": 150, "yaml": 150, "override": 300, "checkpoint": 100}.items()}
-FUZZ = dict(deadline=datetime.timedelta(seconds=20), suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                             HealthCheck.too_slow])
+EXAMPLES = {
+    k: max(1, int(n * SCALE))
+    for k, n in {"spec": 300, "toml": 150, "yaml": 150, "override": 300, "checkpoint": 100}.items()
+}
+FUZZ = dict(
+    deadline=datetime.timedelta(seconds=20),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 SPEC_CHARS = string.ascii_letters + string.digits + "+,|:=.-_ /;\t\n" + "é∞"
 spec_text = st.text(alphabet=SPEC_CHARS, max_size=30)
@@ -60,8 +65,11 @@ def test_strategy_specs(text):
 
 
 @settings(max_examples=EXAMPLES["spec"], **FUZZ)
-@given(st.one_of(spec_text, st.builds(lambda k, r: k + r, st.sampled_from(["mlp:", "resnet18:", "cnn", "keras:"]),
-                                      spec_text)))
+@given(
+    st.one_of(
+        spec_text, st.builds(lambda k, r: k + r, st.sampled_from(["mlp:", "resnet18:", "cnn", "keras:"]), spec_text)
+    )
+)
 def test_model_specs(text):
     if accepts_or_one_line(spec.parse_model, text) is not None:
         assert text.strip() == text and ",," not in text
@@ -84,8 +92,11 @@ def test_angle_specs(text):
 
 
 @settings(max_examples=EXAMPLES["spec"], **FUZZ)
-@given(st.one_of(spec_text, st.builds(lambda a, b: a + "=" + b, st.sampled_from(["mnist", "digits", "mnsit", ""]),
-                                      spec_text)))
+@given(
+    st.one_of(
+        spec_text, st.builds(lambda a, b: a + "=" + b, st.sampled_from(["mnist", "digits", "mnsit", ""]), spec_text)
+    )
+)
 def test_data_dir_specs(text):
     accepts_or_one_line(spec.parse_data_dir, text)
 
@@ -100,6 +111,7 @@ def test_param_items(items):
 
 # ---- grid files --------------------------------------------------------------------------------
 
+
 def _check_grid(path: Path, overrides=()) -> None:
     """Load and expand a grid file, resolving every config (what `compare` does before running)."""
     try:
@@ -110,7 +122,7 @@ def _check_grid(path: Path, overrides=()) -> None:
         one_line(e)
 
 
-VALID_TOML = '''benchmark = "split-digits"
+VALID_TOML = """benchmark = "split-digits"
 strategy = ["naive", "er+ewc"]
 seed = [0, 1]
 epochs = 2
@@ -118,14 +130,32 @@ model = "mlp:32"
 classes = "0,1|2,3"
 [params]
 "ewc.lam" = [10, 100]
-'''
+"""
 
 toml_value = st.recursive(
     st.one_of(st.integers(-5, 5), st.floats(allow_nan=True), st.booleans(), st.text(SPEC_CHARS, max_size=12)),
-    lambda children: st.lists(children, max_size=3), max_leaves=6)
-option_name = st.one_of(st.sampled_from(["benchmark", "strategy", "seed", "epochs", "model", "classes", "angles",
-                                         "params", "lr", "data_dir", "tasks", "batch_size"]),
-                        st.text(string.ascii_lowercase + "_-.", min_size=1, max_size=10))
+    lambda children: st.lists(children, max_size=3),
+    max_leaves=6,
+)
+option_name = st.one_of(
+    st.sampled_from(
+        [
+            "benchmark",
+            "strategy",
+            "seed",
+            "epochs",
+            "model",
+            "classes",
+            "angles",
+            "params",
+            "lr",
+            "data_dir",
+            "tasks",
+            "batch_size",
+        ]
+    ),
+    st.text(string.ascii_lowercase + "_-.", min_size=1, max_size=10),
+)
 
 
 def _toml_literal(v) -> str:
@@ -149,12 +179,17 @@ def test_random_toml_grid_files(tmp_path_factory, table):
 
 
 @settings(max_examples=EXAMPLES["toml"], **FUZZ)
-@given(st.lists(st.tuples(st.integers(0, len(VALID_TOML)), st.integers(0, 4), st.text(SPEC_CHARS + '"[]#', max_size=4)),
-                min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, len(VALID_TOML)), st.integers(0, 4), st.text(SPEC_CHARS + '"[]#', max_size=4)),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_mutated_toml_grid_files(tmp_path_factory, edits):
     text = VALID_TOML
     for at, cut, insert in edits:  # delete `cut` characters at `at`, insert `insert`
-        text = text[:at] + insert + text[at + cut:]
+        text = text[:at] + insert + text[at + cut :]
     path = tmp_path_factory.mktemp("toml") / "grid.toml"
     path.write_text(text)
     _check_grid(path)
@@ -163,7 +198,8 @@ def test_mutated_toml_grid_files(tmp_path_factory, edits):
 yaml_doc = st.recursive(
     st.one_of(st.none(), st.integers(-5, 5), st.floats(), st.booleans(), st.text(SPEC_CHARS, max_size=12)),
     lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(option_name, children, max_size=3)),
-    max_leaves=8)
+    max_leaves=8,
+)
 
 
 @settings(max_examples=EXAMPLES["yaml"], **FUZZ)
@@ -185,6 +221,7 @@ def test_key_value_overrides(tmp_path_factory, overrides):
 
 # ---- the checkpoint loader ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("ck")
@@ -204,7 +241,7 @@ def _load(tmp_path_factory, blob: bytes, side: str | None):
         return None
 
 
-flips = st.lists(st.tuples(st.integers(0, 10 ** 9), st.integers(1, 255)), min_size=1, max_size=4)
+flips = st.lists(st.tuples(st.integers(0, 10**9), st.integers(1, 255)), min_size=1, max_size=4)
 
 
 def _flip(blob: bytes, edits) -> bytes:
@@ -223,20 +260,20 @@ def test_flipped_checkpoints_are_refused_by_their_checksum(tmp_path_factory, che
 
 
 @settings(max_examples=EXAMPLES["checkpoint"], **FUZZ)
-@given(st.integers(0, 10 ** 9))
+@given(st.integers(0, 10**9))
 def test_truncated_checkpoints_are_refused(tmp_path_factory, checkpoint, cut):
     blob, side = checkpoint
-    assert _load(tmp_path_factory, blob[:cut % len(blob)], side) is None
+    assert _load(tmp_path_factory, blob[: cut % len(blob)], side) is None
 
 
 @settings(max_examples=EXAMPLES["checkpoint"], **FUZZ)
-@given(st.one_of(flips.map(lambda e: ("flip", e)), st.integers(0, 10 ** 9).map(lambda c: ("cut", c))))
+@given(st.one_of(flips.map(lambda e: ("flip", e)), st.integers(0, 10**9).map(lambda c: ("cut", c))))
 def test_damaged_checkpoints_without_a_checksum_only_give_one_line_errors(tmp_path_factory, checkpoint, damage):
     """No sidecar (a checkpoint from before checksums): torch.load(weights_only=True) parses the damaged
     bytes; whatever it meets becomes a warning (None) or a one-line error, never another exception."""
     blob, _ = checkpoint
     kind, arg = damage
-    changed = _flip(blob, arg) if kind == "flip" else blob[:arg % len(blob)]
+    changed = _flip(blob, arg) if kind == "flip" else blob[: arg % len(blob)]
     got = _load(tmp_path_factory, changed, None)
     assert got is None or isinstance(got, dict)
 

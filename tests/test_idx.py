@@ -1,4 +1,5 @@
 """IDX reading and writing, on real MNIST-subset data and on damaged copies of it."""
+
 import gzip
 
 import numpy as np
@@ -60,8 +61,12 @@ def test_round_trip(tmp_path, digits, dtype, suffix):
 
 
 @settings(max_examples=40, deadline=None)
-@given(hnp.arrays(st.sampled_from(["u1", "i1", ">i2", "<i4", "f4", "f8"]),
-                  hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=5)))
+@given(
+    hnp.arrays(
+        st.sampled_from(["u1", "i1", ">i2", "<i4", "f4", "f8"]),
+        hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=5),
+    )
+)
 def test_round_trip_any_array(tmp_path_factory, array):
     path = tmp_path_factory.mktemp("idx") / "x.idx"
     write_idx(path, array)
@@ -121,7 +126,7 @@ def test_zero_dimensions(tmp_path):
 
 def test_corrupt_gzip(tmp_path):
     blob = bytearray((SUBSET / "t10k-images-idx3-ubyte.gz").read_bytes())
-    blob[len(blob) // 2: len(blob) // 2 + 64] = bytes(64)
+    blob[len(blob) // 2 : len(blob) // 2 + 64] = bytes(64)
     path = tmp_path / "t10k-images-idx3-ubyte.gz"
     path.write_bytes(bytes(blob))
     raises_data_error(path, "corrupt gzip")

@@ -4,6 +4,7 @@ in CIFAR's binary format built from real images (tests/cifar_archives.py), read 
 Short class-IL runs (the first two tasks, Adam, the default augmentation: crop-flip for CIFAR, and
 the dataset's normalisation as the ResNets' first layer), each asserting what training must achieve.
 """
+
 import pytest
 from cifar_archives import cifar10_archive, cifar100_archive
 
@@ -22,8 +23,16 @@ def cifar100_dir(tmp_path_factory):
 
 
 def short(data_dir, **kw):
-    base = dict(scenario="class", iterations=25, batch_size=16, optimizer="adam", lr=0.001, first_tasks=2,
-                data_dir=str(data_dir), download=False)
+    base = dict(
+        scenario="class",
+        iterations=25,
+        batch_size=16,
+        optimizer="adam",
+        lr=0.001,
+        first_tasks=2,
+        data_dir=str(data_dir),
+        download=False,
+    )
     return fl.RunConfig(**{**base, **kw})
 
 
@@ -38,8 +47,9 @@ def test_split_cifar100_builds_10_and_20_tasks(cifar100_dir, tasks, per_task):
 def test_split_cifar10_resnet18_er_beats_naive(cifar10_dir, one_thread):
     acc = {}
     for strategy, params in (("naive", {}), ("er", {"memory": 100})):
-        r = fl.run(short(cifar10_dir, benchmark="split-cifar10", model="resnet18:nf=20", strategy=strategy,
-                         params=params))
+        r = fl.run(
+            short(cifar10_dir, benchmark="split-cifar10", model="resnet18:nf=20", strategy=strategy, params=params)
+        )
         assert r.benchmark["augment"] == "crop-flip" and r.benchmark["normalize"]["mean"][0] == pytest.approx(0.4914)
         acc[strategy] = (r.metrics["average_accuracy"], r.accuracy_matrix)
     print(acc)
@@ -69,8 +79,9 @@ def test_split_cifar100_20_tasks_resnet32(cifar100_dir, one_thread):
 
 def test_split_cifar10_icarl_with_resnet32_keeps_the_first_task(cifar10_dir, one_thread):
     """iCaRL takes its features from the ResNet's head input (herding, nearest mean of exemplars)."""
-    r = fl.run(short(cifar10_dir, benchmark="split-cifar10", model="resnet32", strategy="icarl",
-                     params={"memory": 100}))
+    r = fl.run(
+        short(cifar10_dir, benchmark="split-cifar10", model="resnet32", strategy="icarl", params={"memory": 100})
+    )
     R = r.accuracy_matrix
     print(R)
     assert R[0][0] > 0.7 and R[1][0] > 0.4 and R[1][1] > 0.3  # naive keeps < 0.1 of the first task

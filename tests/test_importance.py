@@ -1,4 +1,5 @@
 """Importance estimators against plain loops and hand computations, on real sklearn digits."""
+
 import math
 
 import pytest
@@ -91,8 +92,7 @@ def test_fisher_is_not_the_squared_mean_gradient(digits, device):
 def test_sample_fisher_equals_loop_with_the_same_labels(digits, backend, device):
     x, _ = digits
     m = tiny(device)
-    got = fisher_diagonal(m, x, labels="sample", generator=torch.Generator().manual_seed(5), chunk=N,
-                            backend=backend)
+    got = fisher_diagonal(m, x, labels="sample", generator=torch.Generator().manual_seed(5), chunk=N, backend=backend)
     with torch.no_grad():
         probs = F.softmax(m(x), -1)
     # drawn on the CPU with the CPU generator, as fisher_targets does: the same labels on every device
@@ -224,8 +224,9 @@ def test_scp_equals_direct_computation(digits, slices, device):
 def test_estimators_handle_conv_and_frozen_parameters(digits, device):
     x, y = digits
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(),
-                      nn.Linear(72, 10)).to(device)
+    m = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 10)).to(
+        device
+    )
     m[1].bias.requires_grad_(False)
     n_trainable = 3
     G = per_sample_grads_loop(m, x[:12], y[:12])
@@ -247,8 +248,9 @@ def test_auto_backend_falls_back_when_the_shortcut_does_not_apply(digits, device
         before = list(m.parameters())
         G = per_sample_grads_loop(m, x[:16], y[:16])
         assert_lists_close(fisher_diagonal(m, x[:16], y[:16]), [(g * g).mean(0) for g in G])
-        assert_lists_close(mas_importance(m, x[:16]), [g.abs().mean(0) for g in
-                                                          per_sample_grads_loop(m, x[:16], target="sqnorm")])
+        assert_lists_close(
+            mas_importance(m, x[:16]), [g.abs().mean(0) for g in per_sample_grads_loop(m, x[:16], target="sqnorm")]
+        )
         assert choose(m, x, "auto") is None
         after = list(m.parameters())  # the model is left as it was (a shared module is called via a copy)
         assert len(after) == len(before) and all(a is b and a.requires_grad for a, b in zip(after, before))
@@ -268,19 +270,18 @@ def test_si_path_integral_matches_closed_form_on_a_quadratic(device):
     path.begin([theta])
     for _ in range(T):
         opt.zero_grad()
-        (0.5 * (h * theta ** 2).sum()).backward()
+        (0.5 * (h * theta**2).sum()).backward()
         path.capture([theta.grad])
         opt.step()
         path.step([theta])
     r = 1 - eta * h
-    omega = eta * h ** 2 * theta0 ** 2 * (1 - r ** (2 * T)) / (1 - r ** 2)
+    omega = eta * h**2 * theta0**2 * (1 - r ** (2 * T)) / (1 - r**2)
     assert torch.allclose(path.omega[0], omega, rtol=1e-12)
-    delta = theta0 * (r ** T - 1)
-    assert torch.allclose(path.importance([theta], xi)[0], omega / (delta ** 2 + xi), rtol=1e-12)
+    delta = theta0 * (r**T - 1)
+    assert torch.allclose(path.importance([theta], xi)[0], omega / (delta**2 + xi), rtol=1e-12)
     # SGD on a quadratic: the path integral equals the loss decrease
-    expected = 0.5 * (h * theta0 ** 2).sum() - 0.5 * (h * theta.detach() ** 2).sum()
-    assert math.isclose(float(omega.sum()), float(expected),
-                        rel_tol=0.2)
+    expected = 0.5 * (h * theta0**2).sum() - 0.5 * (h * theta.detach() ** 2).sum()
+    assert math.isclose(float(omega.sum()), float(expected), rel_tol=0.2)
 
 
 # ---- RWalk ------------------------------------------------------------------------------------
@@ -315,7 +316,7 @@ def test_rwalk_scores_match_hand_computation(interval, device):
     walk.begin([theta])
     for _ in range(T):
         opt.zero_grad()
-        (0.5 * (hv * theta ** 2).sum()).backward()
+        (0.5 * (hv * theta**2).sum()).backward()
         walk.capture([theta.grad])
         opt.step()
         walk.step([theta])

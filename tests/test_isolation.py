@@ -2,6 +2,7 @@
 an old task's outputs bit-identical; PackNet's pruning and HAT's gates, gradient conditioning,
 embedding compensation and regulariser against direct computations on a tiny model; resume; each
 beats naive on task-IL split digits. Real data: sklearn digits (``split-digits``)."""
+
 import math
 
 import pytest
@@ -28,9 +29,14 @@ def setup(device, model="mlp:32,32", optimizer="adam", lr=1e-2, batch_size=32, s
     bench = build(bench, scenario="task", seed=seed).to(device)
     torch.manual_seed(seed)
     net = build_model(model, bench.input_shape, bench.n_outputs).to(device)
-    ctx = Context(model=net, optimizer=make_optimizer(optimizer, net.parameters(), lr, device=device),
-                  benchmark=bench, batch_size=batch_size, generator=torch.Generator().manual_seed(seed),
-                  device=device)
+    ctx = Context(
+        model=net,
+        optimizer=make_optimizer(optimizer, net.parameters(), lr, device=device),
+        benchmark=bench,
+        batch_size=batch_size,
+        generator=torch.Generator().manual_seed(seed),
+        device=device,
+    )
     return bench, ctx
 
 
@@ -60,15 +66,21 @@ def test_other_scenarios_are_refused_in_one_line(name, device):
         assert "\n" not in str(e.value)
     bench = build("split-digits", scenario="class").to(device)  # used directly in a user's loop
     net = build_model("mlp:8", bench.input_shape, bench.n_outputs).to(device)
-    ctx = Context(model=net, optimizer=make_optimizer("sgd", net.parameters(), 0.1, device=device),
-                  benchmark=bench, device=device)
+    ctx = Context(
+        model=net, optimizer=make_optimizer("sgd", net.parameters(), 0.1, device=device), benchmark=bench, device=device
+    )
     with pytest.raises(UsageError, match=r"task-incremental only.*--scenario task"):
         make_strategy(name).before_task(ctx, bench.tasks[0])
 
 
-@pytest.mark.parametrize("name,model,message", [
-    ("pnn", "cnn", "supports forgetless's MLP only"), ("hat", "cnn", "supports forgetless's MLP only"),
-    ("hat", "none", "at least one hidden layer")])
+@pytest.mark.parametrize(
+    "name,model,message",
+    [
+        ("pnn", "cnn", "supports forgetless's MLP only"),
+        ("hat", "cnn", "supports forgetless's MLP only"),
+        ("hat", "none", "at least one hidden layer"),
+    ],
+)
 def test_unsupported_models_are_refused(name, model, message):
     from forgetless.models import MLP
 
@@ -112,8 +124,11 @@ def test_old_task_outputs_are_bit_identical_after_later_tasks(name, device):
 
 @pytest.mark.parametrize("name", ["pnn", "packnet"])
 def test_bwt_is_exactly_zero_in_a_run(name, device):
-    r = fl.run(fl.RunConfig(benchmark="split-digits", scenario="task", strategy=name, model="mlp:32,32",
-                            epochs=2, lr=0.01, seed=1))
+    r = fl.run(
+        fl.RunConfig(
+            benchmark="split-digits", scenario="task", strategy=name, model="mlp:32,32", epochs=2, lr=0.01, seed=1
+        )
+    )
     R = r.accuracy_matrix
     assert r.metrics["bwt"] == 0.0
     assert all(R[i][j] == R[j][j] for j in range(len(R)) for i in range(j, len(R)))
@@ -256,8 +271,13 @@ def test_hat_masks_conditioning_compensation_and_regulariser_against_a_direct_co
     # compensation: s_max (cosh(s e) + 1) / (s (cosh(e) + 1)), then the step, then the clamp to [-6, 6]
     expect_e = []
     for e, g in zip(E, grads[6:]):
-        q = torch.tensor([smax * (math.cosh(max(-50.0, min(50.0, s * float(v)))) + 1) / (s * (math.cosh(float(v)) + 1))
-                          for v in e.detach()], device=device)
+        q = torch.tensor(
+            [
+                smax * (math.cosh(max(-50.0, min(50.0, s * float(v)))) + 1) / (s * (math.cosh(float(v)) + 1))
+                for v in e.detach()
+            ],
+            device=device,
+        )
         expect_e.append((e.detach() - lr * g * q).clamp(-6, 6))
     train_step(ctx, hat, batch)
     got = [p.detach() for lin in lins for p in (lin.weight, lin.bias)]

@@ -6,6 +6,7 @@ torch; the tests fail when they are missing under CI and are skipped elsewhere. 
 is installed they run on it as well. Runs on the CPU
 (Keras's own device choice; the PyTorch side of the comparison runs on the CPU too).
 """
+
 import importlib.util
 import json
 import os
@@ -40,10 +41,17 @@ def need(*modules):
 
 def worker(backend: str, *args: str, timeout: int = 900) -> str:
     need("keras", *([] if backend == "torch" else [backend]))
-    env = {**os.environ, "KERAS_BACKEND": backend, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, str(WORKER), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "JAX_PLATFORMS": "cpu",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    done = subprocess.run(
+        [sys.executable, str(WORKER), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -78,8 +86,10 @@ def task_data(device="cpu"):
     x, y = train.x.reshape(len(train), -1), train.y
     even = y % 2 == 0
     xa, ya, xb, yb = x[even][:300], y[even][:300] // 2, x[~even][:300], y[~even][:300] // 2
-    tasks = [Task(id=k, name=n, classes=list(range(5)), train=TensorData(tx, ty), test=TensorData(tx, ty))
-             for k, (n, tx, ty) in enumerate((("even", xa, ya), ("odd", xb, yb)))]
+    tasks = [
+        Task(id=k, name=n, classes=list(range(5)), train=TensorData(tx, ty), test=TensorData(tx, ty))
+        for k, (n, tx, ty) in enumerate((("even", xa, ya), ("odd", xb, yb)))
+    ]
     return Benchmark("even-odd", "domain", tasks, n_outputs=5, input_shape=(784,)), tasks
 
 
@@ -103,8 +113,9 @@ def test_sampled_fisher_estimates_the_true_fisher(keras_values):
     for i in range(4):
         exact, sampled = v[f"fisher_exact_{i}"].sum(), v[f"fisher_sample_{i}"].sum()
         assert abs(sampled - exact) < 0.15 * exact, (i, sampled, exact)
-    assert abs(v["fisher_sample_0"].sum() - v["fisher_empirical_0"].sum()) > \
-        abs(v["fisher_sample_0"].sum() - v["fisher_exact_0"].sum())
+    assert abs(v["fisher_sample_0"].sum() - v["fisher_empirical_0"].sum()) > abs(
+        v["fisher_sample_0"].sum() - v["fisher_exact_0"].sum()
+    )
 
 
 def test_mas_equals_forgetless_pytorch(keras_values):

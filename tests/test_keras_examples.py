@@ -1,4 +1,5 @@
 """The two Keras examples run and show what they teach (fewer epochs than their defaults); CPU."""
+
 import importlib.util
 import os
 import re
@@ -18,21 +19,30 @@ def run(script, *args, backend="torch"):
             if os.environ.get("CI"):
                 pytest.fail(f"CI must install {module}")
             pytest.skip(f"{module} is not installed")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
-    p = subprocess.run([sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True,
-                       timeout=900, env=env)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "KERAS_BACKEND": backend,
+        "JAX_PLATFORMS": "cpu",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    p = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True, timeout=900, env=env
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     return p.stdout
 
 
-@pytest.mark.parametrize("backend",
-                         ["torch", "jax"] + (["tensorflow"] if importlib.util.find_spec("tensorflow") else []))
+@pytest.mark.parametrize(
+    "backend", ["torch", "jax"] + (["tensorflow"] if importlib.util.find_spec("tensorflow") else [])
+)
 def test_even_odd_example(backend):
     out = run("keras_even_odd.py", "--epochs", "2", backend=backend)
     fit = {m[0]: (float(m[1]), float(m[2])) for m in re.findall(rf"(\w+): model.fit task A {NUM}, task B {NUM}", out)}
-    ours = {m[0]: (float(m[1]), float(m[2]))
-            for m in re.findall(rf"(\w+): .*forgetless run \(PyTorch MLP\) task A {NUM}, task B {NUM}", out)}
+    ours = {
+        m[0]: (float(m[1]), float(m[2]))
+        for m in re.findall(rf"(\w+): .*forgetless run \(PyTorch MLP\) task A {NUM}, task B {NUM}", out)
+    }
     assert set(fit) == set(ours) == {"plain", "l2", "ewc"}, out
     for acc in (fit, ours):
         assert acc["plain"][0] < 0.5 and acc["plain"][1] > 0.9  # plain training forgets A

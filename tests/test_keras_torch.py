@@ -5,6 +5,7 @@ errors (keras absent, another backend, softmax outputs, nn.Linear-only methods).
 Keras is imported in this process with the torch backend (set below before the first import). The
 runs use the test suite's device (conftest: CPU here, CUDA where present; KerasModel runs Keras on
 the device forgetless puts the model on)."""
+
 import copy
 import importlib.util
 import os
@@ -32,13 +33,13 @@ if keras.backend.backend() != "torch":
 
 from forgetless.keras.torch_module import KerasModel
 
-MODULE = '''
+MODULE = """
 import keras
 
 def build(input_shape, n_outputs):
     return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(n_outputs)])
-'''
+"""
 
 
 def kmlp(seed=0, shape=(1, 8, 8), n=10, hidden=32, dropout=0.0, softmax=False, last_activation=None):
@@ -54,16 +55,29 @@ DEVICE = str(_devices.resolve(os.environ.get("FORGETLESS_TEST_DEVICE") or "auto"
 
 
 def cfg(**kw):
-    base = dict(benchmark="split-digits", scenario="task", tasks=2, epochs=2, batch_size=32, optimizer="adam",
-                lr=1e-3, seed=3, device=DEVICE)
+    base = dict(
+        benchmark="split-digits",
+        scenario="task",
+        tasks=2,
+        epochs=2,
+        batch_size=32,
+        optimizer="adam",
+        lr=1e-3,
+        seed=3,
+        device=DEVICE,
+    )
     base.update(kw)
     return fl.RunConfig(**base)
 
 
 def run_env(**extra):
     src = os.path.join(os.path.dirname(fl.__file__), os.pardir)
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        [os.path.abspath(src), os.environ.get("PYTHONPATH", "")]), **extra}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([os.path.abspath(src), os.environ.get("PYTHONPATH", "")]),
+        **extra,
+    }
 
 
 def test_import_forgetless_never_imports_keras():
@@ -142,8 +156,9 @@ def test_train_step_in_a_users_loop_with_a_keras_model(device):
     # the optimizer's steps are the Keras model's: predict sees them
     x = bench.tasks[1].test.take(slice(0, 64))
     ctx.model.eval()
-    assert torch.allclose(torch.as_tensor(km.predict(x.cpu().numpy(), verbose=0)), ctx.model(x).detach().cpu(),
-                          atol=1e-5)
+    assert torch.allclose(
+        torch.as_tensor(km.predict(x.cpu().numpy(), verbose=0)), ctx.model(x).detach().cpu(), atol=1e-5
+    )
 
 
 def test_training_mode_reaches_keras_layers():
@@ -185,13 +200,16 @@ def test_icarl_and_bic_take_the_input_of_the_output_dense(strategy):
     assert [n for n, _ in m.named_parameters()] == ["t0_kernel", "t1_bias", "t2_kernel", "t3_bias"]  # no copies
 
 
-@pytest.mark.parametrize("strategy,params,model,match", [
-    ("icarl", {}, lambda: kmlp(0, hidden=32, last_activation="tanh"), "KerasModel has no nn.Linear layer"),
-    ("mas", {"hebbian": True}, lambda: kmlp(0), "hebbian=true needs .* nn.Linear"),
-    ("pnn", {}, lambda: kmlp(0), "MLP only"),
-    ("hat", {}, lambda: kmlp(0), "MLP only"),
-    ("packnet", {}, lambda: kmlp(0), "has none it can own"),
-])
+@pytest.mark.parametrize(
+    "strategy,params,model,match",
+    [
+        ("icarl", {}, lambda: kmlp(0, hidden=32, last_activation="tanh"), "KerasModel has no nn.Linear layer"),
+        ("mas", {"hebbian": True}, lambda: kmlp(0), "hebbian=true needs .* nn.Linear"),
+        ("pnn", {}, lambda: kmlp(0), "MLP only"),
+        ("hat", {}, lambda: kmlp(0), "MLP only"),
+        ("packnet", {}, lambda: kmlp(0), "has none it can own"),
+    ],
+)
 def test_methods_that_need_nn_linear_refuse_clearly(strategy, params, model, match):
     scenario = "task" if strategy in ("pnn", "hat", "packnet") else "class"  # (isolation: task-IL only)
     with pytest.raises(fl.UsageError, match=match):
@@ -227,15 +245,38 @@ def test_keras_spec_resumes_to_the_same_result(tmp_path, monkeypatch):
 
 def test_cli_keras_model_spec(tmp_path):
     (tmp_path / "kmodels_cli.py").write_text(MODULE)
-    args = [sys.executable, "-m", "forgetless", "run", "--benchmark", "split-digits", "--tasks", "2", "--epochs", "1",
-            "--model", "keras:kmodels_cli:build", "--strategy", "ewc", "--out", str(tmp_path / "run"), "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "forgetless",
+        "run",
+        "--benchmark",
+        "split-digits",
+        "--tasks",
+        "2",
+        "--epochs",
+        "1",
+        "--model",
+        "keras:kmodels_cli:build",
+        "--strategy",
+        "ewc",
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+    ]
     ok = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=run_env(KERAS_BACKEND="torch"))
     assert ok.returncode == 0, ok.stderr
     assert '"model": "keras:kmodels_cli:build"' in (tmp_path / "run" / "result.json").read_text()
-    bad = subprocess.run(args[:-3] + ["--quiet"], cwd=tmp_path, capture_output=True, text=True,
-                         env=run_env(KERAS_BACKEND="numpy"))
+    bad = subprocess.run(
+        args[:-3] + ["--quiet"], cwd=tmp_path, capture_output=True, text=True, env=run_env(KERAS_BACKEND="numpy")
+    )
     err = bad.stderr.strip().splitlines()
     assert bad.returncode != 0 and len(err) == 1 and "KERAS_BACKEND=torch" in err[0], bad.stderr
-    missing = subprocess.run(args[:-3] + ["--model", "keras:no_such_module:build", "--quiet"], cwd=tmp_path,
-                             capture_output=True, text=True, env=run_env(KERAS_BACKEND="torch"))
+    missing = subprocess.run(
+        args[:-3] + ["--model", "keras:no_such_module:build", "--quiet"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=run_env(KERAS_BACKEND="torch"),
+    )
     assert missing.returncode != 0 and "cannot import 'no_such_module'" in missing.stderr

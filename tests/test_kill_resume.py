@@ -5,6 +5,7 @@ Each test stores what it measured (kills, where they landed) with ``record``; se
 FORGETLESS_RELIABILITY_RECORD=DIR to keep it (tools/reliability_table.py does, for
 docs/reliability.md).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,13 +30,45 @@ from forgetless.experiment import compare, run_dir
 
 SRC = str(Path(forgetless.__file__).resolve().parents[1])  # children import this same forgetless
 TASKS, EPOCHS = 5, 12  # a whole run lasts ~6 s on an idle core (~4 s of it starting up), ~1.5 s training
-RUN = [sys.executable, "-m", "forgetless", "run", "--benchmark", "permuted-digits", "--tasks", str(TASKS),
-       "--model", "mlp:256,128", "--epochs", str(EPOCHS), "--seed", "3", "--quiet"]
+RUN = [
+    sys.executable,
+    "-m",
+    "forgetless",
+    "run",
+    "--benchmark",
+    "permuted-digits",
+    "--tasks",
+    str(TASKS),
+    "--model",
+    "mlp:256,128",
+    "--epochs",
+    str(EPOCHS),
+    "--seed",
+    "3",
+    "--quiet",
+]
 MIN_KILLS, MAX_KILLS = 4, 7  # kill at least 4 times in a row; go on (up to 7) until one lands mid-task
 KILL_SEED = 20240611
 
-GRID = ["--benchmark", "split-digits", "--model", "mlp:32", "--epochs", "2", "--strategy", "naive",
-        "--strategy", "er", "--seed", "0", "--seed", "1", "--workers", "2", "--quiet"]
+GRID = [
+    "--benchmark",
+    "split-digits",
+    "--model",
+    "mlp:32",
+    "--epochs",
+    "2",
+    "--strategy",
+    "naive",
+    "--strategy",
+    "er",
+    "--seed",
+    "0",
+    "--seed",
+    "1",
+    "--workers",
+    "2",
+    "--quiet",
+]
 COMPARE = [sys.executable, "-m", "forgetless", "compare", *GRID]
 GRID_RUNS = 4
 
@@ -89,15 +122,19 @@ def where_killed(out: Path, started_ns: int, killed_ns: int, done: int, task_sec
 
 
 def same_result(a: dict, b: dict) -> bool:
-    return (a["accuracy_matrix"] == b["accuracy_matrix"] and a["initial_accuracy"] == b["initial_accuracy"]
-            and a["metrics"] == b["metrics"])
+    return (
+        a["accuracy_matrix"] == b["accuracy_matrix"]
+        and a["initial_accuracy"] == b["initial_accuracy"]
+        and a["metrics"] == b["metrics"]
+    )
 
 
 def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_result(tmp_path):
     env = child_env()
     t0 = time.monotonic()
-    whole = subprocess.run(RUN + ["--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True,
-                           timeout=300)
+    whole = subprocess.run(
+        RUN + ["--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True, timeout=300
+    )
     length = time.monotonic() - t0
     assert whole.returncode == 0, whole.stderr
     expected = json.loads((tmp_path / "whole" / "result.json").read_text())
@@ -114,7 +151,8 @@ def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_result(tmp_path):
     while True:
         done = progress(out)
         stop_killing = len(kills) >= MIN_KILLS and (
-            any(k["where"] == "mid-task" for k in kills) or len(kills) >= MAX_KILLS)
+            any(k["where"] == "mid-task" for k in kills) or len(kills) >= MAX_KILLS
+        )
         cmd = RUN + ["--out", str(out)] + (["--resume"] if attempt else [])
         with open(tmp_path / f"stderr-{series}-{attempt}.txt", "w+") as log:
             started_ns, start = time.time_ns(), time.monotonic()
@@ -129,7 +167,7 @@ def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_result(tmp_path):
                 remaining = startup + (TASKS - done) * task_seconds  # how long this attempt would take
                 # a series restarted because runs finished before their kill (the machine got faster
                 # than the reference run measured) kills earlier
-                at = rng.uniform(0.3, max(0.31, 0.9 * remaining * 0.5 ** series))
+                at = rng.uniform(0.3, max(0.31, 0.9 * remaining * 0.5**series))
                 while p.poll() is None and time.monotonic() - start < at:
                     time.sleep(0.005)
                 if p.poll() is None:
@@ -138,8 +176,14 @@ def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_result(tmp_path):
                     p.wait()
                     after = progress(out)
                     assert not (out / "result.json").exists() or after == TASKS
-                    kills.append({"at_seconds": round(at, 3), "tasks_done_before": done, "tasks_done_after": after,
-                                  "where": where_killed(out, started_ns, killed_ns, after, task_seconds)})
+                    kills.append(
+                        {
+                            "at_seconds": round(at, 3),
+                            "tasks_done_before": done,
+                            "tasks_done_after": after,
+                            "where": where_killed(out, started_ns, killed_ns, after, task_seconds),
+                        }
+                    )
                     continue
             finally:
                 if p.poll() is None:
@@ -157,13 +201,23 @@ def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_result(tmp_path):
         assert series < 6, "runs kept finishing before their kill"
     got = json.loads((out / "result.json").read_text())
     where = [k["where"] for k in kills]
-    summary = {"kills": len(kills), "mid_task": where.count("mid-task"), "between_tasks": where.count("between tasks"),
-               "startup": where.count("startup"), "run_seconds": round(length, 2),
-               "startup_seconds": round(startup, 2), "task_seconds": round(task_seconds, 3),
-               "series_restarted": series, "attempts": attempt, "detail": kills}
+    summary = {
+        "kills": len(kills),
+        "mid_task": where.count("mid-task"),
+        "between_tasks": where.count("between tasks"),
+        "startup": where.count("startup"),
+        "run_seconds": round(length, 2),
+        "startup_seconds": round(startup, 2),
+        "task_seconds": round(task_seconds, 3),
+        "series_restarted": series,
+        "attempts": attempt,
+        "detail": kills,
+    }
     record("kill_resume", summary)
-    msg = (f"{len(kills)} SIGKILLs in a row: {summary['mid_task']} mid-task, {summary['between_tasks']} between "
-           f"tasks, {summary['startup']} during startup; detail {kills}")
+    msg = (
+        f"{len(kills)} SIGKILLs in a row: {summary['mid_task']} mid-task, {summary['between_tasks']} between "
+        f"tasks, {summary['startup']} during startup; detail {kills}"
+    )
     assert len(kills) >= MIN_KILLS, msg
     assert got["accuracy_matrix"] == expected["accuracy_matrix"], msg
     assert got["initial_accuracy"] == expected["initial_accuracy"], msg
@@ -219,8 +273,9 @@ def reference_grid(tmp_path_factory) -> Path:
 
 
 def summary_without_times(out: Path) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "train_seconds"}
-            for row in json.loads((out / "summary.json").read_text())]
+    return [
+        {k: v for k, v in row.items() if k != "train_seconds"} for row in json.loads((out / "summary.json").read_text())
+    ]
 
 
 def grid_configs() -> dict[str, RunConfig]:
@@ -265,8 +320,13 @@ class KilledGrid(threading.Thread):
         self.returncode, self.stderr = None, ""
 
     def start_group(self, stderr) -> subprocess.Popen:
-        p = subprocess.Popen(COMPARE + ["--out", str(self.out)], env=child_env(), start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=stderr)
+        p = subprocess.Popen(
+            COMPARE + ["--out", str(self.out)],
+            env=child_env(),
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
         self.procs.append(p)
         return p
 
@@ -313,5 +373,11 @@ def test_killed_compare_finishes_when_run_again(killed_grid, tmp_path_factory):
     assert killed_grid.returncode == 0, killed_grid.stderr
     check_run_dirs(killed_grid.out)
     assert summary_without_times(killed_grid.out) == summary_without_times(reference)
-    record("compare_kill", {"runs": GRID_RUNS, "finished_at_kill": killed_grid.finished_at_kill,
-                            "partial_at_kill": killed_grid.partial_at_kill})
+    record(
+        "compare_kill",
+        {
+            "runs": GRID_RUNS,
+            "finished_at_kill": killed_grid.finished_at_kill,
+            "partial_at_kill": killed_grid.partial_at_kill,
+        },
+    )

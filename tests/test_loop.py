@@ -84,7 +84,7 @@ def test_hooks_run_in_order_with_iterations():
     s = Recorder()
     r = run(small(iterations=3), strategy=s)
     assert [p["steps"] for p in r.timing["per_task"]] == [3, 3, 3]
-    first_task = s.calls[s.calls.index(("before_task", 0)):s.calls.index(("after_task", 0)) + 1]
+    first_task = s.calls[s.calls.index(("before_task", 0)) : s.calls.index(("after_task", 0)) + 1]
     step = ["adapt_batch", "task_loss", "penalty", "after_backward", "after_step"]
     assert first_task == [("before_task", 0)] + step * 3 + [("after_task", 0)]
     assert "predict" in s.calls

@@ -15,8 +15,12 @@ def stream(buf, n, g, device, batch=7, classes=None):
     ids = torch.arange(n, device=device)
     y = ids % classes if classes else torch.zeros(n, dtype=torch.long, device=device)
     for i in range(0, n, batch):
-        buf.add(ids[i:i + batch].float()[:, None], y[i:i + batch],
-                torch.zeros(len(ids[i:i + batch]), dtype=torch.long, device=device), g)
+        buf.add(
+            ids[i : i + batch].float()[:, None],
+            y[i : i + batch],
+            torch.zeros(len(ids[i : i + batch]), dtype=torch.long, device=device),
+            g,
+        )
 
 
 def test_reservoir_keeps_capacity_and_is_uniform_over_the_stream(device):
@@ -54,15 +58,23 @@ def test_balanced_keeps_classes_balanced_and_uniform_within_a_class(device):
     # a small class keeps all of its examples, the others share the rest
     small = ReplayBuffer(20, "balanced")
     for c, n in ((0, 40), (1, 4), (2, 40)):
-        small.add(torch.zeros(n, 1, device=device), torch.full((n,), c, device=device),
-                  torch.zeros(n, dtype=torch.long, device=device), g)
+        small.add(
+            torch.zeros(n, 1, device=device),
+            torch.full((n,), c, device=device),
+            torch.zeros(n, dtype=torch.long, device=device),
+            g,
+        )
     assert small.class_counts() == {0: 8, 1: 4, 2: 8}
     # within a class, the kept examples are a uniform sample of that class
     counts = np.zeros(50)
     for _ in range(600):
         b = ReplayBuffer(10, "balanced")
-        b.add(torch.arange(50, device=device).float()[:, None], torch.zeros(50, dtype=torch.long, device=device),
-              torch.zeros(50, dtype=torch.long, device=device), g)
+        b.add(
+            torch.arange(50, device=device).float()[:, None],
+            torch.zeros(50, dtype=torch.long, device=device),
+            torch.zeros(50, dtype=torch.long, device=device),
+            g,
+        )
         counts[b.tensors()[0][:, 0].long().cpu().numpy()] += 1
     assert chisquare(counts, np.full(50, 600 * 10 / 50)).pvalue > 0.01
 

@@ -5,6 +5,7 @@ strategy computes (ER's mixed batch, GEM's constraint matrix and projection, BiC
 layer, LwF's loss) is compared with the formula written out here with plain torch, without the
 library's helpers (no ``distillation_loss``, no ``ctx.mask``, no ``memory_loss_grad``).
 """
+
 import copy
 import itertools
 
@@ -31,8 +32,14 @@ def setup(scenario: str, device: torch.device, classes: str | None = None, seed:
     torch.manual_seed(seed)
     model = build_model(f"mlp:{width}", bench.input_shape, bench.n_outputs).to(device)
     opt = make_optimizer("adam", list(model.parameters()), 1e-3, device=device)
-    ctx = Context(model=model, optimizer=opt, benchmark=bench, batch_size=BATCH,
-                  generator=torch.Generator().manual_seed(seed), device=device)
+    ctx = Context(
+        model=model,
+        optimizer=opt,
+        benchmark=bench,
+        batch_size=BATCH,
+        generator=torch.Generator().manual_seed(seed),
+        device=device,
+    )
     return bench, ctx
 
 
@@ -147,10 +154,11 @@ def test_gem_constraints_and_projection(scenario, one_thread, device):
     params = ctx.params()
     data = task.train
     for start in range(0, len(data), BATCH):
-        x, y = data.x[start:start + BATCH], data.y[start:start + BATCH]
+        x, y = data.x[start : start + BATCH], data.y[start : start + BATCH]
         ctx.optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(masked(ctx.model(x), bench.tasks[2].classes if scenario == "task"
-                                else bench.classes_upto(2)), y).backward()
+        F.cross_entropy(
+            masked(ctx.model(x), bench.tasks[2].classes if scenario == "task" else bench.classes_upto(2)), y
+        ).backward()
         g = flat_grad(params).clone()
         if (G @ g < 0).any():
             break
@@ -217,15 +225,23 @@ def test_bic_bias_layer_is_at_the_stage2_optimum(one_thread, device):
         f = stage2_objective(bic, bench, ctx.model, task.id, ab_star)
         (grad,) = torch.autograd.grad(f, ab_star)
         assert grad.abs().max() < 1e-4, (task.id, grad)
-        assert not torch.allclose(ab_star.detach(), torch.tensor([1.0, 0.0], dtype=torch.float64, device=device)), \
+        assert not torch.allclose(ab_star.detach(), torch.tensor([1.0, 0.0], dtype=torch.float64, device=device)), (
             "the bias layer did not move from the identity: the test would not see a wrong optimum"
+        )
         best = float(f.detach())
         a0, b0 = ab_star.detach().tolist()
         steps = [-0.2, -0.05, -0.01, 0.0, 0.01, 0.05, 0.2]
         with torch.no_grad():
             for da, db in itertools.product(steps, [s * 5 for s in steps]):
-                value = float(stage2_objective(bic, bench, ctx.model, task.id,
-                                               torch.tensor([a0 + da, b0 + db], dtype=torch.float64, device=device)))
+                value = float(
+                    stage2_objective(
+                        bic,
+                        bench,
+                        ctx.model,
+                        task.id,
+                        torch.tensor([a0 + da, b0 + db], dtype=torch.float64, device=device),
+                    )
+                )
                 assert value >= best - 1e-9, (task.id, da, db, value, best)
     assert len(bic.val.classes) == 10
 
@@ -233,6 +249,7 @@ def test_bic_bias_layer_is_at_the_stage2_optimum(one_thread, device):
 # ---- 4. LwF -------------------------------------------------------------------------------------
 def direct_kd(new: torch.Tensor, old: torch.Tensor, T: float) -> torch.Tensor:
     """T^2 * mean_n KL(softmax(old/T) || softmax(new/T)), with the softmaxes written out."""
+
     def softmax(z):
         e = torch.exp(z / T - (z / T).max(1, keepdim=True).values)
         return e / e.sum(1, keepdim=True)
@@ -245,6 +262,7 @@ def direct_padded_kd(new: torch.Tensor, old: torch.Tensor, s_cols: list[int], t_
     """Class-IL: the student's softmax over ``s_cols`` (every class seen so far), the teacher's over
     ``t_cols`` (the old classes), the new classes' target probability 0: T^2 * mean_n sum_{c in t_cols}
     q_c (log q_c - log p_c)."""
+
     def log_softmax(z):
         z = z / T
         return z - torch.logsumexp(z, 1, keepdim=True)
@@ -277,7 +295,7 @@ def test_lwf_loss_is_the_direct_formula(scenario, balance, one_thread, device):
             continue
         with torch.no_grad():
             old = old_model(x)
-        groups = [t.classes for t in bench.tasks[:task.id]] if scenario == "task" else [bench.classes_before(task.id)]
+        groups = [t.classes for t in bench.tasks[: task.id]] if scenario == "task" else [bench.classes_before(task.id)]
         k = task.id + 1
         far = out + 2.0 * torch.randn(out.shape, generator=torch.Generator().manual_seed(task.id)).to(device)
         for logits, rtol in ((out, 1e-3), (far, 1e-5)):  # the trained model's logits, and logits far
@@ -285,8 +303,13 @@ def test_lwf_loss_is_the_direct_formula(scenario, balance, one_thread, device):
             if scenario == "task":
                 terms = torch.stack([direct_kd(logits[:, g].double(), old[:, g].double(), T) for g in groups])
             else:  # the student over every class seen so far, the old model's targets padded with 0
-                terms = torch.stack([direct_padded_kd(logits.double(), old.double(), bench.classes_upto(task.id),
-                                                      bench.classes_before(task.id), T)])
+                terms = torch.stack(
+                    [
+                        direct_padded_kd(
+                            logits.double(), old.double(), bench.classes_upto(task.id), bench.classes_before(task.id), T
+                        )
+                    ]
+                )
             assert float(terms.detach().min()) > 1e-6  # the model moved: the terms are not trivially 0
             if not balance:
                 expected = lam * terms.sum()

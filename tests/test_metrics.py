@@ -4,9 +4,7 @@ import pytest
 from forgetless import metrics as M
 
 # R[i][j]: accuracy on task j after training task i
-R = [[0.9, 0.1, 0.2],
-     [0.6, 0.8, 0.3],
-     [0.5, 0.7, 0.95]]
+R = [[0.9, 0.1, 0.2], [0.6, 0.8, 0.3], [0.5, 0.7, 0.95]]
 B = [0.1, 0.1, 0.1]
 
 
@@ -56,14 +54,28 @@ def test_intransigence_literal_by_hand():
 
 
 def test_registry_describes_every_metric_all_metrics_gives():
-    m = {**M.all_metrics(R, B, reference=[0.9, 0.9, 0.9]), **M.fscil_metrics(R, [10, 10, 10]),  # (fscil: its own)
-         "anytime_accuracy": M.anytime_accuracy([(0, R[0]), (2, R[2])])}  # (from the curves: its own)
+    m = {
+        **M.all_metrics(R, B, reference=[0.9, 0.9, 0.9]),
+        **M.fscil_metrics(R, [10, 10, 10]),  # (fscil: its own)
+        "anytime_accuracy": M.anytime_accuracy([(0, R[0]), (2, R[2])]),
+    }  # (from the curves: its own)
     assert set(m) == set(M.REGISTRY)
     for key, info in M.REGISTRY.items():
         assert info.key == key and info.label and info.help and info.formula
         assert info.scalar == (not isinstance(m[key], list))
-    assert M.scalar_metrics() == ["average_accuracy", "bwt", "fwt", "forgetting", "intransigence",
-                                  "anytime_accuracy", "avg", "pd", "base_accuracy", "novel_accuracy", "harmonic_mean"]
+    assert M.scalar_metrics() == [
+        "average_accuracy",
+        "bwt",
+        "fwt",
+        "forgetting",
+        "intransigence",
+        "anytime_accuracy",
+        "avg",
+        "pd",
+        "base_accuracy",
+        "novel_accuracy",
+        "harmonic_mean",
+    ]
     assert M.better("average_accuracy", 0.8, 0.7) and M.better("forgetting", 0.1, 0.2)
     assert not M.better("intransigence", 0.2, 0.1) and not M.better("bwt", 0.1, 0.1)
 
@@ -83,8 +95,14 @@ def test_metrics_do_not_modify_input():
     saved_lists = copy.deepcopy(lists)
     for args in ((A, b, ref), lists):
         m = M.all_metrics(*args[:2], reference=args[2])
-        for fn in (M.average_accuracies, M.average_accuracy, M.backward_transfer, M.forgetting_per_task,
-                   M.forgetting, M.learning_accuracy):
+        for fn in (
+            M.average_accuracies,
+            M.average_accuracy,
+            M.backward_transfer,
+            M.forgetting_per_task,
+            M.forgetting,
+            M.learning_accuracy,
+        ):
             fn(args[0])
         M.forward_transfer(args[0], args[1])
         M.intransigence_per_task(args[0], args[2])

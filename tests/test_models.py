@@ -1,5 +1,6 @@
 """The ResNets (parameter counts against the published ones, any input shape, the features and head
 that iCaRL/BiC use), the Normalize first layer, and the --model spellings."""
+
 import subprocess
 import sys
 
@@ -20,10 +21,16 @@ def n_params(model):
 # Exact counts (3 input channels), also in the docstring of forgetless/models/resnet.py.
 # ResNet-18 (CIFAR, nf=64, 10 classes): the 11,173,962 of GEM/DER/Mammoth's network (11.17M);
 # ResNet-20 / ResNet-32 with option-A shortcuts: He et al. 2016, Table 6: 0.27M and 0.46M.
-COUNTS = [("resnet18", 10, 11_173_962), ("resnet18", 100, 11_220_132),
-          ("resnet18:nf=20", 10, 1_094_750), ("resnet18:nf=20", 100, 1_109_240),
-          ("resnet20", 10, 269_722), ("resnet20", 100, 275_572),
-          ("resnet32", 10, 464_154), ("resnet32", 100, 470_004)]
+COUNTS = [
+    ("resnet18", 10, 11_173_962),
+    ("resnet18", 100, 11_220_132),
+    ("resnet18:nf=20", 10, 1_094_750),
+    ("resnet18:nf=20", 100, 1_109_240),
+    ("resnet20", 10, 269_722),
+    ("resnet20", 100, 275_572),
+    ("resnet32", 10, 464_154),
+    ("resnet32", 100, 470_004),
+]
 
 
 @pytest.mark.parametrize("spec,classes,count", COUNTS)
@@ -99,9 +106,16 @@ def test_features_and_head_are_what_icarl_and_bic_use():
     assert feats.shape == (5, m.feature_dim) == (5, 16)
 
 
-@pytest.mark.parametrize("spec,fix", [("resnet18:20", "resnet18:nf=N"), ("resnet18:nf=0", "resnet18:nf=N"),
-                                      ("resnet32:width=8", "resnet32:nf=N"), ("resnet20:nf=2.5", "resnet20:nf=N"),
-                                      ("resnet34", "resnet18[:nf=N], resnet20 or resnet32")])
+@pytest.mark.parametrize(
+    "spec,fix",
+    [
+        ("resnet18:20", "resnet18:nf=N"),
+        ("resnet18:nf=0", "resnet18:nf=N"),
+        ("resnet32:width=8", "resnet32:nf=N"),
+        ("resnet20:nf=2.5", "resnet20:nf=N"),
+        ("resnet34", "resnet18[:nf=N], resnet20 or resnet32"),
+    ],
+)
 def test_bad_spellings_are_one_line_errors_with_the_valid_one(spec, fix):
     with pytest.raises(fl.UsageError) as e:
         build_model(spec, (3, 32, 32), 10)
@@ -109,8 +123,11 @@ def test_bad_spellings_are_one_line_errors_with_the_valid_one(spec, fix):
 
 
 def test_bad_spelling_on_the_command_line():
-    p = subprocess.run([sys.executable, "-m", "forgetless", "run", "--benchmark", "split-digits",
-                        "--model", "resnet18:20", "--quiet"], capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "forgetless", "run", "--benchmark", "split-digits", "--model", "resnet18:20", "--quiet"],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [p.stderr.strip()] and "resnet18:nf=N" in p.stderr
 
@@ -136,8 +153,8 @@ def test_pooled_statistics_of_a_sequence():
 
     (m,), (s,) = dataset_stats(["mnist", "fashion-mnist"])
     assert m == pytest.approx((0.1307 + 0.2860) / 2)
-    var = (0.3081 ** 2 + 0.3530 ** 2) / 2 + ((0.1307 - 0.2860) / 2) ** 2
-    assert s == pytest.approx(var ** 0.5)
+    var = (0.3081**2 + 0.3530**2) / 2 + ((0.1307 - 0.2860) / 2) ** 2
+    assert s == pytest.approx(var**0.5)
 
 
 def test_normalize_auto_keeps_mlp_and_cnn_as_before_and_turns_on_for_resnets(one_thread):

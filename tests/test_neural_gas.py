@@ -4,6 +4,7 @@ Neural gas is a geometric algorithm, so these tests use points sampled uniformly
 square, whose answers are known: the gas must quantise them, its competitive Hebbian edges must stay
 inside each of two separated clusters, and single steps must match hand computations.
 """
+
 import itertools
 import math
 
@@ -125,7 +126,7 @@ def test_one_step_equals_a_direct_computation(device):
 
 def test_fit_anneals_as_the_papers_schedule(device):
     assert anneal(10.0, 0.01, 0, 100) == 10.0
-    assert anneal(10.0, 0.01, 50, 100) == pytest.approx(10.0 * (0.001 ** 0.5))
+    assert anneal(10.0, 0.01, 50, 100) == pytest.approx(10.0 * (0.001**0.5))
     assert anneal(0.0, 0.0, 5, 10) == 0.0
     # fit = the same steps, by hand, with the annealed parameters and the seeded order
     x = disk((0.0, 0.0), 40, seed=4, device=device)
@@ -227,15 +228,18 @@ def test_state_round_trips(device, tmp_path):
     assert ng.centroids.abs().sum() > 0
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda ng: ng.fit(torch.zeros(5)), "2-D tensor"),
-    (lambda ng: ng.fit(torch.zeros(3, 2)), "only 3 rows"),
-    (lambda ng: ng.fit(torch.zeros(10, 2), epochs=0), "epochs"),
-    (lambda ng: ng.fit(torch.zeros(10, 2), eps_i=1.5), "eps_i and eps_f"),
-    (lambda ng: ng.fit(torch.zeros(10, 2), lam_f=0), "lam_f"),
-    (lambda ng: ng.predict(torch.zeros(2, 2)), "no nodes yet"),
-    (lambda ng: ng.load_state_dict({"centroids": torch.zeros(2, 2)}), "lacks"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda ng: ng.fit(torch.zeros(5)), "2-D tensor"),
+        (lambda ng: ng.fit(torch.zeros(3, 2)), "only 3 rows"),
+        (lambda ng: ng.fit(torch.zeros(10, 2), epochs=0), "epochs"),
+        (lambda ng: ng.fit(torch.zeros(10, 2), eps_i=1.5), "eps_i and eps_f"),
+        (lambda ng: ng.fit(torch.zeros(10, 2), lam_f=0), "lam_f"),
+        (lambda ng: ng.predict(torch.zeros(2, 2)), "no nodes yet"),
+        (lambda ng: ng.load_state_dict({"centroids": torch.zeros(2, 2)}), "lacks"),
+    ],
+)
 def test_bad_input_is_a_one_line_usage_error(call, message):
     with pytest.raises(UsageError, match=message) as e:
         call(NeuralGas(4))

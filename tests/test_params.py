@@ -1,4 +1,5 @@
 """Parameters and composition say what they do: declared once, checked in one place, recorded as given."""
+
 import pytest
 
 import forgetless as fl
@@ -18,12 +19,23 @@ def test_every_parameter_is_declared_with_its_meaning():
             assert p.validate(p.default, key, name) == p.default  # every default passes its own check
 
 
-@pytest.mark.parametrize("decl,value,ok", [
-    (Param(1.0, ">=0"), 0, 0.0), (Param(1.0, ">=0"), -1, None), (Param(1.0, "(0, 1]"), 1, 1.0),
-    (Param(1.0, "(0, 1]"), 0.0, None), (Param(0.5, "[0, 1)"), 1.0, None), (Param(3, ">=1"), 2.0, 2),
-    (Param(3, ">=1"), 2.5, None), (Param(3, ">=1"), True, None), (Param("a", ("a", "b")), "b", "b"),
-    (Param("a", ("a", "b")), "c", None), (Param(False), 1, None), (Param(1000, ">=1", optional=True), None, None),
-])
+@pytest.mark.parametrize(
+    "decl,value,ok",
+    [
+        (Param(1.0, ">=0"), 0, 0.0),
+        (Param(1.0, ">=0"), -1, None),
+        (Param(1.0, "(0, 1]"), 1, 1.0),
+        (Param(1.0, "(0, 1]"), 0.0, None),
+        (Param(0.5, "[0, 1)"), 1.0, None),
+        (Param(3, ">=1"), 2.0, 2),
+        (Param(3, ">=1"), 2.5, None),
+        (Param(3, ">=1"), True, None),
+        (Param("a", ("a", "b")), "b", "b"),
+        (Param("a", ("a", "b")), "c", None),
+        (Param(False), 1, None),
+        (Param(1000, ">=1", optional=True), None, None),
+    ],
+)
 def test_param_checks_type_and_range_in_one_place(decl, value, ok):
     if ok is None and not (decl.optional and value is None):
         with pytest.raises(UsageError, match="parameter 'k' of 's'"):

@@ -1,4 +1,5 @@
 """The shared quadratic penalty: value, closed-form gradient, exact merging of anchors, state."""
+
 import io
 
 import pytest

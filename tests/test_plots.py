@@ -1,4 +1,5 @@
 """Figures: plots.py and results.py on real runs (scikit-learn's digits, a few seconds)."""
+
 import importlib
 import json
 import os
@@ -18,8 +19,7 @@ def need(module: str):
         return importlib.import_module(module)
     except ImportError:
         if os.environ.get("CI"):
-            pytest.fail(f"CI must install {module} (it is in forgetless[test] and forgetless[report])",
-                        pytrace=False)
+            pytest.fail(f"CI must install {module} (it is in forgetless[test] and forgetless[report])", pytrace=False)
         pytest.skip(f"{module} is not installed: pip install 'forgetless[report]'", allow_module_level=True)
 
 
@@ -46,8 +46,9 @@ def grid(tmp_path_factory):
     try:
         with pytest.MonkeyPatch.context() as mp:  # one torch thread per run: the tests share 2 cores
             mp.setattr(os, "cpu_count", lambda: 1)
-            rows = compare(Grid(base=dict(SMALL, eval_every=10), axes={"strategy": ["naive", "cumulative"],
-                                                                      "seed": [0, 1]}), out)
+            rows = compare(
+                Grid(base=dict(SMALL, eval_every=10), axes={"strategy": ["naive", "cumulative"], "seed": [0, 1]}), out
+            )
     finally:
         torch.set_num_threads(threads)  # compare sets the threads of its runs
     by_strategy = {}
@@ -192,8 +193,9 @@ def test_results_to_frame_and_plot(run_result):
 
     df = to_frame(run_result)
     assert list(df.columns) == ["after_task", "task", "accuracy"] and len(df) == 9
-    assert np.allclose(df.pivot(index="after_task", columns="task", values="accuracy").values,
-                       run_result["accuracy_matrix"])
+    assert np.allclose(
+        df.pivot(index="after_task", columns="task", values="accuracy").values, run_result["accuracy_matrix"]
+    )
     assert len(plot(run_result, "matrix").axes[0].texts) == 9
     assert len([ln for ln in plot(run_result).axes[0].get_lines() if ln.get_label().startswith("task ")]) == 3
     with pytest.raises(UsageError, match="did you mean 'matrix'"):
@@ -212,26 +214,34 @@ def test_missing_matplotlib_and_pandas_are_usage_errors(run_result, monkeypatch)
 
 
 def test_modules_import_without_matplotlib_or_pandas():
-    code = ("import sys; import forgetless, forgetless.plots, forgetless.report, forgetless.results; "
-            "assert 'matplotlib' not in sys.modules and 'pandas' not in sys.modules, 'imported eagerly'")
+    code = (
+        "import sys; import forgetless, forgetless.plots, forgetless.report, forgetless.results; "
+        "assert 'matplotlib' not in sys.modules and 'pandas' not in sys.modules, 'imported eagerly'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_curves_of_joint_training_and_of_one_task(run_result):
     T = 3
     steps = sum(p["steps"] for p in run_result["timing"]["per_task"])
-    joint = dict(run_result, config=dict(run_result["config"], strategy="joint"),
-                 timing={"per_task": [{"steps": steps}, {"steps": 0}, {"steps": 0}]},
-                 curves=[c for c in run_result["curves"] if c["step"] < steps])
+    joint = dict(
+        run_result,
+        config=dict(run_result["config"], strategy="joint"),
+        timing={"per_task": [{"steps": steps}, {"steps": 0}, {"steps": 0}]},
+        curves=[c for c in run_result["curves"] if c["step"] < steps],
+    )
     ax = plots.plot_curves(joint).axes[0]
     lines = [ln for ln in ax.get_lines() if ln.get_label().startswith("task ")]
     assert len(lines) == T and all(ln.get_xdata()[0] == 0 for ln in lines)  # all trained from the start
     assert not [ln for ln in ax.get_lines() if ln.get_gid() == "boundary"]
     assert [t.get_text() for t in ax.texts] == ["training all tasks at once (joint)"]
-    one = dict(run_result, accuracy_matrix=[run_result["accuracy_matrix"][0][:1]],
-               initial_accuracy=run_result["initial_accuracy"][:1],
-               timing={"per_task": run_result["timing"]["per_task"][:1]},
-               curves=[dict(c, accuracy=c["accuracy"][:1]) for c in run_result["curves"] if c["task"] == 0])
+    one = dict(
+        run_result,
+        accuracy_matrix=[run_result["accuracy_matrix"][0][:1]],
+        initial_accuracy=run_result["initial_accuracy"][:1],
+        timing={"per_task": run_result["timing"]["per_task"][:1]},
+        curves=[dict(c, accuracy=c["accuracy"][:1]) for c in run_result["curves"] if c["task"] == 0],
+    )
     ax = plots.plot_curves(one).axes[0]
     assert [ln.get_label() for ln in ax.get_lines()] == ["task 1"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["task 1"]
@@ -266,5 +276,7 @@ def test_methods_legend_comes_from_the_metric_registry(grid):
     rows, _ = grid
     fig = plots.plot_methods(rows, metrics=("average_accuracy", "forgetting"))
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert legend == [f"{REGISTRY['average_accuracy'].label}\n(higher is better)",
-                      f"{REGISTRY['forgetting'].label}\n(lower is better)"]
+    assert legend == [
+        f"{REGISTRY['average_accuracy'].label}\n(higher is better)",
+        f"{REGISTRY['forgetting'].label}\n(lower is better)",
+    ]

@@ -3,6 +3,7 @@
 Example counts are bounded so the file runs in a few seconds; ``record`` keeps how many examples
 each property saw (see tests/test_kill_resume.py).
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,11 @@ from forgetless.data import read_idx, write_idx
 from forgetless.errors import DataError, UsageError
 
 # 60 examples each keeps the file at a few seconds; FORGETLESS_PROPERTY_EXAMPLES=5000 searches harder.
-FAST = settings(max_examples=int(os.environ.get("FORGETLESS_PROPERTY_EXAMPLES", 60)), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=int(os.environ.get("FORGETLESS_PROPERTY_EXAMPLES", 60)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 EXAMPLES: Counter = Counter()
 
 
@@ -156,7 +160,8 @@ def _is_number(text: str) -> bool:
 
 
 words = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.:=-]{0,12}", fullmatch=True).filter(
-    lambda s: s.lower() not in KEYWORDS and not _is_number(s))
+    lambda s: s.lower() not in KEYWORDS and not _is_number(s)
+)
 keys = st.from_regex(r"([a-z][a-z0-9-]{0,5}\.)?[a-z_][a-z0-9_]{0,8}", fullmatch=True)  # (issue 18: NAME or PART.NAME)
 values = st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none(), words)
 
@@ -267,8 +272,7 @@ def test_metrics_never_modify_their_input(R, data, as_list):
     args = (R.tolist(), b.tolist(), ref.tolist()) if as_list else (R, b, ref)
     before = copy.deepcopy(args)
     M.all_metrics(*args)
-    for f in (M.average_accuracies, M.backward_transfer, M.forgetting_per_task, M.forgetting,
-              M.learning_accuracy):
+    for f in (M.average_accuracies, M.backward_transfer, M.forgetting_per_task, M.forgetting, M.learning_accuracy):
         f(args[0])
     M.forward_transfer(args[0], args[1])
     M.intransigence(args[0], args[2])

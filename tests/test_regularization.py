@@ -1,4 +1,5 @@
 """The regularization strategies: hooks, state, hand computations and end-to-end runs."""
+
 import io
 from types import SimpleNamespace
 
@@ -47,8 +48,9 @@ def tiny(device, seed=0):
 def make_ctx(model, device, lr=0.05, opt="sgd"):
     params = [p for p in model.parameters() if p.requires_grad]
     o = torch.optim.SGD(params, lr=lr) if opt == "sgd" else torch.optim.Adam(params, lr=lr)
-    return Context(model=model, optimizer=o, benchmark=Bench(), generator=torch.Generator().manual_seed(0),
-                   device=device)
+    return Context(
+        model=model, optimizer=o, benchmark=Bench(), generator=torch.Generator().manual_seed(0), device=device
+    )
 
 
 def task_of(k, x, y):
@@ -61,7 +63,7 @@ def train(strategy, ctx, task, steps, batch=40, loss_fn=None, finish=True):
     x, y = task.train.x, task.train.y
     for s in range(steps):
         i = (s * batch) % len(x)
-        xb, yb = x[i:i + batch], y[i:i + batch]
+        xb, yb = x[i : i + batch], y[i : i + batch]
         out = ctx.model(xb)
         loss = F.cross_entropy(out, yb) if loss_fn is None else loss_fn(ctx.model)
         b = Batch(xb, yb, torch.full((len(yb),), task.id, dtype=torch.long, device=yb.device))
@@ -181,8 +183,11 @@ def test_separate_ewc_keeps_one_term_per_task(digits, device):
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(0.9)
-    direct = sum(float((f * (p.detach() - a) ** 2).sum()) for fs, anc in zip(fishers, anchors)
-                 for p, f, a in zip(model.parameters(), fs, anc))
+    direct = sum(
+        float((f * (p.detach() - a) ** 2).sum())
+        for fs, anc in zip(fishers, anchors)
+        for p, f, a in zip(model.parameters(), fs, anc)
+    )
     assert s.penalty_value(ctx) == pytest.approx(s.lam * direct, rel=1e-5)
 
 
@@ -201,7 +206,7 @@ def test_si_strategy_matches_hand_computation(device):
     ctx = make_ctx(model, device, lr=eta)
     s = SI(lam=0.5, xi=0.1)
     dummy = task_of(0, torch.zeros(1, 1, device=device), torch.zeros(1, dtype=torch.long, device=device))
-    loss1 = lambda m: 0.5 * (h * m.theta ** 2).sum()  # noqa: E731
+    loss1 = lambda m: 0.5 * (h * m.theta**2).sum()  # noqa: E731
     s.before_task(ctx, dummy)
     for _ in range(T):
         ctx.optimizer.zero_grad()
@@ -211,9 +216,9 @@ def test_si_strategy_matches_hand_computation(device):
         s.after_step(ctx, None)
     s.after_task(ctx, dummy)
     r = 1 - eta * h
-    omega = eta * h ** 2 * theta0 ** 2 * (1 - r ** (2 * T)) / (1 - r ** 2)
-    delta = theta0 * (r ** T - 1)
-    big = omega / (delta ** 2 + 0.1)
+    omega = eta * h**2 * theta0**2 * (1 - r ** (2 * T)) / (1 - r**2)
+    delta = theta0 * (r**T - 1)
+    big = omega / (delta**2 + 0.1)
     assert torch.allclose(s.quad.omega, big, rtol=1e-12)
     # second task: L2 = 1/2 ||theta - c||^2 plus the SI penalty; omega must use L2's gradient only
     c = torch.tensor([-1.0, 1.0], dtype=torch.float64, device=device)
@@ -273,13 +278,23 @@ def _run(strategy, bench, scenario, seed=0, epochs=1, model="mlp:32"):
 
     classes = "0,1,2|3,4,5|6,7,8,9" if bench.startswith("split") else None
     b = build(bench, scenario=scenario, tasks=3, seed=seed, classes=classes)
-    cfg = RunConfig(benchmark=bench, scenario=scenario, tasks=3, model=model, epochs=epochs, seed=seed,
-                    batch_size=32, lr=1e-3, classes=classes)
+    cfg = RunConfig(
+        benchmark=bench,
+        scenario=scenario,
+        tasks=3,
+        model=model,
+        epochs=epochs,
+        seed=seed,
+        batch_size=32,
+        lr=1e-3,
+        classes=classes,
+    )
     return run(cfg, strategy=strategy, benchmark=b)
 
 
-@pytest.mark.parametrize("bench,scenario", [("permuted-digits", "domain"), ("permuted-digits", "task"),
-                                            ("split-digits", "class")])
+@pytest.mark.parametrize(
+    "bench,scenario", [("permuted-digits", "domain"), ("permuted-digits", "task"), ("split-digits", "class")]
+)
 def test_every_method_runs_in_every_scenario(bench, scenario):
     for name, cls in REGULARIZATION.items():
         result = _run(cls(), bench, scenario)
@@ -325,8 +340,9 @@ def test_resume_after_a_task_gives_the_same_run(tmp_path, name):
         s.stop_at = None
         return s
 
-    cfg = RunConfig(benchmark="permuted-digits", scenario="domain", tasks=3, model="mlp:32", epochs=1,
-                    batch_size=64, strategy=name)
+    cfg = RunConfig(
+        benchmark="permuted-digits", scenario="domain", tasks=3, model="mlp:32", epochs=1, batch_size=64, strategy=name
+    )
     bench = lambda: build("permuted-digits", scenario="domain", tasks=3, seed=0)  # noqa: E731
     full = run(cfg, strategy=cls(), benchmark=bench(), out=tmp_path / "full")
     with pytest.raises(Stop):
@@ -348,8 +364,9 @@ def _real_ctx(bench, seed=0):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10)).to(bench.device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    return Context(model=model, optimizer=opt, benchmark=bench, generator=torch.Generator().manual_seed(3),
-                   device=bench.device)
+    return Context(
+        model=model, optimizer=opt, benchmark=bench, generator=torch.Generator().manual_seed(3), device=bench.device
+    )
 
 
 def _fit(ctx, task, steps=15, batch=64):
@@ -357,7 +374,7 @@ def _fit(ctx, task, steps=15, batch=64):
     x, y = task.train.x, task.train.y
     for s in range(steps):
         i = (s * batch) % len(x)
-        loss = F.cross_entropy(ctx.model(x[i:i + batch]), y[i:i + batch])
+        loss = F.cross_entropy(ctx.model(x[i : i + batch]), y[i : i + batch])
         ctx.optimizer.zero_grad()
         loss.backward()
         ctx.optimizer.step()
@@ -382,8 +399,7 @@ def test_online_ewc_omega_is_gamma_times_the_decayed_running_fisher(device):
     for task in bench.tasks:
         _fit(ctx, task)
         s.after_task(ctx, task)
-        fishers.append(flatten(fisher_diagonal(ctx.model, task.train.x, task.train.y,
-                                               classes=_classes(bench, task))))
+        fishers.append(flatten(fisher_diagonal(ctx.model, task.train.x, task.train.y, classes=_classes(bench, task))))
     F1, F2, F3 = fishers
     want = 0.5 * F3 + 0.25 * F2 + 0.125 * F1
     assert float(F1.abs().max()) > 0 and float((0.5 * F1 - 0.125 * F1).abs().max()) > 1e-6  # gamma matters
@@ -410,8 +426,7 @@ def test_normalized_fisher_is_each_tasks_fisher_scaled_to_unit_range(device):
         _fit(ctx, task)
         s.after_task(ctx, task)
         o.after_task(ctx, task)
-        raw.append(flatten(fisher_diagonal(ctx.model, task.train.x, task.train.y,
-                                           classes=_classes(bench, task))))
+        raw.append(flatten(fisher_diagonal(ctx.model, task.train.x, task.train.y, classes=_classes(bench, task))))
     scaled = [(f - f.min()) / (f.max() - f.min()) for f in raw]
     for (omega, _), want in zip(s.quad.terms, scaled):
         assert torch.allclose(omega, want, rtol=1e-5, atol=1e-7)
@@ -448,8 +463,17 @@ def test_scp_over_two_tasks_is_the_authors_running_average(device):
     for task in bench.tasks:
         _fit(ctx, task)
         s.after_task(ctx, task)
-        parts.append(flatten(scp_importance(ctx.model, task.train.x, classes=_classes(bench, task),
-                                            slices=7, generator=task_generator(ctx, task, 2))))
+        parts.append(
+            flatten(
+                scp_importance(
+                    ctx.model,
+                    task.train.x,
+                    classes=_classes(bench, task),
+                    slices=7,
+                    generator=task_generator(ctx, task, 2),
+                )
+            )
+        )
         if task.id == 0:
             assert torch.allclose(s.quad.omega, (1 - alpha) * parts[0], rtol=1e-5, atol=1e-12)
     want = alpha * (1 - alpha) * parts[0] + (1 - alpha) * parts[1]

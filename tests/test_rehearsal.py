@@ -1,6 +1,7 @@
 """The modern rehearsal baselines (DER, DER++, X-DER, ER-ACE, GDumb, MIR): each loss against a direct
 computation on a small model and real data (scikit-learn's digits), the stored logits through a
 checkpoint and resume, and a class-IL run where DER++ beats naive."""
+
 import copy
 
 import pytest
@@ -31,8 +32,14 @@ def bench(device):
 def context(bench, task_id=0, hidden=16, seed=0, lr=0.1):
     torch.manual_seed(seed)
     model = fl.build_model(f"mlp:{hidden}", bench.input_shape, bench.n_outputs).to(bench.device)
-    ctx = Context(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), benchmark=bench,
-                  batch_size=16, generator=torch.Generator().manual_seed(seed), device=bench.device)
+    ctx = Context(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+        benchmark=bench,
+        batch_size=16,
+        generator=torch.Generator().manual_seed(seed),
+        device=bench.device,
+    )
     for task in bench.tasks[: task_id + 1]:
         ctx.begin_task(task)
     return ctx
@@ -235,8 +242,9 @@ def test_mir_replays_the_candidates_whose_loss_a_virtual_step_increases_most(ben
     F.cross_entropy(virtual(b.x)[:, :4], b.y).backward()
     opt.step()
     with torch.no_grad():
-        increase = (F.cross_entropy(virtual(cx)[:, :4], cy, reduction="none")
-                    - F.cross_entropy(ctx.model(cx)[:, :4], cy, reduction="none"))
+        increase = F.cross_entropy(virtual(cx)[:, :4], cy, reduction="none") - F.cross_entropy(
+            ctx.model(cx)[:, :4], cy, reduction="none"
+        )
     top = increase.topk(7).indices
     assert torch.equal(mixed.x[:20], b.x) and len(mixed.y) == 27
     assert torch.equal(mixed.x[20:], cx[top]) and torch.equal(mixed.y[20:], cy[top])
@@ -324,8 +332,9 @@ def test_lucir_margin_ranking_is_the_hinge_over_the_k_hardest_new_classes():
     direct = sum(max(0.0, 0.5 - float(cos[i, y[i]]) + float(cos[i, new].max())) for i in range(12) if y[i] < 4) / 8
     assert float(got) == pytest.approx(direct, rel=1e-6) and direct > 0
     both = margin_ranking(cos, y, new, 0.5, 2, rows)
-    direct2 = sum(max(0.0, 0.5 - float(cos[i, y[i]]) + float(cos[i, k]))
-                  for i in range(12) if y[i] < 4 for k in (4, 5)) / 8
+    direct2 = (
+        sum(max(0.0, 0.5 - float(cos[i, y[i]]) + float(cos[i, k])) for i in range(12) if y[i] < 4 for k in (4, 5)) / 8
+    )
     assert float(both) == pytest.approx(direct2, rel=1e-6)
     assert float(margin_ranking(cos, y, new, 0.5, 2, torch.zeros(12, dtype=torch.bool))) == 0.0
 
@@ -345,9 +354,11 @@ def test_lucir_loss_is_cosine_ce_plus_less_forget_plus_margin_ranking(bench):
         for p in ctx.model.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)).to(p.device))
         s.sigma_.fill_(3.0)
-    b = Batch(torch.cat([bench.tasks[0].train.x[:6], bench.tasks[1].train.x[:6]]),
-              torch.cat([bench.tasks[0].train.y[:6], bench.tasks[1].train.y[:6]]),
-              torch.tensor([0] * 6 + [1] * 6, device=bench.device))
+    b = Batch(
+        torch.cat([bench.tasks[0].train.x[:6], bench.tasks[1].train.x[:6]]),
+        torch.cat([bench.tasks[0].train.y[:6], bench.tasks[1].train.y[:6]]),
+        torch.tensor([0] * 6 + [1] * 6, device=bench.device),
+    )
     loss = s.task_loss(ctx, b, ctx.model(b.x), None)
 
     def feats(model, x):  # the MLP's penultimate layer, directly

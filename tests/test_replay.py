@@ -29,8 +29,14 @@ def quick(scenario, **kw):
 
 
 def small_strategies():
-    return {"lwf": LwF(), "er": ER(memory=100), "agem": AGEM(memory=100), "gem": GEM(memory=100),
-            "dgr": DGR(gen_iters=5), "dgr+distill": DGR(gen_iters=5, distill=True)}
+    return {
+        "lwf": LwF(),
+        "er": ER(memory=100),
+        "agem": AGEM(memory=100),
+        "gem": GEM(memory=100),
+        "dgr": DGR(gen_iters=5),
+        "dgr+distill": DGR(gen_iters=5, distill=True),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +49,16 @@ def context(bench, task_id=0, hidden=16, seed=0):
     """A small MLP and its context on the benchmark's device."""
     torch.manual_seed(seed)
     model = fl.build_model(f"mlp:{hidden}", bench.input_shape, bench.n_outputs).to(bench.device)
-    return Context(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), benchmark=bench,
-                   task_id=task_id, seen_upto=task_id, batch_size=16, generator=torch.Generator().manual_seed(seed),
-                   device=bench.device)
+    return Context(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        benchmark=bench,
+        task_id=task_id,
+        seen_upto=task_id,
+        batch_size=16,
+        generator=torch.Generator().manual_seed(seed),
+        device=bench.device,
+    )
 
 
 # ---- distillation ---------------------------------------------------------------------------
@@ -135,8 +148,14 @@ def test_gem_qp_is_exact_and_matches_scipy():
         u = brute_force_qp(P, P @ np.full(t, margin) + q)
         assert np.allclose(v, u + margin, atol=1e-9 * (1 + np.abs(u).max()))
         # SLSQP and bounded least squares on the Cholesky form reach the same optimum
-        slsqp = minimize(obj, np.full(t, margin + 1.0), jac=lambda w: P @ w + q, method="SLSQP",
-                         bounds=[(margin, None)] * t, options={"ftol": 1e-14, "maxiter": 500})
+        slsqp = minimize(
+            obj,
+            np.full(t, margin + 1.0),
+            jac=lambda w: P @ w + q,
+            method="SLSQP",
+            bounds=[(margin, None)] * t,
+            options={"ftol": 1e-14, "maxiter": 500},
+        )
         assert obj(v) <= obj(slsqp.x) + 1e-8 * (1 + abs(obj(v)))
         assert np.allclose(v, slsqp.x, atol=1e-4 * (1 + np.abs(v).max()))
         L = np.linalg.cholesky(P)
@@ -205,8 +224,9 @@ def test_icarl_exemplars_and_nearest_mean_prediction(benchmarks):
     # nearest mean of exemplars, computed directly
     x = bench.tasks[1].test.x
     phi = F.normalize(features(ctx.model, x), dim=1)
-    means = torch.stack([F.normalize(F.normalize(features(ctx.model, s.exemplars.x[c]), dim=1).mean(0), dim=0)
-                         for c in range(10)])
+    means = torch.stack(
+        [F.normalize(F.normalize(features(ctx.model, s.exemplars.x[c]), dim=1).mean(0), dim=0) for c in range(10)]
+    )
     expected = torch.cdist(phi, means).argmin(1)
     assert torch.equal(s.predict(ctx, x).argmax(1), expected)
 
@@ -250,7 +270,7 @@ def test_vae_samples_have_the_data_shape_and_the_previous_model_labels_them(benc
     assert isinstance(s.vae, VAE) and s.vae.loss(bench.tasks[0].train.x[:5]).shape == (5,)
     ctx.task_id = 2
     s.before_task(ctx, bench.tasks[2])
-    (student_cols, target_cols), = old_output_groups(bench, 2, ctx.device)  # on the device, as DGR makes them
+    ((student_cols, target_cols),) = old_output_groups(bench, 2, ctx.device)  # on the device, as DGR makes them
     assert student_cols.tolist() == list(range(6)) and target_cols.tolist() == list(range(4))
     teacher = s.old_model(ctx)(xr)
     labels = s.hard_labels(teacher, student_cols, target_cols)
@@ -355,8 +375,14 @@ def test_state_dict_round_trip(benchmarks, name, device):
     fresh = REPLAY[name](**kw)
     fresh.load_state_dict(roundtrip(state))
     assert same(fresh.state_dict(), state)
-    ctx = Context(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), benchmark=bench, task_id=1,
-                  seen_upto=1, device=device)
+    ctx = Context(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        benchmark=bench,
+        task_id=1,
+        seen_upto=1,
+        device=device,
+    )
     x = bench.tasks[1].test.x
     with torch.no_grad():
         assert torch.equal(s.predict(ctx, x), fresh.predict(ctx, x))

@@ -1,5 +1,6 @@
 """forgetless report: one self-contained HTML page of a run or a comparison, checked as text and
 as Chromium renders it."""
+
 import argparse
 import base64
 import importlib
@@ -50,8 +51,9 @@ def grid_dir(tmp_path_factory):
     try:
         with pytest.MonkeyPatch.context() as mp:  # one torch thread per run: the tests share 2 cores
             mp.setattr(os, "cpu_count", lambda: 1)
-            compare(Grid(base=dict(SMALL, eval_every=10), axes={"strategy": ["naive", "cumulative"],
-                                                                "seed": [0, 1]}), out)
+            compare(
+                Grid(base=dict(SMALL, eval_every=10), axes={"strategy": ["naive", "cumulative"], "seed": [0, 1]}), out
+            )
     finally:
         torch.set_num_threads(threads)
     return out
@@ -70,8 +72,10 @@ def images(page: str) -> list[tuple[np.ndarray, int, int]]:
     """Every embedded PNG decoded, with the width and height the page gives it."""
     import matplotlib.image as mpimg
 
-    return [(mpimg.imread(io.BytesIO(base64.b64decode(data)), format="png"), int(w), int(h))
-            for data, w, h in IMG.findall(page)]
+    return [
+        (mpimg.imread(io.BytesIO(base64.b64decode(data)), format="png"), int(w), int(h))
+        for data, w, h in IMG.findall(page)
+    ]
 
 
 def assert_self_contained(page: str):
@@ -97,8 +101,15 @@ def test_run_report(run_dir):
     for row in r["accuracy_matrix"]:  # the accuracy matrix table
         assert all(f"<td>{100 * v:.1f}</td>" in page for v in row)
     assert "<title>forgetless: naive on permuted-digits</title>" in page
-    for text in ("Accuracy matrix", "Configuration", "Versions", "Tasks and timing", r["versions"]["torch"],
-                 "digits permutation 1", "mlp:32"):
+    for text in (
+        "Accuracy matrix",
+        "Configuration",
+        "Versions",
+        "Tasks and timing",
+        r["versions"]["torch"],
+        "digits permutation 1",
+        "mlp:32",
+    ):
         assert text in page
     figs = images(page)
     assert len(figs) == 3 and page.count("<figcaption>") == 3
@@ -110,10 +121,14 @@ def test_run_report(run_dir):
 def test_single_task_run_report(run_dir, tmp_path):
     r = json.loads((run_dir / "result.json").read_text())
     R = [r["accuracy_matrix"][0][:1]]
-    one = dict(r, accuracy_matrix=R, initial_accuracy=r["initial_accuracy"][:1],
-               metrics=fl.metrics.all_metrics(R, r["initial_accuracy"][:1]),
-               timing=dict(r["timing"], per_task=r["timing"]["per_task"][:1]),
-               curves=[dict(c, accuracy=c["accuracy"][:1]) for c in r["curves"] if c["task"] == 0])
+    one = dict(
+        r,
+        accuracy_matrix=R,
+        initial_accuracy=r["initial_accuracy"][:1],
+        metrics=fl.metrics.all_metrics(R, r["initial_accuracy"][:1]),
+        timing=dict(r["timing"], per_task=r["timing"]["per_task"][:1]),
+        curves=[dict(c, accuracy=c["accuracy"][:1]) for c in r["curves"] if c["task"] == 0],
+    )
     (tmp_path / "result.json").write_text(json.dumps(one))
     page = write_report(tmp_path).read_text()
     assert f"{100 * R[0][0]:.2f} %" in page
@@ -173,8 +188,12 @@ def test_report_command_line(run_dir, tmp_path, capsys):
 
     assert not hasattr(report, "add_parser") and "argparse" not in Path(report.__file__).read_text()
     out = tmp_path / "cli.html"
-    done = subprocess.run([sys.executable, "-m", "forgetless", "report", str(run_dir), "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "forgetless", "report", str(run_dir), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out) and out.stat().st_size > 10_000
     empty = tmp_path / "empty"
@@ -232,9 +251,21 @@ def test_grid_report_shows_joint_references_and_intransigence_per_task(tmp_path)
 
 
 def chromium(*args, profile: Path) -> subprocess.CompletedProcess:
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--hide-scrollbars", "--force-device-scale-factor=1", f"--user-data-dir={profile}", *args]
+    cmd = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -265,7 +296,7 @@ def test_report_renders_in_chromium(grid_report, tmp_path):
     assert len(rows) > 1000 and rows.min() < 1000 and rows.max() > 2500
 
     def count(hex_colour):
-        target = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+        target = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
         return int((np.abs(rgb - target).max(-1) <= 3).sum())
 
     assert count("#0072B2") > 2000 and count("#D55E00") > 500 and count("#E69F00") > 500
@@ -282,8 +313,9 @@ def test_fscil_reports_draw_the_accuracy_after_each_session(tmp_path, run_dir):
     from forgetless import plots
     from forgetless.experiment import Grid, compare
 
-    FSCIL = dict(benchmark="split-digits", scenario="fscil", base_classes=6, ways=2, shots=5, model="mlp:32",
-                 epochs=2, seed=0)
+    FSCIL = dict(
+        benchmark="split-digits", scenario="fscil", base_classes=6, ways=2, shots=5, model="mlp:32", epochs=2, seed=0
+    )
     rows = compare(Grid(base=FSCIL, axes={"strategy": ["naive", "prototype"]}), tmp_path / "grid", threads=1)
     figs = tmp_path / "figs"
     page = write_report(tmp_path / "grid", tmp_path / "grid.html", figures=figs).read_text()

@@ -15,7 +15,6 @@ def cfg(**kw):
     return fl.RunConfig(**base)
 
 
-
 @pytest.mark.parametrize("at", [1, 2])
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, at):
     full = fl.run(cfg(optimizer="sgd", momentum=0.9), strategy=Crash(None), out=tmp_path / "full")

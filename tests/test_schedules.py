@@ -1,5 +1,6 @@
 """Learning-rate schedules per task (schedules.py) and weight decay: the rate before every step
 against a direct computation, restarts at every task, resume, and the option checks."""
+
 import math
 
 import pytest
@@ -10,8 +11,7 @@ import forgetless as fl
 from forgetless.checkpoint import CHECKPOINT, load_checkpoint
 from forgetless.schedules import lr_at
 
-BASE = dict(benchmark="permuted-digits", tasks=2, model="mlp:16", batch_size=128, optimizer="sgd", lr=0.2,
-            momentum=0.9)
+BASE = dict(benchmark="permuted-digits", tasks=2, model="mlp:16", batch_size=128, optimizer="sgd", lr=0.2, momentum=0.9)
 
 
 @pytest.fixture
@@ -63,8 +63,16 @@ def test_no_schedule_leaves_the_rate_alone(rates, one_thread):
 
 
 def test_adam_schedule_and_a_fresh_optimizer_per_task_keep_the_schedule_and_weight_decay(rates, one_thread):
-    r = fl.run(fl.RunConfig(**{**BASE, "optimizer": "adam", "lr": 0.01}, iterations=6, lr_schedule="milestones",
-                            milestones=[3], weight_decay=1e-3, reset_optimizer=True))
+    r = fl.run(
+        fl.RunConfig(
+            **{**BASE, "optimizer": "adam", "lr": 0.01},
+            iterations=6,
+            lr_schedule="milestones",
+            milestones=[3],
+            weight_decay=1e-3,
+            reset_optimizer=True,
+        )
+    )
     assert rates == pytest.approx(([0.01] * 3 + [0.001] * 3) * 2, rel=1e-12)
     assert r.config["weight_decay"] == 1e-3 and rates.weight_decay == [1e-3] * 12
 
@@ -84,7 +92,6 @@ def test_weight_decay_reaches_the_optimizer(name):
         torch.testing.assert_close(w.detach(), torch.full((3,), 0.9), atol=1e-6, rtol=0)
 
 
-
 def test_a_resumed_run_has_the_same_rates_and_result(tmp_path, rates, one_thread):
     cfg = fl.RunConfig(**{**BASE, "tasks": 3}, iterations=10, lr_schedule="cosine", weight_decay=5e-4)
     full = fl.run(cfg, strategy=Crash(), out=tmp_path / "full")
@@ -97,19 +104,22 @@ def test_a_resumed_run_has_the_same_rates_and_result(tmp_path, rates, one_thread
     assert rates == full_rates and resumed.accuracy_matrix == full.accuracy_matrix
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(lr_schedule="milestones"), "needs --milestones"),
-    (dict(lr_schedule="milestones", milestones="3,2"), "increasing positive integers"),
-    (dict(lr_schedule="milestones", milestones="0"), "increasing positive integers"),
-    (dict(lr_schedule="milestones", milestones="a"), "increasing positive integers"),
-    (dict(lr_schedule="milestones", milestones=[3]), "not within a task's 3 epochs"),
-    (dict(lr_schedule="milestones", milestones=[20], iterations=20), "not within a task's 20 iterations"),
-    (dict(milestones=[1]), "apply to --lr-schedule milestones only"),
-    (dict(lr_schedule="cosine", lr_decay=0.5), "applies to --lr-schedule milestones only"),
-    (dict(lr_schedule="milestones", milestones=[1], lr_decay=2.0), "must be a number in \\(0, 1\\)"),
-    (dict(lr_schedule="step"), "--lr-schedule must be one of"),
-    (dict(weight_decay=-1.0), "--weight-decay must be a number >= 0"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(lr_schedule="milestones"), "needs --milestones"),
+        (dict(lr_schedule="milestones", milestones="3,2"), "increasing positive integers"),
+        (dict(lr_schedule="milestones", milestones="0"), "increasing positive integers"),
+        (dict(lr_schedule="milestones", milestones="a"), "increasing positive integers"),
+        (dict(lr_schedule="milestones", milestones=[3]), "not within a task's 3 epochs"),
+        (dict(lr_schedule="milestones", milestones=[20], iterations=20), "not within a task's 20 iterations"),
+        (dict(milestones=[1]), "apply to --lr-schedule milestones only"),
+        (dict(lr_schedule="cosine", lr_decay=0.5), "applies to --lr-schedule milestones only"),
+        (dict(lr_schedule="milestones", milestones=[1], lr_decay=2.0), "must be a number in \\(0, 1\\)"),
+        (dict(lr_schedule="step"), "--lr-schedule must be one of"),
+        (dict(weight_decay=-1.0), "--weight-decay must be a number >= 0"),
+    ],
+)
 def test_bad_schedule_options_are_one_line_errors(kw, match):
     with pytest.raises(fl.UsageError, match=match) as e:
         fl.RunConfig(**kw).resolved()
@@ -119,9 +129,25 @@ def test_bad_schedule_options_are_one_line_errors(kw, match):
 def test_cli_options_reach_the_config_and_defaults_keep_old_run_names():
     from forgetless.cli import _config, build_parser
 
-    a = build_parser().parse_args(["run", "--lr-schedule", "milestones", "--milestones", "35,45", "--lr-decay",
-                                   "0.2", "--weight-decay", "5e-4", "--epochs", "50", "--augment", "none",
-                                   "--normalize", "off"])
+    a = build_parser().parse_args(
+        [
+            "run",
+            "--lr-schedule",
+            "milestones",
+            "--milestones",
+            "35,45",
+            "--lr-decay",
+            "0.2",
+            "--weight-decay",
+            "5e-4",
+            "--epochs",
+            "50",
+            "--augment",
+            "none",
+            "--normalize",
+            "off",
+        ]
+    )
     c = _config(a).resolved()
     assert (c.lr_schedule, c.milestones, c.lr_decay, c.weight_decay) == ("milestones", [35, 45], 0.2, 5e-4)
     assert (c.augment, c.normalize) == ("none", "off")

@@ -13,6 +13,7 @@ followed outside its folder, and the HTML report escapes every string from a con
 - The report escapes markup in the run directory's path, a strategy parameter, the strategy and a
   custom model's name.
 """
+
 from __future__ import annotations
 
 import ast
@@ -59,14 +60,49 @@ def test_resume_under_every_rank_goes_through_the_safe_loader(tmp_path, capsys):
 
     marker = tmp_path / "pwned"
     out = tmp_path / "run"
-    assert main(["run", "--benchmark", "split-digits", "--tasks", "2", "--iterations", "3", "--model", "mlp:8",
-                 "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--benchmark",
+                "split-digits",
+                "--tasks",
+                "2",
+                "--iterations",
+                "3",
+                "--model",
+                "mlp:8",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (out / "result.json").unlink()
     torch.save({"config": Evil(marker)}, out / CHECKPOINT, pickle_module=pickle)
     sidecar(out / CHECKPOINT).write_text(hashlib.sha256((out / CHECKPOINT).read_bytes()).hexdigest() + "\n")
     capsys.readouterr()
-    assert main(["run", "--benchmark", "split-digits", "--tasks", "2", "--iterations", "3", "--model", "mlp:8",
-                 "--quiet", "--out", str(out), "--resume"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--benchmark",
+                "split-digits",
+                "--tasks",
+                "2",
+                "--iterations",
+                "3",
+                "--model",
+                "mlp:8",
+                "--quiet",
+                "--out",
+                str(out),
+                "--resume",
+            ]
+        )
+        == 2
+    )
     assert "could run code" in capsys.readouterr().err and not marker.exists()
 
 
@@ -116,6 +152,7 @@ def test_every_loader_in_the_source_refuses_code():
 
 # ---- archives ---------------------------------------------------------------------------------
 
+
 def _cifar_members(n_train=50, n_test=10) -> dict[str, bytes]:
     """CIFAR-10 members built from the real MNIST subset (tests/cifar_archives.py)."""
     from cifar_archives import cifar10_archive
@@ -151,9 +188,14 @@ def test_archive_members_outside_the_folder_are_never_written(tmp_path):
     escape = tmp_path / "deep" / "escaped.txt"
     absolute = tmp_path / "absolute.txt"
     evil = {**members, "../escaped.txt": b"out", f"{absolute}": b"abs", "cifar-10-batches-bin/../../escaped.txt": b"x"}
-    _archive(work / "cifar-10-binary.tar.gz", evil,
-             links={"cifar-10-batches-bin/link": ("/etc/passwd", tarfile.SYMTYPE),
-                    "cifar-10-batches-bin/hard": ("/etc/passwd", tarfile.LNKTYPE)})
+    _archive(
+        work / "cifar-10-binary.tar.gz",
+        evil,
+        links={
+            "cifar-10-batches-bin/link": ("/etc/passwd", tarfile.SYMTYPE),
+            "cifar-10-batches-bin/hard": ("/etc/passwd", tarfile.LNKTYPE),
+        },
+    )
     train, test = _load(work)
     assert len(train) == 50 and len(test) == 10  # the real members are read ...
     assert not escape.exists() and not absolute.exists()  # ... and nothing else is written anywhere
@@ -211,8 +253,14 @@ def test_the_grid_report_escapes_markup_in_labels_and_parameters(tmp_path):
     from forgetless.report import write_report
 
     out = tmp_path / "grid"
-    compare(Grid(base=dict(benchmark="split-digits", tasks=2, iterations=3, model="mlp:8"),
-                 axes={"strategy": ["naive", "er"]}), out, threads=1)
+    compare(
+        Grid(
+            base=dict(benchmark="split-digits", tasks=2, iterations=3, model="mlp:8"),
+            axes={"strategy": ["naive", "er"]},
+        ),
+        out,
+        threads=1,
+    )
     rows = json.loads((out / "summary.json").read_text())
     rows[0]["label"], rows[0]["params"] = MARKUP, {"note": MARKUP}
     rows[1]["strategy"] = "<svg onload=alert(3)>"

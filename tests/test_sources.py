@@ -1,5 +1,6 @@
 """load_dataset on real data: the MNIST subset, the Fashion-MNIST slice and Debian's full copy, sklearn
 digits, CIFAR binaries."""
+
 import dataclasses
 import functools
 import hashlib
@@ -182,6 +183,7 @@ def test_digits_split():
 
 # --- CIFAR binary format, built from real MNIST digits -------------------------------------
 
+
 def cifar_images(n):
     """n real digits as uint8 [n, 3, 32, 32] (three different channels) and their labels."""
     digits = np.pad(read_idx(SUBSET / FILES[0])[:n], ((0, 0), (2, 2), (2, 2)))
@@ -200,8 +202,7 @@ def make_tar(path, members: dict):
 def cifar10_members(images, labels, cut=0):
     """5 training batches of 3 records, a test batch of the rest; `cut` bytes off the test batch."""
     records = [bytes([label]) + image.tobytes() for image, label in zip(images, labels)]
-    members = {f"cifar-10-batches-bin/data_batch_{i + 1}.bin": b"".join(records[3 * i: 3 * i + 3])
-               for i in range(5)}
+    members = {f"cifar-10-batches-bin/data_batch_{i + 1}.bin": b"".join(records[3 * i : 3 * i + 3]) for i in range(5)}
     members["cifar-10-batches-bin/test_batch.bin"] = b"".join(records[15:])
     if cut:
         members["cifar-10-batches-bin/test_batch.bin"] = members["cifar-10-batches-bin/test_batch.bin"][:-cut]
@@ -228,9 +229,10 @@ def test_cifar100_uses_fine_labels(tmp_path, monkeypatch):
     fine = labels + 90
     records = [bytes([c, f]) + image.tobytes() for image, c, f in zip(images, labels, fine)]
     (tmp_path / "cifar100").mkdir()
-    make_tar(tmp_path / "cifar100" / "cifar-100-binary.tar.gz",
-             {"cifar-100-binary/train.bin": b"".join(records[:12]),
-              "cifar-100-binary/test.bin": b"".join(records[12:])})
+    make_tar(
+        tmp_path / "cifar100" / "cifar-100-binary.tar.gz",
+        {"cifar-100-binary/train.bin": b"".join(records[:12]), "cifar-100-binary/test.bin": b"".join(records[12:])},
+    )
     monkeypatch.setenv("FORGETLESS_DATA", str(tmp_path))
     train, test = load_dataset("cifar100", download=False)
     np.testing.assert_array_equal(as_bytes(test.x), images[12:])

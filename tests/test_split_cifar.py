@@ -4,6 +4,7 @@ CIFAR cannot be downloaded on this machine, so the CIFAR-10 binary archive is bu
 real MNIST digits (32x32, three different channels; see test_sources.cifar_images), then read by
 the real loader and trained class-incrementally with the CNN: iCaRL and BiC must beat naive.
 """
+
 import numpy as np
 import pytest
 from conftest import IDX_FILES as FILES, MNIST_SUBSET as SUBSET
@@ -25,8 +26,9 @@ def cifar_dir(tmp_path_factory):
     images, labels = cifar_like(3000)
     records = [bytes([int(c)]) + im.tobytes() for im, c in zip(images, labels)]
     folder = tmp_path_factory.mktemp("cifar")
-    members = {f"cifar-10-batches-bin/data_batch_{i + 1}.bin": b"".join(records[500 * i: 500 * i + 500])
-               for i in range(5)}
+    members = {
+        f"cifar-10-batches-bin/data_batch_{i + 1}.bin": b"".join(records[500 * i : 500 * i + 500]) for i in range(5)
+    }
     members["cifar-10-batches-bin/test_batch.bin"] = b"".join(records[2500:])
     make_tar(folder / "cifar-10-binary.tar.gz", members)
     return folder
@@ -34,8 +36,15 @@ def cifar_dir(tmp_path_factory):
 
 @pytest.mark.usefixtures("one_thread")
 def test_split_cifar_class_incremental_icarl_and_bic_beat_naive(cifar_dir):
-    base = dict(benchmark="split-cifar10", scenario="class", model="cnn", iterations=30, batch_size=64,
-                data_dir=str(cifar_dir), download=False)
+    base = dict(
+        benchmark="split-cifar10",
+        scenario="class",
+        model="cnn",
+        iterations=30,
+        batch_size=64,
+        data_dir=str(cifar_dir),
+        download=False,
+    )
     acc = {}
     for strategy, params in (("naive", {}), ("icarl", {"memory": 200}), ("bic", {"memory": 200})):
         r = fl.run(fl.RunConfig(strategy=strategy, params=params, **base))

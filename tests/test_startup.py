@@ -1,5 +1,6 @@
 """Start-up (issue 17): what ``import forgetless``, ``forgetless --help`` and a digits benchmark's data
 load import. Each check runs in a fresh interpreter, so what the test process imported does not count."""
+
 import json
 import os
 import subprocess
@@ -13,10 +14,14 @@ HEAVY = ["sklearn", "matplotlib", "pandas", "tensorboard", "ray", "keras", "hypo
 
 def imported_after(code: str) -> list[str]:
     """The top-level modules of HEAVY + torch that are in sys.modules after running ``code``."""
-    probe = (f"{code}\nimport json, sys\n"
-             f"print(json.dumps([m for m in {HEAVY + ['torch']!r} if m in sys.modules]))")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    probe = f"{code}\nimport json, sys\nprint(json.dumps([m for m in {HEAVY + ['torch']!r} if m in sys.modules]))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -26,24 +31,29 @@ def test_import_forgetless_imports_neither_torch_nor_heavy_packages():
 
 
 def test_help_needs_no_torch():
-    code = ("import contextlib, io\nfrom forgetless.cli import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
-            "    try:\n        main(['--help'])\n    except SystemExit as e:\n        assert e.code == 0\n"
-            "assert 'run' in out.getvalue()\n")
+    code = (
+        "import contextlib, io\nfrom forgetless.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try:\n        main(['--help'])\n    except SystemExit as e:\n        assert e.code == 0\n"
+        "assert 'run' in out.getvalue()\n"
+    )
     assert imported_after(code) == []
 
 
 def test_run_help_needs_no_torch():
-    code = ("import contextlib, io\nfrom forgetless.cli import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
-            "    try:\n        main(['run', '--help'])\n    except SystemExit:\n        pass\n"
-            "assert '--benchmark' in out.getvalue()\n")
+    code = (
+        "import contextlib, io\nfrom forgetless.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try:\n        main(['run', '--help'])\n    except SystemExit:\n        pass\n"
+        "assert '--benchmark' in out.getvalue()\n"
+    )
     assert imported_after(code) == []
 
 
 def test_permuted_digits_data_load_imports_no_heavy_package():
-    got = imported_after("import forgetless\nb = forgetless.build('permuted-digits', scenario='domain')\n"
-                         "assert len(b.tasks) == 5")
+    got = imported_after(
+        "import forgetless\nb = forgetless.build('permuted-digits', scenario='domain')\nassert len(b.tasks) == 5"
+    )
     assert got == ["torch"]  # torch, and nothing of HEAVY
 
 
@@ -73,8 +83,9 @@ def test_digits_read_without_sklearn_match_sklearn():
     d = load_digits()
     images, labels = read_digits()
     assert np.array_equal(images, d.images.astype(np.uint8)) and np.array_equal(labels, d.target)
-    x_tr, x_te, y_tr, y_te = train_test_split(d.images.astype(np.uint8)[:, None], d.target, test_size=0.2,
-                                              random_state=0, stratify=d.target)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        d.images.astype(np.uint8)[:, None], d.target, test_size=0.2, random_state=0, stratify=d.target
+    )
     train_rows, test_rows = split_rows()
     assert sorted(np.concatenate([train_rows, test_rows]).tolist()) == list(range(len(labels)))
     train, test = _load_digits()

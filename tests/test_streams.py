@@ -1,4 +1,5 @@
 """Streams where the boundaries blur (issue 15): --online, --task-free, i-Blurry streams, A_AUC."""
+
 from __future__ import annotations
 
 import math
@@ -22,13 +23,16 @@ def test_anytime_accuracy_on_literal_numbers():
         anytime_accuracy([(3, [0.5, 0.5])])
 
 
-@pytest.mark.parametrize("kw, words", [
-    (dict(online=True, iterations=5), "drop --iterations"),
-    (dict(task_free=True, reset_optimizer=True), "drop --reset-optimizer"),
-    (dict(blurry=100.0), "percentage"),
-    (dict(blurry=-1.0), "percentage"),
-    (dict(blurry_disjoint=30.0), "give --blurry"),
-])
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        (dict(online=True, iterations=5), "drop --iterations"),
+        (dict(task_free=True, reset_optimizer=True), "drop --reset-optimizer"),
+        (dict(blurry=100.0), "percentage"),
+        (dict(blurry=-1.0), "percentage"),
+        (dict(blurry_disjoint=30.0), "give --blurry"),
+    ],
+)
 def test_bad_stream_options_are_one_line_errors(kw, words):
     with pytest.raises(fl.UsageError, match=words) as e:
         fl.RunConfig(**{**BASE, **kw}).resolved()
@@ -67,8 +71,10 @@ def test_a_blurry_stream_moves_m_percent_of_each_blurry_class_and_keeps_disjoint
     assert any(not torch.equal(a.train.y, c.train.y) for a, c in zip(b.tasks, other.tasks))
 
 
-@pytest.mark.parametrize("kw, words", [(dict(name="permuted-digits", scenario="domain"), "split benchmarks"),
-                                       (dict(scenario="task"), "class-IL")])
+@pytest.mark.parametrize(
+    "kw, words",
+    [(dict(name="permuted-digits", scenario="domain"), "split benchmarks"), (dict(scenario="task"), "class-IL")],
+)
 def test_blurry_needs_a_class_il_split(kw, words):
     with pytest.raises(fl.UsageError, match=words):
         build(kw.pop("name", "split-digits"), blurry=10, progress=False, **kw)
@@ -99,8 +105,9 @@ def test_task_free_strategies_hear_only_the_stream_start_and_end(one_thread):
     assert len(r.accuracy_matrix) == 5  # the library still evaluates at every task end
 
 
-@pytest.mark.parametrize("spec, params", [("ewc", {}), ("er", {"sampling": "balanced"}), ("er+ewc", {}),
-                                          ("icarl", {}), ("xder", {})])
+@pytest.mark.parametrize(
+    "spec, params", [("ewc", {}), ("er", {"sampling": "balanced"}), ("er+ewc", {}), ("icarl", {}), ("xder", {})]
+)
 def test_strategies_that_need_boundaries_refuse_task_free(spec, params):
     with pytest.raises(fl.UsageError, match="cannot run with --task-free") as e:
         fl.run(fl.RunConfig(**BASE, strategy=spec, params=params, task_free=True))
@@ -111,15 +118,17 @@ def test_strategies_that_need_boundaries_refuse_task_free(spec, params):
 def test_online_task_free_blurry_runs_of_the_stream_methods(name, one_thread):
     """One pass, batch 10, no boundaries, i-Blurry-50-10: every stream method runs, is evaluated
     during the stream (A_AUC from those evaluations) and beats naive's final accuracy."""
-    cfg = fl.RunConfig(**BASE, lr=0.01, strategy=name, params={"memory": 200}, online=True, task_free=True,
-                       blurry=10.0, eval_every=40)
+    cfg = fl.RunConfig(
+        **BASE, lr=0.01, strategy=name, params={"memory": 200}, online=True, task_free=True, blurry=10.0, eval_every=40
+    )
     r = fl.run(cfg)
     naive = fl.run(fl.RunConfig(**{**cfg.to_dict(), "strategy": "naive", "params": {}}))
     steps = sum(p["steps"] for p in r.timing["per_task"])
     assert steps == sum(math.ceil(t["train"] / 10) for t in r.benchmark["tasks"])  # one pass
     assert len(r.curves) == steps // 40
     assert r.metrics["anytime_accuracy"] == pytest.approx(
-        anytime_accuracy([(p["task"], p["accuracy"]) for p in r.curves]))
+        anytime_accuracy([(p["task"], p["accuracy"]) for p in r.curves])
+    )
     assert r.benchmark["blurry"]["m"] == 10.0
     # (measured: naive 0.17; der 0.27, derpp 0.80, er 0.81, er-ace 0.88, mir 0.90, gdumb 0.91)
     assert r.metrics["average_accuracy"] > naive.metrics["average_accuracy"] + 0.05
@@ -151,11 +160,31 @@ def test_a_blurry_stream_trains_later_classes_early_and_resumes_identically(tmp_
 def test_the_cli_runs_an_online_task_free_blurry_stream(tmp_path, capsys, one_thread):
     from forgetless.cli import main
 
-    code = main(["run", "--benchmark", "split-digits", "--strategy", "er", "--param", "memory=100", "--online",
-                 "--task-free", "--blurry", "10", "--batch-size", "10", "--model", "mlp:32", "--quiet",
-                 "--out", str(tmp_path / "r")])
+    code = main(
+        [
+            "run",
+            "--benchmark",
+            "split-digits",
+            "--strategy",
+            "er",
+            "--param",
+            "memory=100",
+            "--online",
+            "--task-free",
+            "--blurry",
+            "10",
+            "--batch-size",
+            "10",
+            "--model",
+            "mlp:32",
+            "--quiet",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     assert code == 0
     import json
+
     saved = json.loads((tmp_path / "r" / "result.json").read_text())
     assert saved["config"]["online"] and saved["config"]["task_free"] and saved["config"]["blurry"] == 10.0
     assert saved["metrics"]["anytime_accuracy"] is not None

@@ -1,5 +1,6 @@
 """TOPIC (Tao et al. 2020): its losses against direct computations, its nodes and anchors, nearest-node
 prediction, and a full few-shot class-incremental run (reproducible, resumable)."""
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,18 @@ def test_node_means():
 
 
 def cfg(**kw):
-    args = dict(benchmark="split-digits", scenario="fscil", base_classes=6, ways=1, shots=5, epochs=4,
-                model="mlp:64", strategy="topic", batch_size=32, seed=0)
+    args = dict(
+        benchmark="split-digits",
+        scenario="fscil",
+        base_classes=6,
+        ways=1,
+        shots=5,
+        epochs=4,
+        model="mlp:64",
+        strategy="topic",
+        batch_size=32,
+        seed=0,
+    )
     args.update(kw)
     return fl.RunConfig(**args)
 
@@ -82,15 +93,17 @@ class Spy(Topic):
         super().after_task(ctx, task)
         self.ctx = ctx
         gas = self.gas
-        self.after[task.id] = dict(n=gas.size, labels=gas.labels.tolist(), anchors=len(self.anchors_),
-                                   centroids=gas.centroids.clone())
+        self.after[task.id] = dict(
+            n=gas.size, labels=gas.labels.tolist(), anchors=len(self.anchors_), centroids=gas.centroids.clone()
+        )
 
 
 def test_a_topic_run_grows_the_gas_anchors_old_nodes_and_predicts_by_the_nearest_node(device, one_thread):
     spy = Spy(lam_mml=0.0)
     r = fl.run(cfg(device=str(device)), strategy=spy)
-    bench = fl.benchmarks.build("split-digits", scenario="fscil", base_classes=6, ways=1, shots=5, seed=0,
-                                progress=False)
+    bench = fl.benchmarks.build(
+        "split-digits", scenario="fscil", base_classes=6, ways=1, shots=5, seed=0, progress=False
+    )
     base = spy.after[0]
     assert set(base["labels"]) == set(range(6)) and base["n"] <= 60 and base["anchors"] == base["n"]
     for s in range(1, 5):  # one node per new class, anchored at its 5 shots
@@ -107,8 +120,9 @@ def test_a_topic_run_grows_the_gas_anchors_old_nodes_and_predicts_by_the_nearest
         assert len(hit) >= 1 and int(train.y[hit[0].cpu()]) == int(gas.labels[j])
     # the centroids are the mean features of the anchors under the final network
     model = spy.ctx.model
-    assert torch.allclose(gas.centroids, node_means(features(model, spy.anchors_).float(), spy.owner_, gas.size),
-                          atol=1e-5)
+    assert torch.allclose(
+        gas.centroids, node_means(features(model, spy.anchors_).float(), spy.owner_, gas.size), atol=1e-5
+    )
     # prediction = label of the nearest node
     x = torch.cat([t.test.x for t in bench.tasks]).to(device)
     pred = spy.predict(spy.ctx, x).argmax(1)

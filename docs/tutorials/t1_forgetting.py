@@ -50,7 +50,7 @@ x = torch.tensor(digits.images, dtype=torch.float32).reshape(-1, 64) / 16
 y = torch.tensor(digits.target)
 perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
 train, test = perm[:1400], perm[1400:]
-A = lambda idx: idx[y[idx] < 5]   # noqa: E731
+A = lambda idx: idx[y[idx] < 5]  # noqa: E731
 B = lambda idx: idx[y[idx] >= 5]  # noqa: E731
 
 model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))

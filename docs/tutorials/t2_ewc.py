@@ -76,6 +76,7 @@ print(f"after A: accuracy on A {accuracy(model_A, 'A'):.3f}")
 # quantity). The empirical Fisher uses the true label; the true Fisher weights the squared gradient of
 # every class \(c\) by the model's probability \(p(c \mid x)\).
 
+
 # %%
 def fisher_by_hand(model, xs, ys, kind):
     F = [torch.zeros_like(p) for p in model.parameters()]
@@ -85,7 +86,7 @@ def fisher_by_hand(model, xs, ys, kind):
         for c, weight in classes:
             grads = torch.autograd.grad(logp[c], list(model.parameters()), retain_graph=True)
             for f, gr in zip(F, grads):
-                f += weight * gr ** 2
+                f += weight * gr**2
     return [f / len(xs) for f in F]
 
 
@@ -96,11 +97,15 @@ lib_emp = fisher_diagonal(model_A, tasks["A"][sub], y[sub], labels="empirical")
 lib_true = fisher_diagonal(model_A, tasks["A"][sub], y[sub], labels="exact")
 for kind, mine, lib in (("empirical", F_emp, lib_emp), ("true (exact)", F_true, lib_true)):
     err = max((a - b).abs().max().item() for a, b in zip(mine, lib))
-    print(f"{kind:13s} Fisher: sum {sum(f.sum().item() for f in mine):.4f}, "
-          f"largest difference from forgetless.strategies.fisher.fisher_diagonal {err:.1e}")
+    print(
+        f"{kind:13s} Fisher: sum {sum(f.sum().item() for f in mine):.4f}, "
+        f"largest difference from forgetless.strategies.fisher.fisher_diagonal {err:.1e}"
+    )
 flat = lambda F: torch.cat([f.reshape(-1) for f in F]).numpy()  # noqa: E731
-print(f"correlation of the two Fishers over the {flat(F_emp).size} weights: "
-      f"{np.corrcoef(flat(F_emp), flat(F_true))[0, 1]:.3f}")
+print(
+    f"correlation of the two Fishers over the {flat(F_emp).size} weights: "
+    f"{np.corrcoef(flat(F_emp), flat(F_true))[0, 1]:.3f}"
+)
 
 # %%
 fig, ax = plt.subplots(figsize=(4.5, 4))
@@ -127,10 +132,12 @@ ax.set_title("one point per weight, after task A")
 # task's Fisher to [0, 1] (`normalize=minmax`) so that one `lam` works across benchmarks;
 # `normalize=none` is the raw penalty used here.)
 
+
 # %%
 def ewc_penalty(F, lam):
     def penalty(model):
         return lam / 2 * sum((f * (p - t) ** 2).sum() for f, p, t in zip(F, model.parameters(), theta_star))
+
     return penalty
 
 
@@ -147,8 +154,10 @@ for kind, F in (("empirical", F_emp), ("true", F_true)):
 
 for kind, F in (("empirical", F_emp), ("true", F_true)):
     largest = max(f.max().item() for f in F)
-    print(f"largest {kind} F_i: {largest:.3f}; plain SGD on the penalty alone is stable while "
-          f"lr * lambda * F_i < 2, i.e. lambda < {2 / (0.1 * largest):.0f} for lr 0.1")
+    print(
+        f"largest {kind} F_i: {largest:.3f}; plain SGD on the penalty alone is stable while "
+        f"lr * lambda * F_i < 2, i.e. lambda < {2 / (0.1 * largest):.0f} for lr 0.1"
+    )
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -183,5 +192,7 @@ import forgetless as fl
 
 for strategy, params in (("naive", {}), ("ewc", {"lam": 100.0}), ("ewc", {"lam": 100.0, "fisher": "exact"})):
     r = fl.run(fl.RunConfig(benchmark="permuted-digits", tasks=2, epochs=5, strategy=strategy, params=params))
-    print(f"{strategy:5s} {params}: accuracy matrix {np.round(r.accuracy_matrix, 3).tolist()}, "
-          f"BWT {r.metrics['bwt']:+.3f}")
+    print(
+        f"{strategy:5s} {params}: accuracy matrix {np.round(r.accuracy_matrix, 3).tolist()}, "
+        f"BWT {r.metrics['bwt']:+.3f}"
+    )

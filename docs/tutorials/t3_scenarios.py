@@ -27,13 +27,23 @@ DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "mnist-subset"
 runs = {}
 for scenario in ("task", "domain", "class"):
     for strategy, params in (("naive", {}), ("ewc", {}), ("er", {"memory": 500})):
-        cfg = fl.RunConfig(benchmark="split-mnist", scenario=scenario, strategy=strategy, params=params,
-                           model="mlp:256", epochs=2, data_dir=str(DATA), seed=0)
+        cfg = fl.RunConfig(
+            benchmark="split-mnist",
+            scenario=scenario,
+            strategy=strategy,
+            params=params,
+            model="mlp:256",
+            epochs=2,
+            data_dir=str(DATA),
+            seed=0,
+        )
         runs[scenario, strategy] = fl.run(cfg)
 print(f"{'':8s}" + "".join(f"{s:>10s}" for s in ("naive", "ewc", "er")) + "   (final average accuracy)")
 for scenario in ("task", "domain", "class"):
-    print(f"{scenario:8s}" + "".join(f"{runs[scenario, s].metrics['average_accuracy']:10.3f}"
-                                     for s in ("naive", "ewc", "er")))
+    print(
+        f"{scenario:8s}"
+        + "".join(f"{runs[scenario, s].metrics['average_accuracy']:10.3f}" for s in ("naive", "ewc", "er"))
+    )
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(11, 3), sharey=True)
@@ -63,10 +73,11 @@ fig.suptitle("Split MNIST: average accuracy over the tasks seen so far", y=1.04)
 # %%
 for strategy in ("naive", "ewc", "er"):
     r = runs["class", strategy]
-    print(f"{strategy}: accuracy on each task after the last one        "
-          f"{np.round(r.accuracy_matrix[-1], 2).tolist()}")
-    print(f"{'':{len(strategy)}s}  the same, only each task's own classes competing "
-          f"{np.round(r.task_aware_accuracy_matrix[-1], 2).tolist()}")
+    print(f"{strategy}: accuracy on each task after the last one        {np.round(r.accuracy_matrix[-1], 2).tolist()}")
+    print(
+        f"{'':{len(strategy)}s}  the same, only each task's own classes competing "
+        f"{np.round(r.task_aware_accuracy_matrix[-1], 2).tolist()}"
+    )
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(11, 3))

@@ -32,16 +32,24 @@ import numpy as np
 import forgetless as fl
 
 base = dict(benchmark="split-digits", scenario="class", model="mlp:256", epochs=10, seed=0)
-methods = {"naive": {}, "lwf": {"lam": 1.0}, "lwf (balanced)": {"lam": 1.0, "balance": True},
-           "er": {"memory": 200}, "icarl": {"memory": 200}, "bic": {"memory": 200}}
+methods = {
+    "naive": {},
+    "lwf": {"lam": 1.0},
+    "lwf (balanced)": {"lam": 1.0, "balance": True},
+    "er": {"memory": 200},
+    "icarl": {"memory": 200},
+    "bic": {"memory": 200},
+}
 runs, strategies = {}, {}
 for label, params in methods.items():
     name = label.split(" ")[0]
     strategies[label] = fl.make_strategy(name, params)
     runs[label] = fl.run(fl.RunConfig(strategy=name, params=params, **base), strategy=strategies[label])
     r = runs[label]
-    print(f"{label:15s} final average accuracy {r.metrics['average_accuracy']:.3f}   "
-          f"accuracy on each task after the last: {np.round(r.accuracy_matrix[-1], 2).tolist()}")
+    print(
+        f"{label:15s} final average accuracy {r.metrics['average_accuracy']:.3f}   "
+        f"accuracy on each task after the last: {np.round(r.accuracy_matrix[-1], 2).tolist()}"
+    )
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.2))

@@ -44,10 +44,11 @@ points = torch.tensor(PCA(2, random_state=0).fit_transform(digits.data / 16), dt
 labels = torch.tensor(digits.target)
 gas = NeuralGas(30).fit(points, epochs=5, seed=0, labels=labels)
 gas.learn_edges(points)
-print(f"{gas.size} nodes, {int(gas.edges.sum()) // 2} edges, "
-      f"quantization error {gas.quantization_error(points):.3f}")
-print(f"accuracy of the nearest node's label on the same points: "
-      f"{(gas.predict(points) == labels).float().mean():.3f} (two PCA dimensions only)")
+print(f"{gas.size} nodes, {int(gas.edges.sum()) // 2} edges, quantization error {gas.quantization_error(points):.3f}")
+print(
+    f"accuracy of the nearest node's label on the same points: "
+    f"{(gas.predict(points) == labels).float().mean():.3f} (two PCA dimensions only)"
+)
 
 # %%
 fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -68,16 +69,23 @@ ax.set_title("a 30-node neural gas over the digits (PCA)")
 # its anchor loss (\(\lambda_{AL} = 0\)).
 
 # %%
-base = dict(benchmark="split-digits", scenario="fscil", base_classes=5, ways=1, shots=5,
-            model="mlp:256", epochs=10, seed=0)
-variants = {"naive": ("naive", {}), "prototype": ("prototype", {}), "topic": ("topic", {}),
-            "topic, lam_al=0": ("topic", {"lam_al": 0.0})}
+base = dict(
+    benchmark="split-digits", scenario="fscil", base_classes=5, ways=1, shots=5, model="mlp:256", epochs=10, seed=0
+)
+variants = {
+    "naive": ("naive", {}),
+    "prototype": ("prototype", {}),
+    "topic": ("topic", {}),
+    "topic, lam_al=0": ("topic", {"lam_al": 0.0}),
+}
 runs = {}
 for label, (strategy, params) in variants.items():
     runs[label] = fl.run(fl.RunConfig(strategy=strategy, params=params, **base))
     m = runs[label].metrics
-    print(f"{label:16s} AVG {m['avg']:.3f}  PD {m['pd']:.3f}  base {m['base_accuracy']:.3f}  "
-          f"novel {m['novel_accuracy']:.3f}  harmonic mean {m['harmonic_mean']:.3f}")
+    print(
+        f"{label:16s} AVG {m['avg']:.3f}  PD {m['pd']:.3f}  base {m['base_accuracy']:.3f}  "
+        f"novel {m['novel_accuracy']:.3f}  harmonic mean {m['harmonic_mean']:.3f}"
+    )
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.2))

@@ -4,6 +4,7 @@ The public names below are imported when first used (PEP 562 ``__getattr__``), s
 forgetless`` and ``forgetless --help`` do not pay for torch; ``forgetless.run`` is the function
 ``run.run`` even after the submodule ``forgetless.run`` has been imported.
 """
+
 import importlib
 import importlib.util
 import sys
@@ -13,12 +14,26 @@ from typing import Any
 __version__ = "0.2.0"  # the one place of the version: pyproject.toml and `forgetless --version` read it
 
 _WHERE = {  # public name -> the submodule that defines it
-    "Benchmark": "benchmarks", "Task": "benchmarks", "benchmark_names": "benchmarks", "build": "benchmarks",
-    "RunConfig": "config", "UsageError": "errors",
-    "evaluate": "loop", "train_step": "loop", "train_task": "loop",
-    "build_model": "models", "Result": "results", "save_result": "results", "run": "run",
-    "STRATEGIES": "strategies", "Batch": "strategies", "Compose": "strategies", "Context": "strategies",
-    "Param": "strategies", "Strategy": "strategies", "make_strategy": "strategies",
+    "Benchmark": "benchmarks",
+    "Task": "benchmarks",
+    "benchmark_names": "benchmarks",
+    "build": "benchmarks",
+    "RunConfig": "config",
+    "UsageError": "errors",
+    "evaluate": "loop",
+    "train_step": "loop",
+    "train_task": "loop",
+    "build_model": "models",
+    "Result": "results",
+    "save_result": "results",
+    "run": "run",
+    "STRATEGIES": "strategies",
+    "Batch": "strategies",
+    "Compose": "strategies",
+    "Context": "strategies",
+    "Param": "strategies",
+    "Strategy": "strategies",
+    "make_strategy": "strategies",
 }
 
 __all__ = [

@@ -22,6 +22,7 @@ importances or exemplar features. ``--augment auto`` (the default) is ``crop-fli
 datasets and ``none`` for MNIST-like data and digits (whose protocols do not augment, and where a
 flip changes the meaning of a digit).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -82,8 +83,10 @@ class CropFlip:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
-            raise UsageError(f"crop-flip augmentation needs image batches [N, C, H, W], got shape {tuple(x.shape)}; "
-                             f"use --augment none")
+            raise UsageError(
+                f"crop-flip augmentation needs image batches [N, C, H, W], got shape {tuple(x.shape)}; "
+                f"use --augment none"
+            )
         n, _c, _h, _w = x.shape
         dy, dx, flip = self.draw(n, x.device)
         return apply(x, dy, dx, flip, self.padding)

@@ -29,6 +29,7 @@ Evaluation of task j after training task i masks the same way: task-IL over task
 class-IL over the classes of tasks 1..max(i, j) (the head as it is when task j is met), domain-IL
 over all outputs.
 """
+
 from __future__ import annotations
 
 import math
@@ -157,14 +158,22 @@ class Benchmark:
             raise UsageError(f"first_tasks must be between 1 and {len(self.tasks)} (the benchmark's tasks), got {k}")
         if k == len(self.tasks):
             return self
-        return Benchmark(name=self.name, scenario=self.scenario, tasks=self.tasks[:k], n_outputs=self.n_outputs,
-                         input_shape=self.input_shape, info=dict(self.info, first_tasks=k)).to(self.device)
+        return Benchmark(
+            name=self.name,
+            scenario=self.scenario,
+            tasks=self.tasks[:k],
+            n_outputs=self.n_outputs,
+            input_shape=self.input_shape,
+            info=dict(self.info, first_tasks=k),
+        ).to(self.device)
 
     def describe(self) -> str:
         """One line: name, scenario, number of tasks and outputs, input shape, train/test sizes."""
         sizes = ", ".join(f"{len(t.train)}/{len(t.test) if t.test is not None else '-'}" for t in self.tasks)
-        return (f"{self.name} ({self.scenario}-incremental): {len(self.tasks)} tasks, "
-                f"{self.n_outputs} outputs, input {tuple(self.input_shape)}, train/test sizes {sizes}")
+        return (
+            f"{self.name} ({self.scenario}-incremental): {len(self.tasks)} tasks, "
+            f"{self.n_outputs} outputs, input {tuple(self.input_shape)}, train/test sizes {sizes}"
+        )
 
 
 def benchmark_names() -> list[str]:
@@ -175,13 +184,27 @@ def benchmark_names() -> list[str]:
 DEFAULT_TASKS = {"permuted": 5, "rotated": 5}
 
 
-def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int = 0,
-          data_dir=None, classes: str | list | None = None, val_fraction: float = 0.0,
-          first_unpermuted: bool = False, angles: list[float] | None = None,
-          download: bool = True, progress: bool = True, with_test: bool = True,
-          base_classes: int | None = None, ways: int | None = None, shots: int | None = None,
-          sessions: int | None = None, session_lists=None, blurry: float = 0.0,
-          blurry_disjoint: float = 50.0) -> Benchmark:
+def build(
+    name: str,
+    scenario: str = "task",
+    tasks: int | None = None,
+    seed: int = 0,
+    data_dir=None,
+    classes: str | list | None = None,
+    val_fraction: float = 0.0,
+    first_unpermuted: bool = False,
+    angles: list[float] | None = None,
+    download: bool = True,
+    progress: bool = True,
+    with_test: bool = True,
+    base_classes: int | None = None,
+    ways: int | None = None,
+    shots: int | None = None,
+    sessions: int | None = None,
+    session_lists=None,
+    blurry: float = 0.0,
+    blurry_disjoint: float = 50.0,
+) -> Benchmark:
     """Build a benchmark by name (see ``benchmark_names()``) in one scenario.
 
     ``with_test=False`` builds it for model selection: the test split is never touched and every
@@ -193,8 +216,9 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
     ``blurry`` M > 0 (split benchmarks, class-IL): the i-Blurry-N-M stream (``_blurry``).
     """
     if scenario not in SCENARIOS:
-        raise UsageError(f"unknown scenario {scenario!r}{closest(scenario, SCENARIOS)}; "
-                         f"choose one of: {', '.join(SCENARIOS)}")
+        raise UsageError(
+            f"unknown scenario {scenario!r}{closest(scenario, SCENARIOS)}; choose one of: {', '.join(SCENARIOS)}"
+        )
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(f"validation fraction must be in [0, 1), got {val_fraction}")
     if tasks is not None and tasks < 1:
@@ -203,30 +227,36 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
     fscil = scenario == "fscil"
     if fscil:
         if not name.startswith("split-"):
-            raise UsageError(f"--scenario fscil applies to split benchmarks only (e.g. split-fashion-mnist), "
-                             f"not {name}")
+            raise UsageError(
+                f"--scenario fscil applies to split benchmarks only (e.g. split-fashion-mnist), not {name}"
+            )
         if tasks is not None and tasks != sessions:  # (a recorded run has both, equal)
             raise UsageError("--scenario fscil counts sessions, not tasks: use --sessions instead of --tasks")
         if val_fraction > 0:
             raise UsageError("--scenario fscil does not hold out validation data yet; drop --val-fraction")
         _check_fscil_numbers(base_classes, ways, shots, sessions, session_lists is not None)
     elif any(v is not None for v in (base_classes, ways, shots, sessions, session_lists)):
-        raise UsageError("--base-classes, --ways, --shots, --sessions and --session-lists apply to "
-                         "--scenario fscil only")
+        raise UsageError(
+            "--base-classes, --ways, --shots, --sessions and --session-lists apply to --scenario fscil only"
+        )
 
     if blurry:
         if not name.startswith("split-") or scenario != "class":
-            raise UsageError(f"--blurry applies to split benchmarks in class-IL (e.g. --benchmark split-mnist "
-                             f"--scenario class), not {name} in {scenario}")
+            raise UsageError(
+                f"--blurry applies to split benchmarks in class-IL (e.g. --benchmark split-mnist "
+                f"--scenario class), not {name} in {scenario}"
+            )
         if not 0 < blurry < 100 or not 0 <= blurry_disjoint <= 100:
-            raise UsageError(f"--blurry must be in (0, 100) and --blurry-disjoint in [0, 100], got {blurry}, "
-                             f"{blurry_disjoint}")
+            raise UsageError(
+                f"--blurry must be in (0, 100) and --blurry-disjoint in [0, 100], got {blurry}, {blurry_disjoint}"
+            )
     if not with_test and val_fraction <= 0:
         raise UsageError("selecting on validation data needs a validation fraction > 0 (--val-fraction)")
 
     def load(dataset):
-        train, test = load_dataset(dataset, data_dir=_dir_for(dataset, data_dir, sequence),
-                                   download=download, progress=progress)
+        train, test = load_dataset(
+            dataset, data_dir=_dir_for(dataset, data_dir, sequence), download=download, progress=progress
+        )
         return train, (test if with_test else None)
 
     g = torch.Generator().manual_seed(seed)
@@ -245,13 +275,13 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
     else:
         kind, _, dataset = name.partition("-")
         if kind not in KINDS or dataset not in DATASETS:
-            raise UsageError(f"unknown benchmark {name!r}{closest(name, benchmark_names())}; "
-                             f"see `forgetless list`")
+            raise UsageError(f"unknown benchmark {name!r}{closest(name, benchmark_names())}; see `forgetless list`")
         train, test = load(dataset)
         if fscil:
             if session_lists is not None:
-                raw, fscil_info = _fscil_lists(dataset, train, test, classes, session_lists,
-                                               base_classes, ways, shots, sessions)
+                raw, fscil_info = _fscil_lists(
+                    dataset, train, test, classes, session_lists, base_classes, ways, shots, sessions
+                )
             else:
                 raw, fscil_info = _fscil(dataset, train, test, classes, base_classes, ways, shots, sessions, seed)
         elif kind == "split":
@@ -267,15 +297,13 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
                     perm = torch.randperm(math.prod(train.shape[1:]), generator=g)
                     if k == 0 and first_unpermuted:
                         perm = None  # (the original images)
-                    raw.append((f"{dataset} permutation {k + 1}", _permute(train, perm),
-                                _permute(test, perm), labels))
+                    raw.append((f"{dataset} permutation {k + 1}", _permute(train, perm), _permute(test, perm), labels))
             else:
                 if angles is None:
                     angles = [k * 180.0 / n for k in range(n)]
                 if len(angles) != n:
                     raise UsageError(f"{len(angles)} angles given for {n} tasks; give one angle per task")
-                raw = [(f"{dataset} rotated {a:g} deg", _rotate(train, a), _rotate(test, a), labels)
-                       for a in angles]
+                raw = [(f"{dataset} rotated {a:g} deg", _rotate(train, a), _rotate(test, a), labels) for a in angles]
 
     if fscil:
         scenario = "class"  # (an fscil benchmark is a class-IL benchmark with uneven tasks)
@@ -293,8 +321,14 @@ def build(name: str, scenario: str = "task", tasks: int | None = None, seed: int
         info["fscil"] = fscil_info
     if blurry_info is not None:
         info["blurry"] = blurry_info
-    return Benchmark(name=name, scenario=scenario, tasks=task_list, n_outputs=n_outputs,
-                     input_shape=tuple(raw[0][1].shape[1:]), info=info)
+    return Benchmark(
+        name=name,
+        scenario=scenario,
+        tasks=task_list,
+        n_outputs=n_outputs,
+        input_shape=tuple(raw[0][1].shape[1:]),
+        info=info,
+    )
 
 
 def _blurry(tasks: list[Task], m: float, n: float, seed: int) -> dict:
@@ -337,9 +371,13 @@ def _blurry(tasks: list[Task], m: float, n: float, seed: int) -> dict:
     for task, stay in zip(tasks, keep):
         kept = task.train.subset(stay.nonzero().flatten().to(task.train.device))
         task.train = TensorData.cat([kept, *moved[task.id]])
-    return {"m": m, "n": n, "disjoint_classes": disjoint,
-            "samples_from_other_tasks": counts,
-            "fraction_from_other_tasks": [c / max(len(t.train), 1) for c, t in zip(counts, tasks)]}
+    return {
+        "m": m,
+        "n": n,
+        "disjoint_classes": disjoint,
+        "samples_from_other_tasks": counts,
+        "fraction_from_other_tasks": [c / max(len(t.train), 1) for c, t in zip(counts, tasks)],
+    }
 
 
 def _dir_for(dataset: str, data_dir, sequence: bool):
@@ -364,8 +402,9 @@ def parse_data_dir(text: str | None):
     for part in text.split(","):
         key, sep, value = part.partition("=")
         if not sep or key.strip() not in DATASETS:
-            raise UsageError(f"--data-dir {text!r}: write DIR or NAME=DIR,NAME=DIR with NAME one of "
-                             f"{', '.join(DATASETS)}")
+            raise UsageError(
+                f"--data-dir {text!r}: write DIR or NAME=DIR,NAME=DIR with NAME one of {', '.join(DATASETS)}"
+            )
         out[key.strip()] = value.strip()
     return out
 
@@ -377,8 +416,10 @@ def parse_groups(text: str) -> list[list[int]]:
         try:
             group = [int(c) for c in part.split(",") if c.strip()]
         except ValueError:
-            raise UsageError(f"--classes {text!r}: use comma-separated class numbers, groups "
-                             f"separated by '|', e.g. \"0,2,4,6,8|1,3,5,7,9\"") from None
+            raise UsageError(
+                f"--classes {text!r}: use comma-separated class numbers, groups "
+                f"separated by '|', e.g. \"0,2,4,6,8|1,3,5,7,9\""
+            ) from None
         if not group:
             raise UsageError(f"--classes {text!r} has an empty class group")
         groups.append(group)
@@ -408,21 +449,32 @@ def _split(dataset, train, test, tasks, classes):
         if n > len(labels):
             raise UsageError(f"{dataset} has {len(labels)} classes: it cannot be split into {n} tasks")
         if len(labels) % n:
-            raise UsageError(f"{len(labels)} classes do not split evenly into {n} tasks; "
-                             f"give explicit groups with --classes")
+            raise UsageError(
+                f"{len(labels)} classes do not split evenly into {n} tasks; give explicit groups with --classes"
+            )
         per = len(labels) // n
-        groups = [labels[i * per:(i + 1) * per] for i in range(n)]
+        groups = [labels[i * per : (i + 1) * per] for i in range(n)]
     raw = []
     for group in groups:
         keep = torch.tensor(group)
-        raw.append((f"{dataset} classes {','.join(map(str, group))}", train.subset(torch.isin(train.y, keep)),
-                    None if test is None else test.subset(torch.isin(test.y, keep)), group))
+        raw.append(
+            (
+                f"{dataset} classes {','.join(map(str, group))}",
+                train.subset(torch.isin(train.y, keep)),
+                None if test is None else test.subset(torch.isin(test.y, keep)),
+                group,
+            )
+        )
     return raw
 
 
 def _check_fscil_numbers(base_classes, ways, shots, sessions, lists=False):
-    for flag, value, low in (("--base-classes", base_classes, 1), ("--ways", ways, 1), ("--shots", shots, 1),
-                             ("--sessions", sessions, 1)):
+    for flag, value, low in (
+        ("--base-classes", base_classes, 1),
+        ("--ways", ways, 1),
+        ("--shots", shots, 1),
+        ("--sessions", sessions, 1),
+    ):
         if value is None and flag != "--sessions" and not lists:
             raise UsageError(f"--scenario fscil needs {flag} (e.g. --base-classes 6 --ways 1 --shots 5)")
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
@@ -442,41 +494,63 @@ def _fscil(dataset, train, test, classes, base_classes, ways, shots, sessions, s
     else:
         order = labels
     if base_classes >= len(order):
-        raise UsageError(f"--base-classes {base_classes} leaves none of the {len(order)} classes for the "
-                         f"few-shot sessions; choose fewer than {len(order)}")
+        raise UsageError(
+            f"--base-classes {base_classes} leaves none of the {len(order)} classes for the "
+            f"few-shot sessions; choose fewer than {len(order)}"
+        )
     most = 1 + (len(order) - base_classes) // ways
     if most < 2:
-        raise UsageError(f"{len(order) - base_classes} classes remain after {base_classes} base classes: too few "
-                         f"for one session of --ways {ways}; lower --ways or --base-classes")
+        raise UsageError(
+            f"{len(order) - base_classes} classes remain after {base_classes} base classes: too few "
+            f"for one session of --ways {ways}; lower --ways or --base-classes"
+        )
     if sessions is None:
         sessions = most
     elif sessions > most:
-        raise UsageError(f"--sessions {sessions} needs {base_classes + (sessions - 1) * ways} classes "
-                         f"({base_classes} base + {sessions - 1} x {ways} ways) but {dataset} has {len(order)}; "
-                         f"at most {most} sessions")
+        raise UsageError(
+            f"--sessions {sessions} needs {base_classes + (sessions - 1) * ways} classes "
+            f"({base_classes} base + {sessions - 1} x {ways} ways) but {dataset} has {len(order)}; "
+            f"at most {most} sessions"
+        )
     g = torch.Generator().manual_seed(seed)
     base = order[:base_classes]
     keep = torch.tensor(base)
-    raw = [(f"{dataset} base classes {','.join(map(str, base))}", train.subset(torch.isin(train.y, keep)),
-            None if test is None else test.subset(torch.isin(test.y, keep)), base)]
+    raw = [
+        (
+            f"{dataset} base classes {','.join(map(str, base))}",
+            train.subset(torch.isin(train.y, keep)),
+            None if test is None else test.subset(torch.isin(test.y, keep)),
+            base,
+        )
+    ]
     chosen: dict[str, list[int]] = {}
     for s in range(1, sessions):
-        group = order[base_classes + (s - 1) * ways: base_classes + s * ways]
+        group = order[base_classes + (s - 1) * ways : base_classes + s * ways]
         rows = []
         for c in group:
             idx = (train.y == c).nonzero().flatten()
             if len(idx) < shots:
-                raise UsageError(f"class {c} of {dataset} has {len(idx)} training examples, fewer than "
-                                 f"--shots {shots}")
+                raise UsageError(f"class {c} of {dataset} has {len(idx)} training examples, fewer than --shots {shots}")
             pick = idx[torch.randperm(len(idx), generator=g)[:shots].to(idx.device)].sort().values
             chosen[str(c)] = pick.tolist()
             rows.append(pick)
         keep = torch.tensor(group)
-        raw.append((f"{dataset} session {s + 1}: classes {','.join(map(str, group))}, {shots}-shot",
-                    train.subset(torch.cat(rows)), None if test is None else test.subset(torch.isin(test.y, keep)),
-                    group))
-    info = {"base_classes": base_classes, "ways": ways, "shots": shots, "sessions": sessions,
-            "class_order": order[:base_classes + (sessions - 1) * ways], "shot_indices": chosen}
+        raw.append(
+            (
+                f"{dataset} session {s + 1}: classes {','.join(map(str, group))}, {shots}-shot",
+                train.subset(torch.cat(rows)),
+                None if test is None else test.subset(torch.isin(test.y, keep)),
+                group,
+            )
+        )
+    info = {
+        "base_classes": base_classes,
+        "ways": ways,
+        "shots": shots,
+        "sessions": sessions,
+        "class_order": order[: base_classes + (sessions - 1) * ways],
+        "shot_indices": chosen,
+    }
     return raw, info
 
 
@@ -490,8 +564,10 @@ def _fscil_lists(dataset, train, test, classes, folder, base_classes, ways, shot
         raise UsageError("--session-lists fixes the classes of every session; drop --classes")
     folder = Path(folder)
     if not (folder / "session_1.txt").is_file():
-        raise UsageError(f"--session-lists {folder}: no session_1.txt there (the lists are session_1.txt, "
-                         f"session_2.txt, ...: one training-set row a line)")
+        raise UsageError(
+            f"--session-lists {folder}: no session_1.txt there (the lists are session_1.txt, "
+            f"session_2.txt, ...: one training-set row a line)"
+        )
     n_files = 0
     while (folder / f"session_{n_files + 1}.txt").is_file():
         n_files += 1
@@ -506,8 +582,10 @@ def _fscil_lists(dataset, train, test, classes, folder, base_classes, ways, shot
         except ValueError:
             raise UsageError(f"{path}: every line must be a row number of the training split") from None
         if not len(rows) or int(rows.min()) < 0 or int(rows.max()) >= len(train):
-            raise UsageError(f"{path}: rows must be in 0..{len(train) - 1} ({dataset}'s training split), "
-                             f"and the file must not be empty")
+            raise UsageError(
+                f"{path}: rows must be in 0..{len(train) - 1} ({dataset}'s training split), "
+                f"and the file must not be empty"
+            )
         y = train.y[rows.to(train.y.device)].cpu()
         group = sorted(int(c) for c in y.unique())
         if seen & set(group):
@@ -527,14 +605,29 @@ def _fscil_lists(dataset, train, test, classes, folder, base_classes, ways, shot
             if given is not None and given != found:
                 raise UsageError(f"{flag} {given} disagrees with {path} ({found}); drop {flag} or fix the lists")
         keep = torch.tensor(group)
-        name = (f"{dataset} base classes {group[0]}..{group[-1]}" if k == 1 else
-                f"{dataset} session {k}: classes {','.join(map(str, group))}, {counts[0]}-shot")
-        raw.append((name, train.subset(rows.to(train.y.device)),
-                    None if test is None else test.subset(torch.isin(test.y, keep)), group))
+        name = (
+            f"{dataset} base classes {group[0]}..{group[-1]}"
+            if k == 1
+            else f"{dataset} session {k}: classes {','.join(map(str, group))}, {counts[0]}-shot"
+        )
+        raw.append(
+            (
+                name,
+                train.subset(rows.to(train.y.device)),
+                None if test is None else test.subset(torch.isin(test.y, keep)),
+                group,
+            )
+        )
     later = raw[1:]
-    info = {"base_classes": len(raw[0][3]), "ways": len(later[0][3]) if later else None,
-            "shots": (len(later[0][1]) // len(later[0][3])) if later else None, "sessions": len(raw),
-            "class_order": order, "shot_indices": chosen, "session_lists": str(folder)}
+    info = {
+        "base_classes": len(raw[0][3]),
+        "ways": len(later[0][3]) if later else None,
+        "shots": (len(later[0][1]) // len(later[0][3])) if later else None,
+        "sessions": len(raw),
+        "class_order": order,
+        "shot_indices": chosen,
+        "session_lists": str(folder),
+    }
     return raw, info
 
 
@@ -556,9 +649,15 @@ def _apply_scenario(raw, scenario):
             n_outputs = max(n_outputs, max(outputs) + 1)
         lut = torch.full((max(labels) + 1,), -1, dtype=torch.long)
         lut[torch.tensor(labels)] = torch.tensor(outputs)
-        tasks.append(Task(id=k, name=name, classes=outputs,
-                          train=train.with_labels(lut[train.y]),
-                          test=None if test is None else test.with_labels(lut[test.y])))
+        tasks.append(
+            Task(
+                id=k,
+                name=name,
+                classes=outputs,
+                train=train.with_labels(lut[train.y]),
+                test=None if test is None else test.with_labels(lut[test.y]),
+            )
+        )
     return tasks, n_outputs
 
 
@@ -580,5 +679,5 @@ def _rotate(data: TensorData, degrees: float) -> TensorData:
     for i in range(0, len(data), 8192):  # chunks bound the grid's memory
         x = data.take(slice(i, i + 8192))
         grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
-        out[i:i + 8192] = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+        out[i : i + 8192] = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
     return TensorData(out, data.y)

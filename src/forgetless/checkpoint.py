@@ -13,6 +13,7 @@ next to a checkpoint forgetless wrote) is not loaded: a warning says why and tha
 over from task 1. A checkpoint without a sidecar and not recorded as forgetless's (written before
 checksums existed) is loaded as before, ``weights_only`` still protecting it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -91,8 +92,11 @@ def load_checkpoint(path: str | Path, quiet: bool = False) -> dict[str, Any] | N
             if written_by_forgetless(path):
                 reason = f"its checksum file {sidecar(path).name} is missing"
         elif hashlib.sha256(blob).hexdigest() not in listed:
-            reason = (f"its SHA-256 does not match {sidecar(path).name}: truncated or corrupt"
-                      if listed else f"{sidecar(path).name} is unreadable")
+            reason = (
+                f"its SHA-256 does not match {sidecar(path).name}: truncated or corrupt"
+                if listed
+                else f"{sidecar(path).name} is unreadable"
+            )
     if reason is None:
         try:
             state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
@@ -101,15 +105,32 @@ def load_checkpoint(path: str | Path, quiet: bool = False) -> dict[str, Any] | N
             reason = f"it holds a {type(state).__name__}, not a checkpoint"  # (damaged, without a checksum)
         except pickle.UnpicklingError as e:
             if "weights_only" in str(e) or "Unsupported global" in str(e):
-                raise UsageError(f"refusing to load {path}: it holds objects that could run code, not only "
-                                 f"tensors; delete it if you did not write it") from None
+                raise UsageError(
+                    f"refusing to load {path}: it holds objects that could run code, not only "
+                    f"tensors; delete it if you did not write it"
+                ) from None
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, TypeError, KeyError,
-                IndexError, AttributeError, UnicodeDecodeError, OverflowError, MemoryError) as e:
+        except (
+            RuntimeError,
+            EOFError,
+            zipfile.BadZipFile,
+            OSError,
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+            AttributeError,
+            UnicodeDecodeError,
+            OverflowError,
+            MemoryError,
+        ) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
     if not quiet:
-        print(f"forgetless: warning: ignoring unreadable checkpoint {path} ({reason}); the run restarts "
-              f"from task 1 (the beginning)", file=sys.stderr)
+        print(
+            f"forgetless: warning: ignoring unreadable checkpoint {path} ({reason}); the run restarts "
+            f"from task 1 (the beginning)",
+            file=sys.stderr,
+        )
     return None
 
 

@@ -2,6 +2,7 @@
 
 Errors a user can fix print one line and exit with code 2; nothing prints a traceback for them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,25 +54,50 @@ def _float_list(text: str) -> list[float]:
 
 RUN_OPTIONS = [  # (flag, keyword arguments): shared by `run` and `compare`
     ("--benchmark", dict(help="benchmark name (default permuted-digits); see `forgetless list`")),
-    ("--scenario", dict(choices=["task", "domain", "class", "fscil"],
-                        help="task-, domain- or class-incremental, or fscil (few-shot class-IL: --base-classes "
-                             "--ways --shots) (default: domain for permuted/rotated, class for split, "
-                             "task otherwise)")),
+    (
+        "--scenario",
+        dict(
+            choices=["task", "domain", "class", "fscil"],
+            help="task-, domain- or class-incremental, or fscil (few-shot class-IL: --base-classes "
+            "--ways --shots) (default: domain for permuted/rotated, class for split, "
+            "task otherwise)",
+        ),
+    ),
     ("--base-classes", dict(type=int, help="fscil: classes of the base session (all their training data)")),
     ("--ways", dict(type=int, help="fscil: new classes per later session")),
     ("--shots", dict(type=int, help="fscil: training examples of each new class (drawn with --seed)")),
-    ("--sessions", dict(type=int, help="fscil: sessions including the base one "
-                                       "(default: as many as the classes allow)")),
-    ("--session-lists", dict(help="fscil: a folder of session_1.txt, session_2.txt, ... (training-set rows, one a "
-                                  "line: the standard CIFAR-100 lists) fixing every session")),
+    (
+        "--sessions",
+        dict(type=int, help="fscil: sessions including the base one (default: as many as the classes allow)"),
+    ),
+    (
+        "--session-lists",
+        dict(
+            help="fscil: a folder of session_1.txt, session_2.txt, ... (training-set rows, one a "
+            "line: the standard CIFAR-100 lists) fixing every session"
+        ),
+    ),
     ("--tasks", dict(type=int, help="number of tasks (default: the benchmark's)")),
-    ("--blurry", dict(type=float, help="i-Blurry stream (split, class-IL): percent M of each blurry class's "
-                                       "training samples appear in other tasks (e.g. 10)")),
-    ("--blurry-disjoint", dict(type=float, help="with --blurry: percent N of the classes kept disjoint "
-                                                "(default 50, i-Blurry-50-M)")),
+    (
+        "--blurry",
+        dict(
+            type=float,
+            help="i-Blurry stream (split, class-IL): percent M of each blurry class's "
+            "training samples appear in other tasks (e.g. 10)",
+        ),
+    ),
+    (
+        "--blurry-disjoint",
+        dict(type=float, help="with --blurry: percent N of the classes kept disjoint (default 50, i-Blurry-50-M)"),
+    ),
     ("--strategy", dict(help="strategy name; several compose with '+' (default naive)")),
-    ("--model", dict(help="mlp:W1,W2,..., cnn, resnet18[:nf=N], resnet20 or resnet32 (default mlp:1024,512,256); "
-                          "keras:package.module:function for a Keras 3 model (KERAS_BACKEND=torch)")),
+    (
+        "--model",
+        dict(
+            help="mlp:W1,W2,..., cnn, resnet18[:nf=N], resnet20 or resnet32 (default mlp:1024,512,256); "
+            "keras:package.module:function for a Keras 3 model (KERAS_BACKEND=torch)"
+        ),
+    ),
     ("--epochs", dict(type=int, help="epochs per task (default 3)")),
     ("--iterations", dict(type=int, help="optimizer steps per task (replaces --epochs)")),
     ("--batch-size", dict(type=int, help="default 64")),
@@ -79,43 +105,83 @@ RUN_OPTIONS = [  # (flag, keyword arguments): shared by `run` and `compare`
     ("--lr", dict(type=float, help="learning rate (default 0.001)")),
     ("--momentum", dict(type=float, help="SGD momentum")),
     ("--weight-decay", dict(type=float, help="L2 weight decay of SGD and Adam (default 0)")),
-    ("--lr-schedule", dict(choices=["none", "milestones", "cosine"],
-                           help="learning rate within every task, restarting at each (default none)")),
-    ("--milestones", dict(help="milestones schedule: epochs (steps with --iterations) where the rate is "
-                               "multiplied by --lr-decay, e.g. 35,45")),
+    (
+        "--lr-schedule",
+        dict(
+            choices=["none", "milestones", "cosine"],
+            help="learning rate within every task, restarting at each (default none)",
+        ),
+    ),
+    (
+        "--milestones",
+        dict(
+            help="milestones schedule: epochs (steps with --iterations) where the rate is "
+            "multiplied by --lr-decay, e.g. 35,45"
+        ),
+    ),
     ("--lr-decay", dict(type=float, help="milestones schedule: the factor at every milestone (default 0.1)")),
-    ("--augment", dict(choices=["auto", "none", "crop-flip"],
-                       help="training augmentation: 4-pixel random crop and horizontal flip (default auto: "
-                            "crop-flip for CIFAR, none otherwise)")),
-    ("--normalize", dict(choices=["auto", "on", "off"],
-                         help="the dataset's mean/std as the model's first layer (default auto: on for the "
-                              "ResNets, off for mlp and cnn)")),
+    (
+        "--augment",
+        dict(
+            choices=["auto", "none", "crop-flip"],
+            help="training augmentation: 4-pixel random crop and horizontal flip (default auto: "
+            "crop-flip for CIFAR, none otherwise)",
+        ),
+    ),
+    (
+        "--normalize",
+        dict(
+            choices=["auto", "on", "off"],
+            help="the dataset's mean/std as the model's first layer (default auto: on for the "
+            "ResNets, off for mlp and cnn)",
+        ),
+    ),
     ("--seed", dict(type=int, help="default 0")),
     ("--classes", dict(help='split groups, e.g. "0,2,4,6,8|1,3,5,7,9"')),
     ("--angles", dict(type=None, help="rotated: one angle per task, e.g. 0,45,90")),
     ("--val-fraction", dict(type=float, help="hold out this part of each task's training data")),
     ("--eval-every", dict(type=int, help="evaluate every N steps (curves)")),
-    ("--precision", dict(choices=["float32", "bf16", "fp16"],
-                         help="autocast of the forward passes: bf16 (GPUs, CPUs with AVX512-BF16/AMX) or fp16 "
-                              "(with a gradient scaler); default float32")),
-    ("--device", dict(help="auto (CUDA when present, else CPU; $FORGETLESS_DEVICE overrides), cpu, cuda, "
-                           "cuda:N or mps (default auto)")),
-    ("--data-dir", dict(help="where the dataset files are, or NAME=DIR,NAME=DIR "
-                             "(else $FORGETLESS_DATA, the cache, system copies)")),
+    (
+        "--precision",
+        dict(
+            choices=["float32", "bf16", "fp16"],
+            help="autocast of the forward passes: bf16 (GPUs, CPUs with AVX512-BF16/AMX) or fp16 "
+            "(with a gradient scaler); default float32",
+        ),
+    ),
+    (
+        "--device",
+        dict(
+            help="auto (CUDA when present, else CPU; $FORGETLESS_DEVICE overrides), cpu, cuda, "
+            "cuda:N or mps (default auto)"
+        ),
+    ),
+    (
+        "--data-dir",
+        dict(
+            help="where the dataset files are, or NAME=DIR,NAME=DIR (else $FORGETLESS_DATA, the cache, system copies)"
+        ),
+    ),
 ]
-FLAGS = [("--reset-optimizer", "a fresh optimizer at every task"),
-         ("--compile", "torch.compile the model (off by default; see docs/performance.md)"),
-         ("--first-unpermuted", "permuted: the first task keeps the original images"),
-         ("--online", "online learning: one pass over each task's data, evaluated during the stream "
-                      "(every --eval-every steps; default about every 1,000 samples); "
-                      "use a small --batch-size, e.g. 10"),
-         ("--task-free", "the strategy is not told where tasks start and end (er, der, derpp, er-ace, mir, "
-                         "gdumb, naive)")]
+FLAGS = [
+    ("--reset-optimizer", "a fresh optimizer at every task"),
+    ("--compile", "torch.compile the model (off by default; see docs/performance.md)"),
+    ("--first-unpermuted", "permuted: the first task keeps the original images"),
+    (
+        "--online",
+        "online learning: one pass over each task's data, evaluated during the stream "
+        "(every --eval-every steps; default about every 1,000 samples); "
+        "use a small --batch-size, e.g. 10",
+    ),
+    ("--task-free", "the strategy is not told where tasks start and end (er, der, derpp, er-ace, mir, gdumb, naive)"),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="forgetless", description="Continual learning in PyTorch: train on a sequence of "
-                "tasks, measure how much is forgotten.")
+    p = _Parser(
+        prog="forgetless",
+        description="Continual learning in PyTorch: train on a sequence of tasks, measure how much is forgotten.",
+    )
     p.add_argument("--version", action="version", version=f"forgetless {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="train one strategy on one benchmark; print and save the accuracy matrix")
@@ -125,53 +191,107 @@ def build_parser() -> argparse.ArgumentParser:
             kw = dict(kw)
             if flag == "--angles":
                 kw["type"] = _float_list
-            parser.add_argument(flag, action="append" if repeat else "store",
-                                **({**kw, "help": kw["help"] + " (repeat: a grid axis)"} if repeat else kw))
-        parser.add_argument("--param", action="append", metavar="KEY=VALUE",
-                            help="a strategy hyperparameter; PART.KEY=VALUE for one part of a composed "
-                                 "strategy, e.g. ewc.lam=100 (repeatable"
-                                 + ("; repeated keys are grid axes)" if repeat else ")"))
+            parser.add_argument(
+                flag,
+                action="append" if repeat else "store",
+                **({**kw, "help": kw["help"] + " (repeat: a grid axis)"} if repeat else kw),
+            )
+        parser.add_argument(
+            "--param",
+            action="append",
+            metavar="KEY=VALUE",
+            help="a strategy hyperparameter; PART.KEY=VALUE for one part of a composed "
+            "strategy, e.g. ewc.lam=100 (repeatable" + ("; repeated keys are grid axes)" if repeat else ")"),
+        )
         for flag, help_ in FLAGS:
             parser.add_argument(flag, action="store_true", help=help_)
         parser.add_argument("--no-download", action="store_true", help="never download; fail if the data is not found")
         parser.add_argument("--quiet", action="store_true", help="print only the results")
     r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     r.add_argument("--out", default=None, help="output directory (default runs/<run stamp>)")
-    r.add_argument("--resume", action="store_true",
-                   help="continue from the checkpoint in --out (after its last finished task)")
+    r.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoint in --out (after its last finished task)"
+    )
     r.add_argument("--overwrite", action="store_true", help="replace a run of another configuration found in --out")
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides on top of --config")
     c.add_argument("--config", help="a TOML or YAML file of run options (lists are grid axes)")
     c.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
-    c.add_argument("--overwrite", action="store_true",
-                   help="replace the summary of another grid (or a file forgetless did not write) found in --out")
+    c.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the summary of another grid (or a file forgetless did not write) found in --out",
+    )
     c.add_argument("--workers", type=int, default=1, help="runs at once (default 1)")
-    c.add_argument("--threads", type=int, default=None,
-                   help="torch threads per run (default: the cores divided among the workers)")
+    c.add_argument(
+        "--threads", type=int, default=None, help="torch threads per run (default: the cores divided among the workers)"
+    )
     c.add_argument("--executor", choices=["local", "ray"], default="local")
     c.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
-    c.add_argument("--gpus-per-run", type=float, default=0.0,
-                   help="with --executor ray: GPUs each run reserves (e.g. 1, or 0.5 to share one; default 0)")
-    c.add_argument("--select-on", choices=["validation"], default=None,
-                   help="choose each strategy's parameters on a validation split, then run them on test")
-    c.add_argument("--metric", default="average_accuracy",
-                   help=f"the metric for --select-on: {', '.join(scalar_metrics())} (default average_accuracy)")
+    c.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=0.0,
+        help="with --executor ray: GPUs each run reserves (e.g. 1, or 0.5 to share one; default 0)",
+    )
+    c.add_argument(
+        "--select-on",
+        choices=["validation"],
+        default=None,
+        help="choose each strategy's parameters on a validation split, then run them on test",
+    )
+    c.add_argument(
+        "--metric",
+        default="average_accuracy",
+        help=f"the metric for --select-on: {', '.join(scalar_metrics())} (default average_accuracy)",
+    )
     c.add_argument("--selection-val-fraction", type=float, default=0.1, help="validation part for --select-on")
-    c.add_argument("--with-joint", action="store_true",
-                   help="add the joint runs on the first k tasks, k = 1..T (upper bound; intransigence)")
+    c.add_argument(
+        "--with-joint",
+        action="store_true",
+        help="add the joint runs on the first k tasks, k = 1..T (upper bound; intransigence)",
+    )
     sub.add_parser("list", help="benchmarks, scenarios, strategies and their parameters")
     add_report_parser(sub)
     return p
 
 
 def _config(a: argparse.Namespace) -> RunConfig:
-    given = {name: getattr(a, name) for name in ("benchmark", "scenario", "tasks", "strategy", "model", "epochs",
-                                                 "iterations", "batch_size", "optimizer", "lr", "momentum", "seed",
-                                                 "classes", "angles", "val_fraction", "eval_every",
-                                                 "precision", "device", "weight_decay", "lr_schedule",
-                                                 "milestones", "lr_decay", "augment", "normalize",
-                                                 "base_classes", "ways", "shots", "sessions", "session_lists",
-                                                 "blurry", "blurry_disjoint")}
+    given = {
+        name: getattr(a, name)
+        for name in (
+            "benchmark",
+            "scenario",
+            "tasks",
+            "strategy",
+            "model",
+            "epochs",
+            "iterations",
+            "batch_size",
+            "optimizer",
+            "lr",
+            "momentum",
+            "seed",
+            "classes",
+            "angles",
+            "val_fraction",
+            "eval_every",
+            "precision",
+            "device",
+            "weight_decay",
+            "lr_schedule",
+            "milestones",
+            "lr_decay",
+            "augment",
+            "normalize",
+            "base_classes",
+            "ways",
+            "shots",
+            "sessions",
+            "session_lists",
+            "blurry",
+            "blurry_disjoint",
+        )
+    }
     cfg = RunConfig(**{k: v for k, v in given.items() if v is not None})
     cfg.params = parse_params(a.param)
     cfg.reset_optimizer, cfg.first_unpermuted, cfg.compile = a.reset_optimizer, a.first_unpermuted, a.compile
@@ -230,8 +350,10 @@ def cmd_run(a: argparse.Namespace) -> int:
         return 0
     path = out / "result.json"
     c = result.config
-    print(f"{c['benchmark']} ({c['scenario']}-incremental, {c['tasks']} tasks), strategy {c['strategy']}, "
-          f"model {c['model']}, seed {c['seed']}")
+    print(
+        f"{c['benchmark']} ({c['scenario']}-incremental, {c['tasks']} tasks), strategy {c['strategy']}, "
+        f"model {c['model']}, seed {c['seed']}"
+    )
     print(format_matrix(result.accuracy_matrix, result.initial_accuracy))
     print(format_metrics(result.metrics))
     t = result.timing
@@ -259,10 +381,13 @@ def cmd_main_job(a: argparse.Namespace) -> int:
     from .experiment import Grid, compare, format_summary
     from .report import write_report
 
-    print(f"forgetless run without options: the main job. {', '.join(MAIN_STRATEGIES)} (fine-tuning, a "
-          f"regularizer, replay; their defaults) on {MAIN_JOB['benchmark']}, seeds "
-          f"{', '.join(map(str, MAIN_SEEDS))}; `forgetless run --help` runs one configuration of your choice.",
-          file=sys.stderr, flush=True)
+    print(
+        f"forgetless run without options: the main job. {', '.join(MAIN_STRATEGIES)} (fine-tuning, a "
+        f"regularizer, replay; their defaults) on {MAIN_JOB['benchmark']}, seeds "
+        f"{', '.join(map(str, MAIN_SEEDS))}; `forgetless run --help` runs one configuration of your choice.",
+        file=sys.stderr,
+        flush=True,
+    )
     grid = Grid(base=dict(MAIN_JOB), axes={"strategy": list(MAIN_STRATEGIES), "seed": list(MAIN_SEEDS)})
     rows = compare(grid, MAIN_OUT, workers=2, threads=1)
     print(format_summary(rows))
@@ -322,10 +447,21 @@ def cmd_compare(a: argparse.Namespace) -> int:
         raise UsageError(f"--threads must be at least 1, got {a.threads}")
     say = (lambda m: None) if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
-    rows = compare(_grid(a), a.out, workers=a.workers, executor=a.executor, address=a.address,
-                   select_on=a.select_on, metric=a.metric, val_fraction=a.selection_val_fraction,
-                   with_joint=a.with_joint, say=say, threads=a.threads, gpus_per_run=a.gpus_per_run,
-                   overwrite=a.overwrite)
+    rows = compare(
+        _grid(a),
+        a.out,
+        workers=a.workers,
+        executor=a.executor,
+        address=a.address,
+        select_on=a.select_on,
+        metric=a.metric,
+        val_fraction=a.selection_val_fraction,
+        with_joint=a.with_joint,
+        say=say,
+        threads=a.threads,
+        gpus_per_run=a.gpus_per_run,
+        overwrite=a.overwrite,
+    )
     print(format_summary(rows))
     print(f"time: {time.perf_counter() - t0:.1f} s; summary: {Path(a.out) / 'summary.csv'}")
     return 0
@@ -342,10 +478,13 @@ def cmd_list(a: argparse.Namespace) -> int:
     print("datasets:")
     for name, info in DATASETS.items():
         print(f"  {name:<15}{info.get('description', '')}")
-    print(f"scenarios: {', '.join(SCENARIOS)} "
-          "(fscil: --base-classes --ways --shots; every class-IL strategy runs in it)")
-    print("models: mlp:W1,W2,... (default mlp:1024,512,256), cnn, resnet18[:nf=N] (nf=20: GEM's reduced), "
-          "resnet20[:nf=N], resnet32[:nf=N], keras:package.module:function (a Keras 3 model, KERAS_BACKEND=torch)")
+    print(
+        f"scenarios: {', '.join(SCENARIOS)} (fscil: --base-classes --ways --shots; every class-IL strategy runs in it)"
+    )
+    print(
+        "models: mlp:W1,W2,... (default mlp:1024,512,256), cnn, resnet18[:nf=N] (nf=20: GEM's reduced), "
+        "resnet20[:nf=N], resnet32[:nf=N], keras:package.module:function (a Keras 3 model, KERAS_BACKEND=torch)"
+    )
     print("strategies (parameters with defaults):")
     for name, cls in STRATEGIES.items():
         print(f"  {name:<12}{cls.help} (scenarios: {', '.join(cls.scenarios)})")
@@ -356,10 +495,12 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 def add_report_parser(subparsers) -> argparse.ArgumentParser:
     """``forgetless report DIR [--out FILE] [--figures DIR]``."""
-    p = subparsers.add_parser("report", help="one self-contained HTML page (figures, tables) of a run or "
-                                             "comparison directory")
-    p.add_argument("dir", metavar="DIR",
-                   help="a directory written by `forgetless run --out` or `forgetless compare --out`")
+    p = subparsers.add_parser(
+        "report", help="one self-contained HTML page (figures, tables) of a run or comparison directory"
+    )
+    p.add_argument(
+        "dir", metavar="DIR", help="a directory written by `forgetless run --out` or `forgetless compare --out`"
+    )
     p.add_argument("--out", default=None, metavar="FILE", help="the HTML file to write (default DIR/report.html)")
     p.add_argument("--figures", default=None, metavar="DIR", help="also save every figure there as PNG and SVG")
     p.add_argument("--overwrite", action="store_true", help="replace a file forgetless did not write")
@@ -386,16 +527,25 @@ def sigterm_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, _terminate_like_interrupt)
 
 
-PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused",
-             "Socket Timeout", "socket timeout", "NCCL communicator was aborted", "remote process exited")
+PEER_LOST = (
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "Broken pipe",
+    "Connection refused",
+    "Socket Timeout",
+    "socket timeout",
+    "NCCL communicator was aborted",
+    "remote process exited",
+)
 
 
 def _peer_lost(error: RuntimeError) -> bool:
     """Whether a collective failed because another process of the run is gone (not a bug here)."""
     import torch.distributed as dist
 
-    kinds = tuple(k for k in (getattr(dist, "DistNetworkError", None), getattr(dist, "DistBackendError", None))
-                  if k is not None)
+    kinds = tuple(
+        k for k in (getattr(dist, "DistNetworkError", None), getattr(dist, "DistBackendError", None)) if k is not None
+    )
     return (bool(kinds) and isinstance(error, kinds)) or any(s in str(error) for s in PEER_LOST)
 
 
@@ -426,18 +576,28 @@ def main(argv: list[str] | None = None) -> int:
         if not devices.launched_by_torchrun() or not _peer_lost(e):
             raise
         why = next((s for s in PEER_LOST if s in str(e)), type(e).__name__)
-        print(f"forgetless: error: rank {devices.rank()}: another process of this torchrun run stopped "
-              f"({why}); run the same torchrun command with --resume to continue from the last checkpoint",
-              file=sys.stderr, flush=True)
+        print(
+            f"forgetless: error: rank {devices.rank()}: another process of this torchrun run stopped "
+            f"({why}); run the same torchrun command with --resume to continue from the last checkpoint",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     except KeyboardInterrupt:
         if devices.launched_by_torchrun():  # (torchrun stops the others with SIGTERM when one process ends)
-            print(f"forgetless: rank {devices.rank()}: stopped (torchrun stops every process of the run when "
-                  "another process of this torchrun run stopped or was interrupted); run the same torchrun "
-                  "command with --resume to continue from the last checkpoint", file=sys.stderr, flush=True)
+            print(
+                f"forgetless: rank {devices.rank()}: stopped (torchrun stops every process of the run when "
+                "another process of this torchrun run stopped or was interrupted); run the same torchrun "
+                "command with --resume to continue from the last checkpoint",
+                file=sys.stderr,
+                flush=True,
+            )
         else:
-            print("forgetless: interrupted; run the same command again (with --resume for `run`) to continue "
-                  "from the last checkpoint", file=sys.stderr)
+            print(
+                "forgetless: interrupted; run the same command again (with --resume for `run`) to continue "
+                "from the last checkpoint",
+                file=sys.stderr,
+            )
         return 130
     finally:
         if "torch" in sys.modules:  # (no torch imported: no process group to leave)

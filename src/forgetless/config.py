@@ -1,4 +1,5 @@
 """An experiment's configuration as a dataclass: read at the edge, saved with every result."""
+
 from __future__ import annotations
 
 import hashlib
@@ -78,8 +79,10 @@ class RunConfig:
             kind = c.benchmark.partition("-")[0]
             c.scenario = {"permuted": "domain", "rotated": "domain", "split": "class"}.get(kind, "task")
         if c.optimizer not in OPTIMIZERS:
-            raise UsageError(f"unknown optimizer {c.optimizer!r}{closest(c.optimizer, OPTIMIZERS)}; "
-                             f"choose one of: {', '.join(OPTIMIZERS)}")
+            raise UsageError(
+                f"unknown optimizer {c.optimizer!r}{closest(c.optimizer, OPTIMIZERS)}; "
+                f"choose one of: {', '.join(OPTIMIZERS)}"
+            )
         for name, low in (("epochs", 1), ("batch_size", 1), ("iterations", 1), ("eval_every", 0), ("first_tasks", 1)):
             value = getattr(c, name)
             if value is not None and (not isinstance(value, int) or value < low):
@@ -119,9 +122,13 @@ class RunConfig:
         c = self
         parts = [c.benchmark, c.scenario or "auto", f"t{c.tasks or 'def'}", c.strategy]
         parts += [f"{k}={v}" for k, v in sorted(c.params.items())]
-        parts += [c.model.replace(":", "").replace(",", "-"),
-                  f"i{c.iterations}" if c.iterations else f"e{c.epochs}",
-                  f"b{c.batch_size}", f"{c.optimizer}{c.lr:g}", f"s{c.seed}"]
+        parts += [
+            c.model.replace(":", "").replace(",", "-"),
+            f"i{c.iterations}" if c.iterations else f"e{c.epochs}",
+            f"b{c.batch_size}",
+            f"{c.optimizer}{c.lr:g}",
+            f"s{c.seed}",
+        ]
         d = self.to_dict()
         for name in PLACEMENT:
             del d[name]
@@ -158,8 +165,14 @@ FSCIL_OPTIONS = {"base_classes": "base", "ways": "way", "shots": "shot", "sessio
 STREAM_DEFAULTS = {"online": False, "task_free": False, "blurry": 0.0, "blurry_disjoint": 50.0}
 STREAM_ABBREV = {"online": "online", "task_free": "taskfree", "blurry": "blurry", "blurry_disjoint": "disj"}
 ONLINE_EVAL_SAMPLES = 1000  # --online without --eval-every: evaluate about every 1,000 training samples
-IMAGE_DEFAULTS = {"augment": "auto", "normalize": "auto", "lr_schedule": "none", "milestones": None,
-                  "lr_decay": None, "weight_decay": 0.0}
+IMAGE_DEFAULTS = {
+    "augment": "auto",
+    "normalize": "auto",
+    "lr_schedule": "none",
+    "milestones": None,
+    "lr_decay": None,
+    "weight_decay": 0.0,
+}
 IMAGE_ABBREV = {"augment": "aug-", "normalize": "norm-", "lr_schedule": "", "milestones": "ms", "weight_decay": "wd"}
 
 
@@ -177,16 +190,20 @@ def _check_image_options(c: RunConfig) -> None:
     if c.normalize not in NORMALIZE_CHOICES:
         raise UsageError(f"--normalize must be one of {', '.join(NORMALIZE_CHOICES)}, got {c.normalize!r}")
     if c.lr_schedule not in SCHEDULES:
-        raise UsageError(f"--lr-schedule must be one of {', '.join(SCHEDULES)}, got {c.lr_schedule!r}"
-                         f"{closest(str(c.lr_schedule), SCHEDULES)}")
+        raise UsageError(
+            f"--lr-schedule must be one of {', '.join(SCHEDULES)}, got {c.lr_schedule!r}"
+            f"{closest(str(c.lr_schedule), SCHEDULES)}"
+        )
     c.milestones = parse_milestones(c.milestones)
     if c.lr_schedule == "milestones":
         if c.milestones is None:
             raise UsageError("--lr-schedule milestones needs --milestones, e.g. --milestones 35,45")
         length, unit = (c.iterations, "iterations") if c.iterations else (c.epochs, "epochs")
         if c.milestones[-1] >= length:
-            raise UsageError(f"milestone {c.milestones[-1]} is not within a task's {length} {unit} (milestones "
-                             f"count {unit} from 0): it would never apply; choose milestones below {length}")
+            raise UsageError(
+                f"milestone {c.milestones[-1]} is not within a task's {length} {unit} (milestones "
+                f"count {unit} from 0): it would never apply; choose milestones below {length}"
+            )
     elif c.milestones is not None:
         raise UsageError(f"--milestones apply to --lr-schedule milestones only (the schedule is {c.lr_schedule})")
     if c.lr_decay is not None:
@@ -223,8 +240,15 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),),
-          "list": (list, tuple), "dict": (dict,)}
+_TYPES = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "None": (type(None),),
+    "list": (list, tuple),
+    "dict": (dict,),
+}
 _TEXT_TOO = ("classes", "angles", "milestones")  # lists that may also be written as text ("0,45,90")
 
 
@@ -238,8 +262,18 @@ def _check_types(c: RunConfig) -> None:
             allowed += (str,)
         ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
         if not ok:
-            want = " or ".join({"str": "text", "int": "an integer", "float": "a number", "bool": "true or false",
-                                "None": "empty", "list": "a list", "dict": "a table"}.get(k, k) for k in kinds)
+            want = " or ".join(
+                {
+                    "str": "text",
+                    "int": "an integer",
+                    "float": "a number",
+                    "bool": "true or false",
+                    "None": "empty",
+                    "list": "a list",
+                    "dict": "a table",
+                }.get(k, k)
+                for k in kinds
+            )
             raise UsageError(f"option {f.name!r} must be {want}, got {value!r}")
 
 
@@ -254,10 +288,14 @@ def _check_specs(c: RunConfig) -> None:
     if c.classes is not None:
         if isinstance(c.classes, str):
             spec.parse_classes(c.classes)
-        elif not (isinstance(c.classes, (list, tuple)) and all(
-                isinstance(g, (list, tuple)) and g and all(isinstance(v, int) and not isinstance(v, bool)
-                                                          for v in g) for g in c.classes)):
-            raise UsageError(f"classes {c.classes!r}: write groups like \"0,2,4|1,3,5\" (or lists of integers)")
+        elif not (
+            isinstance(c.classes, (list, tuple))
+            and all(
+                isinstance(g, (list, tuple)) and g and all(isinstance(v, int) and not isinstance(v, bool) for v in g)
+                for g in c.classes
+            )
+        ):
+            raise UsageError(f'classes {c.classes!r}: write groups like "0,2,4|1,3,5" (or lists of integers)')
     if c.angles is not None:
         c.angles = spec.parse_angles(c.angles)
     c.data_dir = spec.parse_data_dir(c.data_dir)
@@ -279,8 +317,10 @@ def _check_stream_options(c: RunConfig) -> None:
     for name, lo, hi in (("blurry", 0.0, 100.0), ("blurry_disjoint", 0.0, 100.0)):
         v = getattr(c, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v < hi + (name == "blurry_disjoint"):
-            raise UsageError(f"--{name.replace('_', '-')} must be a percentage in [0, 100"
-                             f"{']' if name == 'blurry_disjoint' else ')'}, got {v!r}")
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be a percentage in [0, 100"
+                f"{']' if name == 'blurry_disjoint' else ')'}, got {v!r}"
+            )
         setattr(c, name, float(v))
     if c.online:
         if c.iterations is not None:
@@ -289,7 +329,9 @@ def _check_stream_options(c: RunConfig) -> None:
         if not c.eval_every:
             c.eval_every = max(1, math.ceil(ONLINE_EVAL_SAMPLES / c.batch_size))
     if c.task_free and c.reset_optimizer:
-        raise UsageError("--task-free: the run is not told where tasks start, so it cannot reset the optimizer "
-                         "there; drop --reset-optimizer")
+        raise UsageError(
+            "--task-free: the run is not told where tasks start, so it cannot reset the optimizer "
+            "there; drop --reset-optimizer"
+        )
     if c.blurry_disjoint != 50.0 and not c.blurry:
         raise UsageError("--blurry-disjoint applies to blurry streams; give --blurry M too")

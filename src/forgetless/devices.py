@@ -63,6 +63,7 @@ data-parallel with ``torch.distributed`` (gloo on the CPU, NCCL on CUDA).
   at its end (rank 0's directory lock and claim, a download on rank 0), so no process waits in a
   collective for one that stopped. ``main_first(fn)``: ``fn`` on rank 0, then on the others.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -92,16 +93,20 @@ def resolve(spec: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cpu")
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {spec}: this machine has no CUDA device (or this torch build has no "
-                             "CUDA support); use --device cpu or auto")
+            raise UsageError(
+                f"--device {spec}: this machine has no CUDA device (or this torch build has no "
+                "CUDA support); use --device cpu or auto"
+            )
         if not sep:
             return torch.device("cuda", torch.cuda.current_device())
         if not index.isdigit():
             raise UsageError(f"--device {spec!r}: write cuda:N with N a device number, e.g. cuda:0")
         n = torch.cuda.device_count()
         if int(index) >= n:
-            raise UsageError(f"--device {spec}: there {'is' if n == 1 else 'are'} {n} CUDA device"
-                             f"{'' if n == 1 else 's'} (cuda:0..cuda:{n - 1})")
+            raise UsageError(
+                f"--device {spec}: there {'is' if n == 1 else 'are'} {n} CUDA device"
+                f"{'' if n == 1 else 's'} (cuda:0..cuda:{n - 1})"
+            )
         return torch.device("cuda", int(index))
     if kind == "mps" and not sep:
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -114,7 +119,7 @@ def describe(device: torch.device) -> str:
     """A short human name: 'cpu (2 threads)', 'cuda:0 (NVIDIA A100, 80 GiB)'."""
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
-        return f"{device} ({p.name}, {p.total_memory / 2 ** 30:.0f} GiB)"
+        return f"{device} ({p.name}, {p.total_memory / 2**30:.0f} GiB)"
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return str(device)
@@ -280,19 +285,25 @@ def init_distributed(spec: str | torch.device | None = "auto") -> torch.device:
         return resolve(spec)
     text = str(spec or "auto").strip().lower()
     if text.startswith("cuda:"):
-        raise UsageError(f"--device {text}: under torchrun every process takes the GPU of its LOCAL_RANK; "
-                         "use --device cuda (or auto)")
+        raise UsageError(
+            f"--device {text}: under torchrun every process takes the GPU of its LOCAL_RANK; "
+            "use --device cuda (or auto)"
+        )
     if text == "auto" and os.environ.get("FORGETLESS_DEVICE", "").strip().lower().startswith("cuda"):
         text = "cuda"
     device = resolve(text)
     if device.type == "mps":
-        raise UsageError("several processes need CPUs (gloo) or CUDA GPUs (NCCL); MPS has no torch.distributed "
-                         "backend: use --device cpu, or one process")
+        raise UsageError(
+            "several processes need CPUs (gloo) or CUDA GPUs (NCCL); MPS has no torch.distributed "
+            "backend: use --device cpu, or one process"
+        )
     if device.type == "cuda":
         local, n = _env_int("LOCAL_RANK", 0), torch.cuda.device_count()
         if local >= n:
-            raise UsageError(f"process {local} of this machine has no GPU: there {'is' if n == 1 else 'are'} {n} "
-                             f"CUDA device{'' if n == 1 else 's'}; use --nproc-per-node {n} or fewer")
+            raise UsageError(
+                f"process {local} of this machine has no GPU: there {'is' if n == 1 else 'are'} {n} "
+                f"CUDA device{'' if n == 1 else 's'}; use --nproc-per-node {n} or fewer"
+            )
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if _dist() is None:
@@ -300,8 +311,9 @@ def init_distributed(spec: str | torch.device | None = "auto") -> torch.device:
 
         if not dist.is_available():
             raise UsageError("this torch build has no torch.distributed; run one process")
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None
+        )
     return device
 
 
@@ -352,7 +364,7 @@ def _flat_collective(tensors, op) -> None:
             op(flat)
             i = 0
             for t in group:
-                t.copy_(flat[i:i + t.numel()].view_as(t))
+                t.copy_(flat[i : i + t.numel()].view_as(t))
                 i += t.numel()
 
 
@@ -426,18 +438,21 @@ def sync_gradients_(params, loss: torch.Tensor, stats=()) -> torch.Tensor:
     device = loss.device
     local = [p.grad is not None for p in params]
     parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(dtype) for p in params]
-    flags = (torch.ones(len(params), dtype=dtype, device=device) if all(local)
-             else put(torch.tensor(local, dtype=dtype, device="cpu"), device))
+    flags = (
+        torch.ones(len(params), dtype=dtype, device=device)
+        if all(local)
+        else put(torch.tensor(local, dtype=dtype, device="cpu"), device)
+    )
     parts += [flags, loss.detach().reshape(1).to(dtype)] + [s.reshape(-1).to(dtype) for s in stats]
     flat = torch.cat(parts)
     dist.all_reduce(flat)
     n_grad = sum(p.numel() for p in params)
-    present = local if all(local) else (flat[n_grad:n_grad + len(params)] > 0).tolist()
+    present = local if all(local) else (flat[n_grad : n_grad + len(params)] > 0).tolist()
     i = 0
     for p, keep in zip(params, present):
         n = p.numel()
         if keep:
-            g = flat[i:i + n].view(p.shape)
+            g = flat[i : i + n].view(p.shape)
             if p.grad is None:
                 p.grad = g.to(p.dtype).clone()
             else:
@@ -448,7 +463,7 @@ def sync_gradients_(params, loss: torch.Tensor, stats=()) -> torch.Tensor:
     i += 1
     w = dist.get_world_size()
     for s in stats:
-        s.copy_(flat[i:i + s.numel()].view_as(s).div(w))
+        s.copy_(flat[i : i + s.numel()].view_as(s).div(w))
         i += s.numel()
     return total
 
@@ -534,8 +549,38 @@ def check_same(what: str, obj) -> None:
         raise UsageError(f"the processes disagree on {what} (process {differ[0]} differs from process 0)")
 
 
-__all__ = ["DEVICE_HELP", "PRECISIONS", "all_reduce_", "all_reduce_mean_", "autocast", "barrier", "broadcast_",
-           "check_precision", "check_same", "compile_model", "copy_model", "describe", "fingerprint",
-           "grad_scaler", "init_distributed", "is_main", "launched_by_torchrun", "leave_after_main", "main_first",
-           "optimizer_options", "put", "rank", "resolve", "rng_state", "running_stats", "set_rng_state", "shard",
-           "shutdown_distributed", "sync_gradients_", "synchronize", "to_device", "together", "world_size"]
+__all__ = [
+    "DEVICE_HELP",
+    "PRECISIONS",
+    "all_reduce_",
+    "all_reduce_mean_",
+    "autocast",
+    "barrier",
+    "broadcast_",
+    "check_precision",
+    "check_same",
+    "compile_model",
+    "copy_model",
+    "describe",
+    "fingerprint",
+    "grad_scaler",
+    "init_distributed",
+    "is_main",
+    "launched_by_torchrun",
+    "leave_after_main",
+    "main_first",
+    "optimizer_options",
+    "put",
+    "rank",
+    "resolve",
+    "rng_state",
+    "running_stats",
+    "set_rng_state",
+    "shard",
+    "shutdown_distributed",
+    "sync_gradients_",
+    "synchronize",
+    "to_device",
+    "together",
+    "world_size",
+]

@@ -24,6 +24,7 @@ runs are references, not rows: each row lists them in ``per_run[i]["references"]
 run's I and I_k; ``intransigence_per_task`` is the mean and std of I_k over seeds. Every row also
 lists the directories of its runs (``runs``), which the report reads.
 """
+
 from __future__ import annotations
 
 import csv
@@ -87,8 +88,7 @@ class Grid:
             parts = strategy.split("+")
             declared = {p for n in parts if n in STRATEGIES for p in STRATEGIES[n].params}
             declared |= {f"{n}.{p}" for n in parts if n in STRATEGIES for p in STRATEGIES[n].params}
-            d["params"] = {k: v for k, v in params.items() if k in declared or not all(
-                n in STRATEGIES for n in parts)}
+            d["params"] = {k: v for k, v in params.items() if k in declared or not all(n in STRATEGIES for n in parts)}
             cfg = RunConfig.from_dict(d)
             key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
             if key not in seen:
@@ -128,15 +128,18 @@ def load_grid_file(path: str | Path, overrides: list[str] = ()) -> Grid:
     except Exception as e:  # any parse error is the user's file
         raise UsageError(f"{path} is not valid {path.suffix[1:].upper()}: {str(e).splitlines()[0]}") from None
     if data is None or data == {}:
-        raise UsageError(f"{path} is empty: give at least one option (e.g. strategy = [\"naive\", \"er\"]); "
-                         f"an empty grid file would silently run the defaults")
+        raise UsageError(
+            f'{path} is empty: give at least one option (e.g. strategy = ["naive", "er"]); '
+            f"an empty grid file would silently run the defaults"
+        )
     if not isinstance(data, dict):
         raise UsageError(f"{path}: the top level must be a table of options")
     data = dict(data)
     for key in data:
         if not isinstance(key, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", key):
-            raise UsageError(f"{path}: option {key!r} is not an option name; write names like batch_size"
-                             f"{_did_you_mean(str(key))}")
+            raise UsageError(
+                f"{path}: option {key!r} is not an option name; write names like batch_size{_did_you_mean(str(key))}"
+            )
     params = data.pop("params", {})
     if params is None or not isinstance(params, dict):
         raise UsageError(f"{path}: params must be a table of KEY = VALUE")
@@ -153,8 +156,10 @@ def load_grid_file(path: str | Path, overrides: list[str] = ()) -> Grid:
         name = name if not name.startswith("param.") else "params." + name[6:]
         head, dot, tail = name.partition(".")
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", head) or (dot and head != "params"):
-            raise UsageError(f"override {item!r}: {key!r} is not an option (write NAME=VALUE or "
-                             f"params.NAME=VALUE){_did_you_mean(head)}")
+            raise UsageError(
+                f"override {item!r}: {key!r} is not an option (write NAME=VALUE or "
+                f"params.NAME=VALUE){_did_you_mean(head)}"
+            )
         if dot:
             check_param_key(tail, f"override {item!r}:")
         elif head == "params":
@@ -165,8 +170,9 @@ def load_grid_file(path: str | Path, overrides: list[str] = ()) -> Grid:
         one = k in ("angles", "milestones")  # (a list that is one value)
         if (isinstance(v, list) and not one) or (one and isinstance(v, list) and v and isinstance(v[0], list)):
             if not v:
-                raise UsageError(f"{path}: {k} is an empty list, which would make a grid of no runs; "
-                                 f"give at least one value")
+                raise UsageError(
+                    f"{path}: {k} is an empty list, which would make a grid of no runs; give at least one value"
+                )
             axes[k] = v
         else:
             base[k] = v
@@ -180,6 +186,7 @@ def _did_you_mean(name: str) -> str:
 
 
 # ---- running ---------------------------------------------------------------------------------
+
 
 def run_dir(out: Path, cfg: RunConfig) -> Path:
     """The folder of one run of a grid: ``out / <stamp>``, the stamp named from the resolved config."""
@@ -218,8 +225,12 @@ def run_one(cfg_dict: dict, out_dir: str, threads: int | None = None) -> dict:
     except Exception as e:  # a bug in one run must not lose the grid
         tb = traceback.format_exc()
         where = _bug_report(path, tb)
-        return {"dir": out_dir, "status": "failed", "traceback": tb,
-                "error": f"{type(e).__name__}: {e}" + (f" (a bug: its traceback is in {where})" if where else "")}
+        return {
+            "dir": out_dir,
+            "status": "failed",
+            "traceback": tb,
+            "error": f"{type(e).__name__}: {e}" + (f" (a bug: its traceback is in {where})" if where else ""),
+        }
 
 
 BUG_REPORT = "error.txt"
@@ -238,17 +249,25 @@ def _bug_report(folder: Path, tb: str) -> Path | None:
     return folder / BUG_REPORT
 
 
-def execute(jobs: list[tuple[RunConfig, Path]], workers: int = 1, executor: str = "local",
-            address: str | None = None, say: Callable[[str], None] = lambda m: None,
-            threads: int | None = None, gpus_per_run: float = 0.0) -> list[dict]:
+def execute(
+    jobs: list[tuple[RunConfig, Path]],
+    workers: int = 1,
+    executor: str = "local",
+    address: str | None = None,
+    say: Callable[[str], None] = lambda m: None,
+    threads: int | None = None,
+    gpus_per_run: float = 0.0,
+) -> list[dict]:
     """Run every (config, dir) job; finished ones are skipped. Returns their statuses.
 
     Each run gets ``threads`` torch threads (default: the cores divided among the workers) and, with
     Ray, ``gpus_per_run`` GPUs (Ray's ``num_gpus``: fractions share a GPU; Ray sets each task's
     CUDA_VISIBLE_DEVICES, so ``--device auto`` lands every run on its own GPU)."""
     todo = [(c, d) for c, d in jobs if finished(d) is None]
-    say(f"{len(jobs)} runs, {len(jobs) - len(todo)} already finished, {len(todo)} to run "
-        f"({executor}, {workers} worker{'s' if workers > 1 else ''})")
+    say(
+        f"{len(jobs)} runs, {len(jobs) - len(todo)} already finished, {len(todo)} to run "
+        f"({executor}, {workers} worker{'s' if workers > 1 else ''})"
+    )
     if not todo:
         return [{"dir": str(d), "status": "skipped"} for _, d in jobs]
     cores = os.cpu_count() or 1
@@ -258,8 +277,9 @@ def execute(jobs: list[tuple[RunConfig, Path]], workers: int = 1, executor: str 
     if executor == "ray":
         return _execute_ray(todo, workers, threads, address, say, gpus_per_run)
     if gpus_per_run:
-        raise UsageError("--gpus-per-run needs --executor ray "
-                         "(local workers share the device each run's --device names)")
+        raise UsageError(
+            "--gpus-per-run needs --executor ray (local workers share the device each run's --device names)"
+        )
     if executor != "local":
         raise UsageError(f"unknown executor {executor!r}; choose local or ray")
     statuses = []
@@ -294,8 +314,9 @@ def _worker(conn, cfg_dict: dict, out_dir: str, threads: int | None) -> None:
         conn.close()
 
 
-def _execute_local(todo: list[tuple[RunConfig, Path]], workers: int, threads: int | None,
-                   say: Callable[[str], None]) -> list[dict]:
+def _execute_local(
+    todo: list[tuple[RunConfig, Path]], workers: int, threads: int | None, say: Callable[[str], None]
+) -> list[dict]:
     """Run the jobs in at most ``workers`` processes at once, one process per run. A worker that dies
     (SIGKILL, out of memory) or is stopped alone (SIGTERM) costs only its run, which starts again
     (from its last checkpoint) up to ``WORKER_ATTEMPTS`` times; the others go on. Ctrl-C or SIGTERM
@@ -336,14 +357,22 @@ def _execute_local(todo: list[tuple[RunConfig, Path]], workers: int, threads: in
                 del running[i]
                 d = todo[i][1]
                 if status is None or status["status"] == "interrupted":
-                    how = ("stopped by SIGTERM" if status is not None else
-                           f"killed by signal {-p.exitcode}" if p.exitcode < 0 else f"exited with code {p.exitcode}")
+                    how = (
+                        "stopped by SIGTERM"
+                        if status is not None
+                        else f"killed by signal {-p.exitcode}"
+                        if p.exitcode < 0
+                        else f"exited with code {p.exitcode}"
+                    )
                     if tries[i] < WORKER_ATTEMPTS and (status is not None or p.exitcode < 0):  # (not a crash)
                         say(f"  worker {how}; starting {d.name} again (from its last checkpoint)")
                         pending.append(i)
                         continue
-                    status = {"dir": str(d), "status": "failed",
-                              "error": f"its worker process stopped {tries[i]} times (last: {how})"}
+                    status = {
+                        "dir": str(d),
+                        "status": "failed",
+                        "error": f"its worker process stopped {tries[i]} times (last: {how})",
+                    }
                 statuses[i] = status
                 say(f"  {status['status']}: {d.name}")
     except BaseException:
@@ -362,8 +391,9 @@ def _execute_local(todo: list[tuple[RunConfig, Path]], workers: int, threads: in
 BUSY_WAIT = 24 * 3600  # at most this many seconds to wait for runs another process is writing
 
 
-def _wait_for_busy(statuses: list[dict], todo: list[tuple[RunConfig, Path]], threads: int,
-                   say: Callable[[str], None]) -> list[dict]:
+def _wait_for_busy(
+    statuses: list[dict], todo: list[tuple[RunConfig, Path]], threads: int, say: Callable[[str], None]
+) -> list[dict]:
     """Runs that were "busy" (another process held their lock): wait until that process finishes
     them, or run them here once their lock is free (it died), so the summary includes them."""
     if not any(s["status"] == "busy" for s in statuses):
@@ -411,8 +441,10 @@ def _execute_ray(todo, workers, threads, address, say, gpus_per_run: float = 0.0
     try:
         have = ray.cluster_resources().get("GPU", 0)
         if gpus_per_run > have:  # (Ray would wait forever for GPUs that are not there)
-            raise UsageError(f"--gpus-per-run {gpus_per_run:g}: the Ray cluster has {have:g} GPUs; "
-                             f"use --gpus-per-run 0 or a cluster with GPUs")
+            raise UsageError(
+                f"--gpus-per-run {gpus_per_run:g}: the Ray cluster has {have:g} GPUs; "
+                f"use --gpus-per-run 0 or a cluster with GPUs"
+            )
         remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_run)(run_one)
         refs = [remote.remote(c.to_dict(), str(d.resolve()), threads) for c, d in todo]
         statuses = ray.get(refs)
@@ -425,6 +457,7 @@ def _execute_ray(todo, workers, threads, address, say, gpus_per_run: float = 0.0
 
 
 # ---- aggregation -------------------------------------------------------------------------------
+
 
 def group_key(config: dict) -> str:
     """The key that groups runs differing only by seed (and the other keys of NOT_GROUPED) into one summary row."""
@@ -483,8 +516,9 @@ def _stats(values: list[float]) -> dict:
     return {"mean": mean, "std": std, "sem": std / math.sqrt(len(values)), "n": len(values)}
 
 
-def summarize(results: list[dict] | dict[str, dict], references: dict[str, dict] | list[dict] | None = None
-              ) -> list[dict]:
+def summarize(
+    results: list[dict] | dict[str, dict], references: dict[str, dict] | list[dict] | None = None
+) -> list[dict]:
     """One row per group of runs that differ only in seed: mean, std and s.e.m. of every metric.
 
     ``results``: the runs' result dicts, or {run directory name: result}; with names, each row
@@ -503,19 +537,31 @@ def summarize(results: list[dict] | dict[str, dict], references: dict[str, dict]
     for runs in groups.values():
         runs.sort(key=lambda dr: dr[1]["config"]["seed"])
         c = runs[0][1]["config"]
-        row = {"benchmark": c["benchmark"], "scenario": c["scenario"], "strategy": c["strategy"],
-               "params": c.get("params", {}), "label": "", "seeds": [r["config"]["seed"] for _, r in runs],
-               "n": len(runs), "runs": [d for d, _ in runs if d is not None]}
+        row = {
+            "benchmark": c["benchmark"],
+            "scenario": c["scenario"],
+            "strategy": c["strategy"],
+            "params": c.get("params", {}),
+            "label": "",
+            "seeds": [r["config"]["seed"] for _, r in runs],
+            "n": len(runs),
+            "runs": [d for d, _ in runs if d is not None],
+        }
         per_run = []
         for d, r in runs:
             ref = _reference_for(r, index) if index else None
             if ref is not None:
                 from .metrics import intransigence, intransigence_per_task
 
-                per_run.append({"dir": d, "seed": r["config"]["seed"],
-                                "intransigence": intransigence(r["accuracy_matrix"], ref["values"]),
-                                "intransigence_per_task": intransigence_per_task(r["accuracy_matrix"], ref["values"]),
-                                "references": ref["dirs"]})
+                per_run.append(
+                    {
+                        "dir": d,
+                        "seed": r["config"]["seed"],
+                        "intransigence": intransigence(r["accuracy_matrix"], ref["values"]),
+                        "intransigence_per_task": intransigence_per_task(r["accuracy_matrix"], ref["values"]),
+                        "references": ref["dirs"],
+                    }
+                )
         for m in SUMMARY_METRICS:
             if m == "intransigence" and per_run:
                 values = [p["intransigence"] for p in per_run]
@@ -598,12 +644,16 @@ def claim_compare_dir(out: Path, configs: list[RunConfig], overwrite: bool = Fal
         dropped = sorted(stored - {run_dir(out, c).name for c in configs})
         if dropped:  # (the joint references of a with_joint grid count as its runs)
             tasks = max(len(finished(out / d)["accuracy_matrix"]) if finished(out / d) else 0 for d in stored)
-            dropped = sorted(set(dropped) - {run_dir(out, _joint_of(c, k)).name for c in configs
-                                             for k in [c.first_tasks, *range(1, tasks + 1)]})
+            dropped = sorted(
+                set(dropped)
+                - {run_dir(out, _joint_of(c, k)).name for c in configs for k in [c.first_tasks, *range(1, tasks + 1)]}
+            )
         if dropped:
-            raise UsageError(f"{out} holds the summary of another grid ({len(dropped)} of its runs are not in this "
-                             f"one, e.g. {dropped[0]}); choose another --out, or add --overwrite to replace that "
-                             f"summary (finished runs are kept and reused)")
+            raise UsageError(
+                f"{out} holds the summary of another grid ({len(dropped)} of its runs are not in this "
+                f"one, e.g. {dropped[0]}); choose another --out, or add --overwrite to replace that "
+                f"summary (finished runs are kept and reused)"
+            )
     record_written(out, *SUMMARY_FILES)
 
 
@@ -612,12 +662,17 @@ def write_summary(rows: list[dict], out: Path) -> None:
     atomic_write_text(out / "summary.json", json.dumps(rows, indent=1))
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["benchmark", "scenario", "strategy", "params", "n"] +
-               [f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std", "sem")] + ["train_seconds"])
+    w.writerow(
+        ["benchmark", "scenario", "strategy", "params", "n"]
+        + [f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std", "sem")]
+        + ["train_seconds"]
+    )
     for r in rows:
-        w.writerow([r["benchmark"], r["scenario"], r["strategy"], json.dumps(r["params"], sort_keys=True), r["n"]] +
-                   [r[m][s] if m in r else "" for m in SUMMARY_METRICS for s in ("mean", "std", "sem")] +
-                   [f"{r['train_seconds']:.3f}"])
+        w.writerow(
+            [r["benchmark"], r["scenario"], r["strategy"], json.dumps(r["params"], sort_keys=True), r["n"]]
+            + [r[m][s] if m in r else "" for m in SUMMARY_METRICS for s in ("mean", "std", "sem")]
+            + [f"{r['train_seconds']:.3f}"]
+        )
     atomic_write_text(out / "summary.csv", buf.getvalue())
 
 
@@ -628,19 +683,32 @@ def format_summary(rows: list[dict]) -> str:
     head = f"{'method':<{width}}{'scenario':<10}{'n':>3}  " + "".join(f"{m.replace('_', ' '):>22}" for m in shown)
     lines = [head]
     for r in rows:
-        cells = "".join(f"{100 * r[m]['mean']:>13.2f} ± {100 * r[m]['std']:<6.2f}" if m in r else f"{'-':>22}"
-                        for m in shown)
+        cells = "".join(
+            f"{100 * r[m]['mean']:>13.2f} ± {100 * r[m]['std']:<6.2f}" if m in r else f"{'-':>22}" for m in shown
+        )
         lines.append(f"{r['label']:<{width}}{r['scenario']:<10}{r['n']:>3}  {cells}")
     return "\n".join(lines) + "\n(percent, mean ± std over seeds)"
 
 
 # ---- the whole comparison ---------------------------------------------------------------------
 
-def compare(grid: Grid, out: str | Path, *, workers: int = 1, executor: str = "local",
-            address: str | None = None, select_on: str | None = None, metric: str = "average_accuracy",
-            val_fraction: float = 0.1, with_joint: bool = False,
-            say: Callable[[str], None] = lambda m: None, threads: int | None = None,
-            gpus_per_run: float = 0.0, overwrite: bool = False) -> list[dict]:
+
+def compare(
+    grid: Grid,
+    out: str | Path,
+    *,
+    workers: int = 1,
+    executor: str = "local",
+    address: str | None = None,
+    select_on: str | None = None,
+    metric: str = "average_accuracy",
+    val_fraction: float = 0.1,
+    with_joint: bool = False,
+    say: Callable[[str], None] = lambda m: None,
+    threads: int | None = None,
+    gpus_per_run: float = 0.0,
+    overwrite: bool = False,
+) -> list[dict]:
     """Run the grid (after selecting hyperparameters on validation data if asked) and summarize.
 
     ``with_joint`` (implied by ``metric="intransigence"``) adds the joint references described in
@@ -664,8 +732,9 @@ def compare(grid: Grid, out: str | Path, *, workers: int = 1, executor: str = "l
         if select_on != "validation":
             raise UsageError(f"--select-on {select_on!r}: only 'validation' is supported")
         vary = ("params",) + tuple(k for k in grid.axes if k in TUNABLE)
-        configs = _select(configs, out, metric, val_fraction, workers, executor, address, say, vary, threads,
-                          gpus_per_run)
+        configs = _select(
+            configs, out, metric, val_fraction, workers, executor, address, say, vary, threads, gpus_per_run
+        )
     joint = with_joint or metric == "intransigence"
     jobs, references = _with_references(configs, out, run, joint)
     failed = [s for s in jobs["statuses"] if s["status"] == "failed"]
@@ -676,8 +745,10 @@ def compare(grid: Grid, out: str | Path, *, workers: int = 1, executor: str = "l
     write_summary(rows, out)
     if failed:
         n = len(jobs["statuses"])
-        raise UsageError(f"{len(failed)} of {n} runs failed (first: {failed[0]['error']}); "
-                         f"the others are in {out}; run again to retry")
+        raise UsageError(
+            f"{len(failed)} of {n} runs failed (first: {failed[0]['error']}); "
+            f"the others are in {out}; run again to retry"
+        )
     return rows
 
 
@@ -711,8 +782,19 @@ def _with_references(configs: list[RunConfig], out: Path, run: Callable, joint: 
     return {"dirs": dirs, "statuses": statuses}, references
 
 
-def _select(configs, out, metric, val_fraction, workers, executor, address, say, vary=("params",), threads=None,
-            gpus_per_run=0.0):
+def _select(
+    configs,
+    out,
+    metric,
+    val_fraction,
+    workers,
+    executor,
+    address,
+    say,
+    vary=("params",),
+    threads=None,
+    gpus_per_run=0.0,
+):
     """Pick each family's values of the ``vary`` options on validation data (first seed); every seed
     then runs with them. A family: the configs that differ only in ``vary`` and the seed."""
     if metric not in SUMMARY_METRICS:
@@ -725,16 +807,24 @@ def _select(configs, out, metric, val_fraction, workers, executor, address, say,
     plans = []  # (family, first seed, [(choice, trial config)])
     for fam in families.values():
         seed = min(c.seed for c in fam)
-        choices = {json.dumps(ch, sort_keys=True, default=str): ch
-                   for ch in ({k: c.to_dict()[k] for k in vary} for c in fam)}
-        trials = [(ch, RunConfig.from_dict(fam[0].to_dict() | ch | {"seed": seed, "val_fraction": val_fraction,
-                                                                     "eval_split": "val"}))
-                  for ch in choices.values()]
+        choices = {
+            json.dumps(ch, sort_keys=True, default=str): ch for ch in ({k: c.to_dict()[k] for k in vary} for c in fam)
+        }
+        trials = [
+            (
+                ch,
+                RunConfig.from_dict(
+                    fam[0].to_dict() | ch | {"seed": seed, "val_fraction": val_fraction, "eval_split": "val"}
+                ),
+            )
+            for ch in choices.values()
+        ]
         plans.append((fam, seed, trials))
     run = lambda jobs: execute(jobs, workers, executor, address, say, threads, gpus_per_run)  # noqa: E731
     # intransigence needs the joint references of every trial, on the same validation data
-    _, references = _with_references([t for _, _, trials in plans for _, t in trials], sel_dir, run,
-                                     metric == "intransigence")
+    _, references = _with_references(
+        [t for _, _, trials in plans for _, t in trials], sel_dir, run, metric == "intransigence"
+    )
     index = _reference_index(references)
     chosen_configs, record = [], []
     for fam, seed, trials in plans:
@@ -755,11 +845,21 @@ def _select(configs, out, metric, val_fraction, workers, executor, address, say,
             if better(metric, t[metric], best[metric]):
                 best = t
         flat = {**{k: v for k, v in best["values"].items() if k != "params"}, **best["values"].get("params", {})}
-        record.append({"strategy": fam[0].strategy, "benchmark": fam[0].benchmark, "scenario": fam[0].scenario,
-                       "metric": metric, "split": f"validation: {val_fraction:g} of each task's training data, "
-                       f"seed {seed}; the test split is not read", "tried": tried, "chosen": flat})
+        record.append(
+            {
+                "strategy": fam[0].strategy,
+                "benchmark": fam[0].benchmark,
+                "scenario": fam[0].scenario,
+                "metric": metric,
+                "split": f"validation: {val_fraction:g} of each task's training data, "
+                f"seed {seed}; the test split is not read",
+                "tried": tried,
+                "chosen": flat,
+            }
+        )
         say(f"selected for {fam[0].strategy}: {flat} ({metric} {best[metric]:.4f} on validation)")
-        chosen_configs += [RunConfig.from_dict(fam[0].to_dict() | best["values"] | {"seed": s})
-                           for s in sorted({c.seed for c in fam})]
+        chosen_configs += [
+            RunConfig.from_dict(fam[0].to_dict() | best["values"] | {"seed": s}) for s in sorted({c.seed for c in fam})
+        ]
     atomic_write_text(out / "selection.json", json.dumps(record, indent=1))
     return chosen_configs

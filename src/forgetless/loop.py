@@ -15,6 +15,7 @@ run whose loss is no longer finite. Data lives on ``ctx.device`` (uint8 where th
 scaled batch by batch; batch indices are drawn on the CPU with ``ctx.generator`` (one permutation
 per epoch, moved to the device at once).
 """
+
 from __future__ import annotations
 
 import math
@@ -118,8 +119,14 @@ def _zero_if_overflowed(scaler, optimizer) -> None:
                 p.grad.masked_fill_(bad.to(p.grad.device), 0.0)
 
 
-def iterate_batches(n: int, batch_size: int, generator: torch.Generator, epochs: int | None,
-                    iterations: int | None, device: torch.device | None = None):
+def iterate_batches(
+    n: int,
+    batch_size: int,
+    generator: torch.Generator,
+    epochs: int | None,
+    iterations: int | None,
+    device: torch.device | None = None,
+):
     """Yield (epoch, index batch): ``epochs`` passes over a fresh permutation each, or exactly
     ``iterations`` batches (drawing new permutations as needed). The permutation is drawn with
     ``generator`` (CPU) and moved to ``device`` once per epoch."""
@@ -133,16 +140,24 @@ def iterate_batches(n: int, batch_size: int, generator: torch.Generator, epochs:
         for i in range(0, n, batch_size):
             if iterations is not None and done >= iterations:
                 return
-            yield epoch, perm[i:i + batch_size]
+            yield epoch, perm[i : i + batch_size]
             done += 1
         epoch += 1
 
 
-def train_task(ctx: Context, strategy: Strategy, task: Task, *, epochs: int = 1,
-               iterations: int | None = None, eval_every: int = 0,
-               on_eval: Callable[[], None] | None = None,
-               on_step: Callable[[int, int, float], None] | None = None, progress: bool = False,
-               lr_schedule=None) -> dict[str, Any]:
+def train_task(
+    ctx: Context,
+    strategy: Strategy,
+    task: Task,
+    *,
+    epochs: int = 1,
+    iterations: int | None = None,
+    eval_every: int = 0,
+    on_eval: Callable[[], None] | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    progress: bool = False,
+    lr_schedule=None,
+) -> dict[str, Any]:
     """Train on what the strategy gives for ``task`` (after its ``before_task``); returns statistics.
 
     ``iterations`` N: N steps per task; data of later tasks (joint) brings their N steps along, so a
@@ -173,7 +188,8 @@ def train_task(ctx: Context, strategy: Strategy, task: Task, *, epochs: int = 1,
                 raise TrainingDiverged(
                     f"the loss became {value} in task {task.id + 1}, epoch {epoch + 1}, step "
                     f"{step - (ctx.global_step - ctx.step)}: lower the learning rate (--lr) or the "
-                    f"regularization strength (lam)")
+                    f"regularization strength (lam)"
+                )
             acc["sum"] += value
             acc["steps"] += 1
             if on_step is not None:
@@ -187,8 +203,9 @@ def train_task(ctx: Context, strategy: Strategy, task: Task, *, epochs: int = 1,
         ctx.epoch = epoch
         if lr_schedule is not None:
             lr_schedule.set(ctx.optimizer, ctx.step, epoch, total_steps, task.id)
-        pending.append((ctx.global_step + 1, epoch,
-                        train_step(ctx, strategy, Batch(data.take(idx), Y[idx], task_ids[idx]))))
+        pending.append(
+            (ctx.global_step + 1, epoch, train_step(ctx, strategy, Batch(data.take(idx), Y[idx], task_ids[idx])))
+        )
         samples += len(idx)
         if len(pending) >= LOG_EVERY:
             flush()
@@ -216,8 +233,9 @@ def progress_bar(total: int, desc: str, enabled: bool):
 
 
 @torch.inference_mode()
-def evaluate(ctx: Context, strategy: Strategy, trained_upto: int, split: str = "test",
-             task_aware: bool = False) -> list[float] | tuple[list[float], list[float]]:
+def evaluate(
+    ctx: Context, strategy: Strategy, trained_upto: int, split: str = "test", task_aware: bool = False
+) -> list[float] | tuple[list[float], list[float]]:
     """Accuracy on every task's test (or val) data after training tasks 0..trained_upto, masked as
     the scenario evaluates. ``task_aware=True`` returns (accuracies, task-aware accuracies), the
     latter with each task's own classes alone competing (from the same scores)."""

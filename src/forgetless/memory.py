@@ -30,6 +30,7 @@
 
 Each class has ``state_dict`` / ``load_state_dict`` over plain tensors and numbers.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -102,13 +103,20 @@ class ReplayBuffer:
             if len(value) != n:
                 raise ValueError(f"extra {name!r} has {len(value)} rows for {n} examples")
             if name not in self.extra:
-                self.extra[name] = torch.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype,
-                                               device=self.x.device)
+                self.extra[name] = torch.zeros(
+                    (self.capacity, *value.shape[1:]), dtype=value.dtype, device=self.x.device
+                )
             out[name] = value.to(self.extra[name].dtype)
         return out
 
-    def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None,
-            **extra: torch.Tensor) -> None:
+    def add(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        generator: torch.Generator | None = None,
+        **extra: torch.Tensor,
+    ) -> None:
         """Offer a batch of examples to the buffer, in order (a stream); ``extra``: per-example
         tensors stored with them (the same names at every call)."""
         x, y, t = x.detach(), y.detach().long(), t.detach().long()
@@ -195,11 +203,16 @@ class ReplayBuffer:
     # ---- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         x, y, t = self.tensors()
-        return {"capacity": self.capacity, "policy": self.policy, "seen": self.seen,
-                "x": None if x is None else x.clone(), "y": y.clone(), "t": t.clone(),
-                "extra": {k: v[: self.size].clone() for k, v in self.extra.items()},
-                "class_seen": torch.tensor(sorted(self.class_seen.items()), dtype=torch.long,
-                                           device="cpu").reshape(-1, 2)}
+        return {
+            "capacity": self.capacity,
+            "policy": self.policy,
+            "seen": self.seen,
+            "x": None if x is None else x.clone(),
+            "y": y.clone(),
+            "t": t.clone(),
+            "extra": {k: v[: self.size].clone() for k, v in self.extra.items()},
+            "class_seen": torch.tensor(sorted(self.class_seen.items()), dtype=torch.long, device="cpu").reshape(-1, 2),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.__init__(int(state["capacity"]), state["policy"])
@@ -212,8 +225,9 @@ class ReplayBuffer:
             self.labels[:n] = state["y"].cpu()
             self.size = n
             for name, value in state.get("extra", {}).items():
-                self.extra[name] = torch.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype,
-                                               device=self.x.device)
+                self.extra[name] = torch.zeros(
+                    (self.capacity, *value.shape[1:]), dtype=value.dtype, device=self.x.device
+                )
                 self.extra[name][:n] = value.to(self.x.device)
 
 

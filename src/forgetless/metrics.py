@@ -32,6 +32,7 @@ over sessions 2..T, and ``harmonic_mean`` 2 b n / (b + n) of the two.
 ``REGISTRY`` lists every metric once (name, label, one-line help, higher-is-better, formula): the
 summary tables, the report, the figures and the command line read it instead of listing metrics.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -59,49 +60,122 @@ class Metric:
     scalar: bool = True
 
 
-REGISTRY: dict[str, Metric] = {m.key: m for m in (
-    Metric("average_accuracy", "final average accuracy",
-           "mean accuracy over all tasks after the last one (higher is better)",
-           True, "A_T = (1/T) sum_j R[T, j]"),
-    Metric("bwt", "BWT",
-           "backward transfer: final minus just-learnt accuracy, mean over tasks 1..T-1; negative means forgetting",
-           True, "BWT = 1/(T-1) sum_{j<T} (R[T, j] - R[j, j])"),
-    Metric("fwt", "FWT",
-           "forward transfer: accuracy on a task before training it, minus the untrained model's",
-           True, "FWT = 1/(T-1) sum_{j>1} (R[j-1, j] - b[j])"),
-    Metric("forgetting", "forgetting",
-           "best accuracy a task ever had minus its final one, mean over tasks 1..T-1 (lower is better)",
-           False, "f_j = max_{l<T} R[l, j] - R[T, j]; F = 1/(T-1) sum_{j<T} f_j"),
-    Metric("intransigence", "intransigence",
-           "accuracy of a joint model trained on tasks 1..k minus the run's accuracy on task k just after "
-           "learning it, mean over tasks (lower is better)",
-           False, "I_k = a*_k - R[k, k]; I = (1/T) sum_k I_k"),
-    Metric("anytime_accuracy", "anytime accuracy (A_AUC)",
-           "mean over the evaluations during training of the average accuracy over the tasks seen so far "
-           "(area under the accuracy curve; --online or --eval-every)",
-           True, "A_AUC = (1/P) sum_p (1/(k_p+1)) sum_{j<=k_p} acc_p[j]"),
-    Metric("avg", "AVG (FSCIL)", "few-shot class-IL: mean over sessions of the pooled accuracy on every class seen",
-           True, "AVG = (1/T) sum_i S_i, S_i = sum_{j<=i} n_j R[i, j] / sum_{j<=i} n_j"),
-    Metric("pd", "PD (FSCIL)", "few-shot class-IL: performance drop, first session's accuracy minus the last's "
-           "(lower is better)", False, "PD = S_1 - S_T"),
-    Metric("base_accuracy", "base accuracy", "few-shot class-IL: accuracy on the base classes after the last session",
-           True, "R[T, 1]"),
-    Metric("novel_accuracy", "novel accuracy",
-           "few-shot class-IL: pooled accuracy on the novel classes (sessions 2..T) after the last session",
-           True, "sum_{j>1} n_j R[T, j] / sum_{j>1} n_j"),
-    Metric("harmonic_mean", "harmonic mean", "few-shot class-IL: harmonic mean of base and novel accuracy",
-           True, "H = 2 b n / (b + n)"),
-    Metric("session_accuracy", "session accuracy",
-           "few-shot class-IL: pooled accuracy on the test data of every class seen, after each session",
-           True, "S_i = sum_{j<=i} n_j R[i, j] / sum_{j<=i} n_j", scalar=False),
-    Metric("average_accuracies", "A_k", "average accuracy over tasks 1..k after each task k",
-           True, "A_k = (1/k) sum_{j<=k} R[k, j]", scalar=False),
-    Metric("learning_accuracy", "learning accuracy", "each task's accuracy just after it was learnt (the diagonal)",
-           True, "R[k, k]", scalar=False),
-    Metric("intransigence_per_task", "intransigence per task",
-           "I_k for every task k: joint reference on tasks 1..k minus the just-learnt accuracy",
-           False, "I_k = a*_k - R[k, k]", scalar=False),
-)}
+REGISTRY: dict[str, Metric] = {
+    m.key: m
+    for m in (
+        Metric(
+            "average_accuracy",
+            "final average accuracy",
+            "mean accuracy over all tasks after the last one (higher is better)",
+            True,
+            "A_T = (1/T) sum_j R[T, j]",
+        ),
+        Metric(
+            "bwt",
+            "BWT",
+            "backward transfer: final minus just-learnt accuracy, mean over tasks 1..T-1; negative means forgetting",
+            True,
+            "BWT = 1/(T-1) sum_{j<T} (R[T, j] - R[j, j])",
+        ),
+        Metric(
+            "fwt",
+            "FWT",
+            "forward transfer: accuracy on a task before training it, minus the untrained model's",
+            True,
+            "FWT = 1/(T-1) sum_{j>1} (R[j-1, j] - b[j])",
+        ),
+        Metric(
+            "forgetting",
+            "forgetting",
+            "best accuracy a task ever had minus its final one, mean over tasks 1..T-1 (lower is better)",
+            False,
+            "f_j = max_{l<T} R[l, j] - R[T, j]; F = 1/(T-1) sum_{j<T} f_j",
+        ),
+        Metric(
+            "intransigence",
+            "intransigence",
+            "accuracy of a joint model trained on tasks 1..k minus the run's accuracy on task k just after "
+            "learning it, mean over tasks (lower is better)",
+            False,
+            "I_k = a*_k - R[k, k]; I = (1/T) sum_k I_k",
+        ),
+        Metric(
+            "anytime_accuracy",
+            "anytime accuracy (A_AUC)",
+            "mean over the evaluations during training of the average accuracy over the tasks seen so far "
+            "(area under the accuracy curve; --online or --eval-every)",
+            True,
+            "A_AUC = (1/P) sum_p (1/(k_p+1)) sum_{j<=k_p} acc_p[j]",
+        ),
+        Metric(
+            "avg",
+            "AVG (FSCIL)",
+            "few-shot class-IL: mean over sessions of the pooled accuracy on every class seen",
+            True,
+            "AVG = (1/T) sum_i S_i, S_i = sum_{j<=i} n_j R[i, j] / sum_{j<=i} n_j",
+        ),
+        Metric(
+            "pd",
+            "PD (FSCIL)",
+            "few-shot class-IL: performance drop, first session's accuracy minus the last's (lower is better)",
+            False,
+            "PD = S_1 - S_T",
+        ),
+        Metric(
+            "base_accuracy",
+            "base accuracy",
+            "few-shot class-IL: accuracy on the base classes after the last session",
+            True,
+            "R[T, 1]",
+        ),
+        Metric(
+            "novel_accuracy",
+            "novel accuracy",
+            "few-shot class-IL: pooled accuracy on the novel classes (sessions 2..T) after the last session",
+            True,
+            "sum_{j>1} n_j R[T, j] / sum_{j>1} n_j",
+        ),
+        Metric(
+            "harmonic_mean",
+            "harmonic mean",
+            "few-shot class-IL: harmonic mean of base and novel accuracy",
+            True,
+            "H = 2 b n / (b + n)",
+        ),
+        Metric(
+            "session_accuracy",
+            "session accuracy",
+            "few-shot class-IL: pooled accuracy on the test data of every class seen, after each session",
+            True,
+            "S_i = sum_{j<=i} n_j R[i, j] / sum_{j<=i} n_j",
+            scalar=False,
+        ),
+        Metric(
+            "average_accuracies",
+            "A_k",
+            "average accuracy over tasks 1..k after each task k",
+            True,
+            "A_k = (1/k) sum_{j<=k} R[k, j]",
+            scalar=False,
+        ),
+        Metric(
+            "learning_accuracy",
+            "learning accuracy",
+            "each task's accuracy just after it was learnt (the diagonal)",
+            True,
+            "R[k, k]",
+            scalar=False,
+        ),
+        Metric(
+            "intransigence_per_task",
+            "intransigence per task",
+            "I_k for every task k: joint reference on tasks 1..k minus the just-learnt accuracy",
+            False,
+            "I_k = a*_k - R[k, k]",
+            scalar=False,
+        ),
+    )
+}
 
 
 def scalar_metrics() -> list[str]:
@@ -227,8 +301,14 @@ def fscil_metrics(R: ArrayLike, sizes: Vector) -> dict[str, Any]:
     base = float(M[-1, 0])
     novel = float((M[-1, 1:] * n[1:]).sum() / n[1:].sum()) if len(M) > 1 else None
     harmonic = None if novel is None else (0.0 if base + novel == 0 else 2 * base * novel / (base + novel))
-    return {"session_accuracy": S, "avg": float(np.mean(S)), "pd": S[0] - S[-1], "base_accuracy": base,
-            "novel_accuracy": novel, "harmonic_mean": harmonic}
+    return {
+        "session_accuracy": S,
+        "avg": float(np.mean(S)),
+        "pd": S[0] - S[-1],
+        "base_accuracy": base,
+        "novel_accuracy": novel,
+        "harmonic_mean": harmonic,
+    }
 
 
 def anytime_accuracy(points: Sequence[tuple[int, Vector]]) -> float | None:
@@ -240,5 +320,5 @@ def anytime_accuracy(points: Sequence[tuple[int, Vector]]) -> float | None:
     for k, acc in points:
         if not 0 <= k < len(acc):
             raise ValueError(f"an evaluation point of task {k} has accuracies for {len(acc)} tasks")
-        values.append(sum(acc[:k + 1]) / (k + 1))
+        values.append(sum(acc[: k + 1]) / (k + 1))
     return float(sum(values) / len(values))

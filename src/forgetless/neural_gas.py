@@ -56,6 +56,7 @@ smallest class, -1 for an empty cell); ``add_nodes`` appends nodes without edges
 ``learn_edges(x, T)`` runs CHL alone (centroids fixed), which is how inserted nodes get their
 edges.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,8 +80,13 @@ def anneal(p_i: float, p_f: float, t: int, t_max: int) -> float:
 
 
 def _positive(name: str, value: Any, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < 0 or (value == 0 and not allow_zero):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
         bound = ">= 0" if allow_zero else "> 0"
         raise UsageError(f"NeuralGas: {name} must be a number {bound}, got {value!r}")
     return float(value)
@@ -129,8 +135,10 @@ class NeuralGas:
             x = x.float()
         if self.centroids is not None:
             if x.shape[1] != self.centroids.shape[1]:
-                raise UsageError(f"NeuralGas.{who}: x has {x.shape[1]} features, the gas "
-                                 f"{self.centroids.shape[1]}: give features of the same size")
+                raise UsageError(
+                    f"NeuralGas.{who}: x has {x.shape[1]} features, the gas "
+                    f"{self.centroids.shape[1]}: give features of the same size"
+                )
             x = x.to(self.centroids.device, self.centroids.dtype)
         return x
 
@@ -145,8 +153,7 @@ class NeuralGas:
         x = self._data(x, "distances")
         m = self.centroids
         m2 = (m * m).sum(1)
-        out = [((xc * xc).sum(1, keepdim=True) + m2 - 2 * xc @ m.T).clamp_min_(0)
-               for xc in x.split(chunk)]
+        out = [((xc * xc).sum(1, keepdim=True) + m2 - 2 * xc @ m.T).clamp_min_(0) for xc in x.split(chunk)]
         return torch.cat(out)
 
     def nearest(self, x: torch.Tensor) -> torch.Tensor:
@@ -188,33 +195,52 @@ class NeuralGas:
             raise UsageError(f"NeuralGas.fit: epochs must be an integer >= 1, got {epochs!r}")
         eps_i, eps_f = _positive("eps_i", eps_i, True), _positive("eps_f", eps_f, True)
         if (eps_i == 0) != (eps_f == 0) or eps_i > 1 or eps_f > 1:
-            raise UsageError(f"NeuralGas.fit: eps_i and eps_f must lie in (0, 1] (or both be 0), "
-                             f"got {eps_i}, {eps_f}")
-        return (epochs, eps_i, eps_f, _positive("lam_i", lam_i), _positive("lam_f", lam_f),
-                _positive("T_i", T_i), _positive("T_f", T_f))
+            raise UsageError(f"NeuralGas.fit: eps_i and eps_f must lie in (0, 1] (or both be 0), got {eps_i}, {eps_f}")
+        return (
+            epochs,
+            eps_i,
+            eps_f,
+            _positive("lam_i", lam_i),
+            _positive("lam_f", lam_f),
+            _positive("T_i", T_i),
+            _positive("T_f", T_f),
+        )
 
-    def fit(self, x: torch.Tensor, epochs: int = 10, eps_i: float = EPS_I, eps_f: float = EPS_F,
-            lam_i: float = LAM_I, lam_f: float = LAM_F, T_i: float = T_I, T_f: float = T_F,
-            seed: int = 0, labels: torch.Tensor | None = None, record: bool = False):
+    def fit(
+        self,
+        x: torch.Tensor,
+        epochs: int = 10,
+        eps_i: float = EPS_I,
+        eps_f: float = EPS_F,
+        lam_i: float = LAM_I,
+        lam_f: float = LAM_F,
+        T_i: float = T_I,
+        T_f: float = T_F,
+        seed: int = 0,
+        labels: torch.Tensor | None = None,
+        record: bool = False,
+    ):
         """Train on the rows of x (module docstring); returns the list of quantisation errors
         after each epoch when ``record``, else self. ``labels`` (one class per row) labels the
         nodes afterwards (``assign_labels``)."""
-        epochs, eps_i, eps_f, lam_i, lam_f, T_i, T_f = self._schedule_args(
-            epochs, eps_i, eps_f, lam_i, lam_f, T_i, T_f)
+        epochs, eps_i, eps_f, lam_i, lam_f, T_i, T_f = self._schedule_args(epochs, eps_i, eps_f, lam_i, lam_f, T_i, T_f)
         x = self._data(x, "fit")
         g = torch.Generator().manual_seed(int(seed))
         if self.centroids is None:
             if x.shape[0] < self.n_nodes:
-                raise UsageError(f"NeuralGas.fit: {self.n_nodes} nodes start at distinct inputs, but x "
-                                 f"has only {x.shape[0]} rows: give more data or fewer nodes")
+                raise UsageError(
+                    f"NeuralGas.fit: {self.n_nodes} nodes start at distinct inputs, but x "
+                    f"has only {x.shape[0]} rows: give more data or fewer nodes"
+                )
             start = torch.randperm(x.shape[0], generator=g, device="cpu")[: self.n_nodes].to(x.device)
             self._init_state(x[start])
         t, t_max = 0, epochs * x.shape[0]
         history = []
         for _ in range(epochs):
             for i in torch.randperm(x.shape[0], generator=g, device="cpu").tolist():
-                self.step(x[i], anneal(eps_i, eps_f, t, t_max), anneal(lam_i, lam_f, t, t_max),
-                          anneal(T_i, T_f, t, t_max))
+                self.step(
+                    x[i], anneal(eps_i, eps_f, t, t_max), anneal(lam_i, lam_f, t, t_max), anneal(T_i, T_f, t, t_max)
+                )
                 t += 1
             if record:
                 history.append(self.quantization_error(x))
@@ -240,8 +266,7 @@ class NeuralGas:
         """Label each node by the majority class among the rows of x nearest to it."""
         self._need_nodes("assign_labels")
         x = self._data(x, "assign_labels")
-        if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],) or y.is_floating_point() \
-                or (y < 0).any():
+        if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],) or y.is_floating_point() or (y < 0).any():
             raise UsageError("NeuralGas.assign_labels: y must be a tensor of one class index >= 0 per row of x")
         y = y.to(self.centroids.device)
         n, k = self.size, int(y.max()) + 1
@@ -273,8 +298,9 @@ class NeuralGas:
         var = torch.where(has.unsqueeze(1), var, fill)
         return var.clamp_min(self.min_var)
 
-    def add_nodes(self, centroids: torch.Tensor, labels: torch.Tensor | int,
-                  variance: torch.Tensor | None = None) -> torch.Tensor:
+    def add_nodes(
+        self, centroids: torch.Tensor, labels: torch.Tensor | int, variance: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Append nodes (TOPIC's growth for new classes), with no edges; returns their indices.
 
         ``variance`` [k, d], if given, seeds the new nodes' variance as if observed once; else
@@ -321,8 +347,10 @@ class NeuralGas:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         missing = [k for k in self.KEYS if k not in state]
         if missing:
-            raise UsageError(f"NeuralGas.load_state_dict: the state lacks {', '.join(missing)}: "
-                             "give a dict from NeuralGas.state_dict()")
+            raise UsageError(
+                f"NeuralGas.load_state_dict: the state lacks {', '.join(missing)}: "
+                "give a dict from NeuralGas.state_dict()"
+            )
         c = state["centroids"]
         if not isinstance(c, torch.Tensor) or c.dim() != 2:
             raise UsageError("NeuralGas.load_state_dict: centroids must be a 2-D tensor")
@@ -330,8 +358,10 @@ class NeuralGas:
         shapes = {"labels": (n,), "edges": (n, n), "ages": (n, n), "var_sum": (n, d), "var_count": (n,)}
         for k, shape in shapes.items():
             if not isinstance(state[k], torch.Tensor) or tuple(state[k].shape) != shape:
-                raise UsageError(f"NeuralGas.load_state_dict: {k} must have shape {shape} for {n} "
-                                 f"nodes of {d} features: the state is corrupt")
+                raise UsageError(
+                    f"NeuralGas.load_state_dict: {k} must have shape {shape} for {n} "
+                    f"nodes of {d} features: the state is corrupt"
+                )
         for k in self.KEYS:
             setattr(self, k, state[k].clone())
         self.edges = self.edges.bool()

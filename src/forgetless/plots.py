@@ -9,6 +9,7 @@ matplotlib is imported only when a figure is drawn: the rest of forgetless works
 (``pip install 'forgetless[report]'`` adds it). Colours are the Okabe–Ito palette, which stays
 distinguishable with every common colour-vision deficiency; lines also differ in marker and dash.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,17 +23,37 @@ OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 DASHES = ["-", "--", "-.", ":"]
 # The methods bar chart: one colour per metric.
-METRIC_COLOURS = {"average_accuracy": "#0072B2", "bwt": "#D55E00", "forgetting": "#E69F00",
-                  "fwt": "#009E73", "intransigence": "#CC79A7"}
+METRIC_COLOURS = {
+    "average_accuracy": "#0072B2",
+    "bwt": "#D55E00",
+    "forgetting": "#E69F00",
+    "fwt": "#009E73",
+    "intransigence": "#CC79A7",
+}
 DPI = 100  # figures are shown 1:1 in the HTML report: a 10-inch figure is 1000 pixels wide
 
 STYLE = {
-    "font.size": 11, "axes.titlesize": 13, "axes.titleweight": "bold", "axes.labelsize": 11.5,
-    "xtick.labelsize": 10.5, "ytick.labelsize": 10.5, "legend.fontsize": 10, "legend.title_fontsize": 10.5,
-    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
-    "grid.linewidth": 0.7, "axes.axisbelow": True, "lines.linewidth": 2.0, "lines.markersize": 5,
-    "figure.facecolor": "white", "axes.facecolor": "white", "savefig.facecolor": "white",
-    "svg.hashsalt": "forgetless", "svg.fonttype": "path",
+    "font.size": 11,
+    "axes.titlesize": 13,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 11.5,
+    "xtick.labelsize": 10.5,
+    "ytick.labelsize": 10.5,
+    "legend.fontsize": 10,
+    "legend.title_fontsize": 10.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.7,
+    "axes.axisbelow": True,
+    "lines.linewidth": 2.0,
+    "lines.markersize": 5,
+    "figure.facecolor": "white",
+    "axes.facecolor": "white",
+    "savefig.facecolor": "white",
+    "svg.hashsalt": "forgetless",
+    "svg.fonttype": "path",
 }
 
 
@@ -43,8 +64,9 @@ def _mpl():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise UsageError("figures and reports need matplotlib: pip install 'forgetless[report]' "
-                         "(or pip install matplotlib)") from None
+        raise UsageError(
+            "figures and reports need matplotlib: pip install 'forgetless[report]' (or pip install matplotlib)"
+        ) from None
     return matplotlib, Figure, FigureCanvasAgg
 
 
@@ -65,6 +87,7 @@ def _styled(fn):
         matplotlib, _, _ = _mpl()
         with matplotlib.rc_context(STYLE):
             return fn(*args, **kwargs)
+
     return wrapper
 
 
@@ -94,8 +117,11 @@ def _title(r: dict, what: str) -> str:
     scenario = c.get("scenario") or r.get("benchmark", {}).get("scenario")
     head = bench + (f" ({scenario}-incremental)" if scenario else "")
     strategy = c.get("strategy")
-    return f"{what}\n{head}" + (f", {strategy}" if strategy else "") + (
-        f", seed {c['seed']}" if "seed" in c and c.get("strategy") else "")
+    return (
+        f"{what}\n{head}"
+        + (f", {strategy}" if strategy else "")
+        + (f", seed {c['seed']}" if "seed" in c and c.get("strategy") else "")
+    )
 
 
 def _task_ends(r: dict) -> list[int] | None:
@@ -158,13 +184,28 @@ def plot_curves(result: Any):
         before = [(x, 100 * y) for x, y in pts if x <= starts[j]]
         after = [(x, 100 * y) for x, y in pts if x >= starts[j]]
         if len(before) > 1:
-            ax.plot(*zip(*before), color=colour, alpha=0.6, linewidth=1.4, linestyle=(0, (1.5, 1.5)),
-                    label=f"_task {j + 1} before training", gid=f"before-{j + 1}")
+            ax.plot(
+                *zip(*before),
+                color=colour,
+                alpha=0.6,
+                linewidth=1.4,
+                linestyle=(0, (1.5, 1.5)),
+                label=f"_task {j + 1} before training",
+                gid=f"before-{j + 1}",
+            )
         if after:
             marked = {e for _, e in spans} | {starts[j]}
-            ax.plot(*zip(*after), color=colour, linestyle=dash, label=f"task {j + 1}", gid=f"task-{j + 1}",
-                    marker=marker, markersize=6, clip_on=False,
-                    markevery=[k for k, (x, _) in enumerate(after) if x in marked] if by_steps else None)
+            ax.plot(
+                *zip(*after),
+                color=colour,
+                linestyle=dash,
+                label=f"task {j + 1}",
+                gid=f"task-{j + 1}",
+                marker=marker,
+                markersize=6,
+                clip_on=False,
+                markevery=[k for k, (x, _) in enumerate(after) if x in marked] if by_steps else None,
+            )
     for b in boundaries:
         ax.axvline(b, color="#555555", linestyle="--", linewidth=1.0, alpha=0.8, gid="boundary", label="_boundary")
     from matplotlib.transforms import blended_transform_factory
@@ -174,11 +215,27 @@ def plot_curves(result: Any):
     long_names = all((e - s) / total >= 0.15 for s, e in spans)
     for i, (s, e) in enumerate(spans):  # name the task trained in each span, where there is room
         if joint and (e - s) == total:
-            ax.text(total / 2, 1.01, "training all tasks at once (joint)", transform=top, ha="center",
-                    va="bottom", fontsize=9.5, color="#333333")
+            ax.text(
+                total / 2,
+                1.01,
+                "training all tasks at once (joint)",
+                transform=top,
+                ha="center",
+                va="bottom",
+                fontsize=9.5,
+                color="#333333",
+            )
         elif (e - s) / total >= 0.05:
-            ax.text((s + e) / 2, 1.01, f"training task {i + 1}" if long_names else f"task {i + 1}",
-                    transform=top, ha="center", va="bottom", fontsize=9.5 if long_names else 8.5, color="#333333")
+            ax.text(
+                (s + e) / 2,
+                1.01,
+                f"training task {i + 1}" if long_names else f"task {i + 1}",
+                transform=top,
+                ha="center",
+                va="bottom",
+                fontsize=9.5 if long_names else 8.5,
+                color="#333333",
+            )
     ax.set_xlim(0, total)
     if not by_steps:
         ax.set_xticks(range(T + 1), ["start"] + [str(i + 1) for i in range(T)])
@@ -195,8 +252,7 @@ def plot_curves(result: Any):
     if boundaries:
         handles.append(Line2D([], [], color="#555555", linestyle="--", linewidth=1.0))
         labels.append("task boundary")
-    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-              ncols=1 if T <= 16 else 2)
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, ncols=1 if T <= 16 else 2)
     return fig
 
 
@@ -230,9 +286,17 @@ def plot_matrix(result: Any, *, title: str | None = None, key: str = "accuracy_m
         fs = 11 if T <= 6 else 9 if T <= 10 else 7
         for i in range(T):
             for j in range(T):
-                ax.text(j, i, f"{M[i, j]:.1f}", ha="center", va="center", fontsize=fs + (i == j),
-                        fontweight="bold" if i == j else "normal",
-                        color=_text_colour(cmap(norm(M[i, j]))), gid=f"cell-{i}-{j}")
+                ax.text(
+                    j,
+                    i,
+                    f"{M[i, j]:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=fs + (i == j),
+                    fontweight="bold" if i == j else "normal",
+                    color=_text_colour(cmap(norm(M[i, j]))),
+                    gid=f"cell-{i}-{j}",
+                )
     ticks = range(T)
     ax.set_xticks(ticks, [f"task {j + 1}" for j in ticks], rotation=0 if T <= 8 else 90)
     ax.set_yticks(ticks, [f"after task {i + 1}" for i in ticks])
@@ -297,18 +361,34 @@ def plot_methods(summary_rows: Sequence[dict], metrics: Iterable[str] = ("averag
         means = [100 * r[m]["mean"] if isinstance(r.get(m), Mapping) else np.nan for r in rows]
         stds = [100 * r[m].get("std", 0.0) if isinstance(r.get(m), Mapping) else 0.0 for r in rows]
         pos = x + (m_i - (k - 1) / 2) * width
-        bars = ax.bar(pos, means, width * 0.92, yerr=stds, capsize=4, color=METRIC_COLOURS.get(m, OKABE_ITO[m_i % 8]),
-                      edgecolor="black", linewidth=0.6,
-                      label=_metric_legend(m),
-                      error_kw={"elinewidth": 1.2, "ecolor": "#222222"}, gid=f"bars-{m}")
+        bars = ax.bar(
+            pos,
+            means,
+            width * 0.92,
+            yerr=stds,
+            capsize=4,
+            color=METRIC_COLOURS.get(m, OKABE_ITO[m_i % 8]),
+            edgecolor="black",
+            linewidth=0.6,
+            label=_metric_legend(m),
+            error_kw={"elinewidth": 1.2, "ecolor": "#222222"},
+            gid=f"bars-{m}",
+        )
         for b, mean, std in zip(bars, means, stds):
             if np.isnan(mean):
                 ax.text(b.get_x() + b.get_width() / 2, 0, "n/a", ha="center", va="bottom", fontsize=8.5)
                 continue
             y = mean + std if mean >= 0 else mean - std
             span = [min(span[0], y), max(span[1], y)]
-            ax.annotate(f"{mean:.1f}", (b.get_x() + b.get_width() / 2, y), xytext=(0, 3 if mean >= 0 else -3),
-                        textcoords="offset points", ha="center", va="bottom" if mean >= 0 else "top", fontsize=8.5)
+            ax.annotate(
+                f"{mean:.1f}",
+                (b.get_x() + b.get_width() / 2, y),
+                xytext=(0, 3 if mean >= 0 else -3),
+                textcoords="offset points",
+                ha="center",
+                va="bottom" if mean >= 0 else "top",
+                fontsize=8.5,
+            )
     ax.axhline(0, color="black", linewidth=0.9)
     low = min(0.0, span[0]) - 8 if span[0] < 0 else 0
     ax.set_ylim(low, max(100.0, span[1]) + 8)
@@ -316,8 +396,11 @@ def plot_methods(summary_rows: Sequence[dict], metrics: Iterable[str] = ("averag
     ax.grid(axis="x", visible=False)
     seeds = sorted({r.get("n", 1) for r in rows})
     seed_txt = f"{seeds[0]} seeds" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]} seeds"
-    ax.set_ylabel("percent (one seed per method:\nno error bars)" if seeds == [1] else
-                  f"percent (mean over {seed_txt};\nerror bars: ± 1 std over seeds)")
+    ax.set_ylabel(
+        "percent (one seed per method:\nno error bars)"
+        if seeds == [1]
+        else f"percent (mean over {seed_txt};\nerror bars: ± 1 std over seeds)"
+    )
     ax.set_xlabel("method")
     bench = sorted({f"{r.get('benchmark')} ({r.get('scenario')}-incremental)" for r in rows})
     ax.set_title("Methods compared\n" + ", ".join(bench) if len(bench) <= 2 else "Methods compared")
@@ -326,8 +409,9 @@ def plot_methods(summary_rows: Sequence[dict], metrics: Iterable[str] = ("averag
 
 
 @_styled
-def _curves_by_method(results_by_label: Mapping[str, Any], values: Callable[[dict], Sequence[float]],
-                      xlabel: str, ylabel: str, title: str):
+def _curves_by_method(
+    results_by_label: Mapping[str, Any], values: Callable[[dict], Sequence[float]], xlabel: str, ylabel: str, title: str
+):
     """One line per method (mean over its runs), a band of +- 1 std when it has several."""
     import numpy as np
 
@@ -348,8 +432,16 @@ def _curves_by_method(results_by_label: Mapping[str, Any], values: Callable[[dic
         colour = OKABE_ITO[i % 8]
         n = len(A)
         multi |= n > 1
-        ax.plot(k, mean, color=colour, marker=MARKERS[i % 8], linestyle=DASHES[(i // 8) % 4], markersize=7,
-                label=wrap(f"{label} (n={n})" if n > 1 else label, 30), gid=f"method-{i}")
+        ax.plot(
+            k,
+            mean,
+            color=colour,
+            marker=MARKERS[i % 8],
+            linestyle=DASHES[(i // 8) % 4],
+            markersize=7,
+            label=wrap(f"{label} (n={n})" if n > 1 else label, 30),
+            gid=f"method-{i}",
+        )
         if n > 1:
             std = A.std(axis=0, ddof=1)
             ax.fill_between(k, mean - std, mean + std, color=colour, alpha=0.18, linewidth=0, gid=f"band-{i}")
@@ -366,6 +458,7 @@ def _curves_by_method(results_by_label: Mapping[str, Any], values: Callable[[dic
 def plot_average_accuracy(results_by_label: Mapping[str, Any]):
     """Average accuracy A_k over the tasks seen so far, after each task k: one line per method,
     the mean over its runs (seeds), with a shaded band of ± 1 standard deviation when it has several."""
+
     def values(d):
         a = d.get("metrics", {}).get("average_accuracies")
         if a is None:
@@ -374,8 +467,13 @@ def plot_average_accuracy(results_by_label: Mapping[str, Any]):
             a = average_accuracies(d["accuracy_matrix"])
         return a
 
-    return _curves_by_method(results_by_label, values, "tasks trained (k)",
-                             "average accuracy A$_k$ over tasks 1..k (%)", "Average accuracy after each task")
+    return _curves_by_method(
+        results_by_label,
+        values,
+        "tasks trained (k)",
+        "average accuracy A$_k$ over tasks 1..k (%)",
+        "Average accuracy after each task",
+    )
 
 
 def has_sessions(result: Any) -> bool:
@@ -386,14 +484,20 @@ def has_sessions(result: Any) -> bool:
 def plot_session_accuracy(results_by_label: Mapping[str, Any]):
     """Few-shot class-IL: the pooled accuracy on every class seen so far after each session (the
     curve every FSCIL paper draws), one line per method, mean over its runs (± 1 std band)."""
+
     def values(d):
         s = d.get("metrics", {}).get("session_accuracy")
         if not s:
             raise UsageError("plot_session_accuracy: a result has no session_accuracy (not an fscil run)")
         return s
 
-    return _curves_by_method(results_by_label, values, "session", "accuracy on all classes seen (%)",
-                             "Accuracy after each session (few-shot class-incremental)")
+    return _curves_by_method(
+        results_by_label,
+        values,
+        "session",
+        "accuracy on all classes seen (%)",
+        "Accuracy after each session (few-shot class-incremental)",
+    )
 
 
 def save(fig, path: str | Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
@@ -422,5 +526,13 @@ def to_png(fig) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["OKABE_ITO", "as_dict", "plot_average_accuracy", "plot_curves", "plot_matrix", "plot_methods",
-           "save", "to_png"]
+__all__ = [
+    "OKABE_ITO",
+    "as_dict",
+    "plot_average_accuracy",
+    "plot_curves",
+    "plot_matrix",
+    "plot_methods",
+    "save",
+    "to_png",
+]

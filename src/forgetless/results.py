@@ -5,6 +5,7 @@
 content of result.json) or a run directory. pandas and matplotlib are optional
 (``pip install 'forgetless[report]'``): they are imported only here, when called.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,17 @@ from typing import Any
 from .errors import UsageError
 
 KINDS = ("curves", "matrix", "average_accuracy")
-RESULT_KEYS = ("accuracy_matrix", "initial_accuracy", "metrics", "config", "timing", "versions", "curves",
-               "benchmark", "task_aware_accuracy_matrix")
+RESULT_KEYS = (
+    "accuracy_matrix",
+    "initial_accuracy",
+    "metrics",
+    "config",
+    "timing",
+    "versions",
+    "curves",
+    "benchmark",
+    "task_aware_accuracy_matrix",
+)
 
 
 @dataclass
@@ -38,8 +48,11 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         """The result as the plain dict written to result.json."""
-        return {k: getattr(self, k) for k in RESULT_KEYS
-                if k != "task_aware_accuracy_matrix" or self.task_aware_accuracy_matrix is not None}
+        return {
+            k: getattr(self, k)
+            for k in RESULT_KEYS
+            if k != "task_aware_accuracy_matrix" or self.task_aware_accuracy_matrix is not None
+        }
 
     def plot(self, kind: str = "curves") -> Any:
         """A matplotlib Figure: ``curves`` (accuracy of every task during training) or ``matrix``."""

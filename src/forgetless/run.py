@@ -11,6 +11,7 @@ takes the lock of ``out`` and writes result.json, the logs and the checkpoints; 
 process reads the checkpoint. Errors at rank 0's steps (lock, claim, download) stop every process
 (``devices.together``).
 """
+
 from __future__ import annotations
 
 import os
@@ -69,13 +70,21 @@ def lock_dir(out: Path):
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.close()
-        raise RunLocked(f"another forgetless process is writing to {out}; "
-                        "wait for it or choose another --out") from None
+        raise RunLocked(
+            f"another forgetless process is writing to {out}; wait for it or choose another --out"
+        ) from None
     return f
 
 
-def make_optimizer(name: str, params, lr: float, momentum: float = 0.0, *,
-                   device: torch.device | None = None, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str,
+    params,
+    lr: float,
+    momentum: float = 0.0,
+    *,
+    device: torch.device | None = None,
+    weight_decay: float = 0.0,
+) -> torch.optim.Optimizer:
     """SGD (with ``momentum``) or Adam, with the device's fastest implementation
     (``devices.optimizer_options``: fused kernels on CPU and CUDA); ``weight_decay`` is torch's:
     ``weight_decay * theta`` added to the gradient (L2 regularisation, for Adam too; not AdamW's
@@ -100,8 +109,13 @@ class RunLog:
         for name, head in LOG_HEADS.items():
             path = out / name
             rows = path.read_text().splitlines(keepends=True)[1:] if resume_step and path.exists() else []
-            kept = [r for r in rows if r.endswith("\n") and r.split(",")[0].isdigit()  # (a kill can tear the last)
-                    and int(r.split(",")[0]) <= resume_step]
+            kept = [
+                r
+                for r in rows
+                if r.endswith("\n")
+                and r.split(",")[0].isdigit()  # (a kill can tear the last)
+                and int(r.split(",")[0]) <= resume_step
+            ]
             atomic_write_text(path, head + "".join(kept))  # a kill from now on must not lose these rows
             self.paths[name] = path
             self.files[name] = self._guard(name, partial(open, path, "a", buffering=1 << 16))
@@ -116,8 +130,9 @@ class RunLog:
             if SummaryWriter is not None:
                 self._quiet_writer_thread()
                 try:
-                    self.tb = self._guard("tensorboard", lambda: SummaryWriter(str(out / "tensorboard"),
-                                                                               purge_step=resume_step or None))
+                    self.tb = self._guard(
+                        "tensorboard", lambda: SummaryWriter(str(out / "tensorboard"), purge_step=resume_step or None)
+                    )
                 except BaseException:
                     self.close(quiet=True)
                     raise
@@ -207,19 +222,34 @@ def versions() -> dict[str, str]:
     """The versions of forgetless, torch, numpy and the other packages a result depends on."""
     from . import __version__
 
-    return {"forgetless": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "forgetless": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
-CLASS_IL_NOTE = ("note: in class-IL, {name} (no replay) is expected to stay near naive: nothing stops the "
-                 "new classes' outputs from taking over (van de Ven et al. 2020). result.json also records "
-                 "the task-aware accuracy matrix; add replay (e.g. er+{name}) to keep the old classes.")
+CLASS_IL_NOTE = (
+    "note: in class-IL, {name} (no replay) is expected to stay near naive: nothing stops the "
+    "new classes' outputs from taking over (van de Ven et al. 2020). result.json also records "
+    "the task-aware accuracy matrix; add replay (e.g. er+{name}) to keep the old classes."
+)
 
 
-def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None,
-        strategy: Strategy | None = None, benchmark: Benchmark | None = None,
-        out: str | Path | None = None, resume: bool = False, overwrite: bool = False,
-        progress: Callable[[str], None] | None = None, show_progress: bool = False) -> Result:
+def run(
+    config: RunConfig | None = None,
+    *,
+    model: torch.nn.Module | None = None,
+    strategy: Strategy | None = None,
+    benchmark: Benchmark | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+    show_progress: bool = False,
+) -> Result:
     """Train on every task of the benchmark in turn and fill the accuracy matrix.
 
     ``model``, ``strategy`` and ``benchmark`` may be given as objects; otherwise they are built
@@ -239,12 +269,28 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
     devices.check_precision(cfg.precision, device)
     t_data = time.perf_counter()
     if benchmark is None:  # (rank 0 first: a download happens once)
-        benchmark = devices.main_first(lambda: build(
-            cfg.benchmark, scenario=cfg.scenario, tasks=cfg.tasks, seed=cfg.seed, data_dir=cfg.data_dir,
-            classes=cfg.classes, val_fraction=cfg.val_fraction, first_unpermuted=cfg.first_unpermuted,
-            angles=cfg.angles, download=cfg.download, with_test=cfg.eval_split == "test",
-            base_classes=cfg.base_classes, ways=cfg.ways, shots=cfg.shots, sessions=cfg.sessions,
-            session_lists=cfg.session_lists, blurry=cfg.blurry, blurry_disjoint=cfg.blurry_disjoint))
+        benchmark = devices.main_first(
+            lambda: build(
+                cfg.benchmark,
+                scenario=cfg.scenario,
+                tasks=cfg.tasks,
+                seed=cfg.seed,
+                data_dir=cfg.data_dir,
+                classes=cfg.classes,
+                val_fraction=cfg.val_fraction,
+                first_unpermuted=cfg.first_unpermuted,
+                angles=cfg.angles,
+                download=cfg.download,
+                with_test=cfg.eval_split == "test",
+                base_classes=cfg.base_classes,
+                ways=cfg.ways,
+                shots=cfg.shots,
+                sessions=cfg.sessions,
+                session_lists=cfg.session_lists,
+                blurry=cfg.blurry,
+                blurry_disjoint=cfg.blurry_disjoint,
+            )
+        )
     clock = {"data_seconds": time.perf_counter() - t_data, "initial_eval_seconds": 0.0, "checkpoint_seconds": 0.0}
     fscil = benchmark.info.get("fscil")
     cfg.scenario, cfg.tasks = ("fscil" if fscil else benchmark.scenario), len(benchmark.tasks)
@@ -262,18 +308,26 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
         from .strategies import STRATEGIES
 
         free = ", ".join(n for n, c in STRATEGIES.items() if getattr(c, "task_free", False) is True)
-        raise UsageError(f"strategy {cfg.strategy!r} needs to know where tasks end (it consolidates or changes "
-                         f"its model there), so it cannot run with --task-free; task-free strategies: {free}")
+        raise UsageError(
+            f"strategy {cfg.strategy!r} needs to know where tasks end (it consolidates or changes "
+            f"its model there), so it cannot run with --task-free; task-free strategies: {free}"
+        )
     _check_data_parallel(strategy)
     torch.manual_seed(cfg.seed)
     datasets = benchmark_datasets(benchmark.name)
     if model is None:
-        model = build_model(cfg.model, benchmark.input_shape, benchmark.n_outputs,
-                            normalize=normalize_for(cfg.normalize, cfg.model, datasets))
+        model = build_model(
+            cfg.model,
+            benchmark.input_shape,
+            benchmark.n_outputs,
+            normalize=normalize_for(cfg.normalize, cfg.model, datasets),
+        )
     else:
         if cfg.normalize == "on":
-            raise UsageError("--normalize on applies to the models forgetless builds; give your model a "
-                             "forgetless.models.Normalize first layer instead")
+            raise UsageError(
+                "--normalize on applies to the models forgetless builds; give your model a "
+                "forgetless.models.Normalize first layer instead"
+            )
         cfg.model = f"custom:{type(model).__name__}"
         model = adapt_model(model)  # a Keras 3 model -> forgetless.keras.torch_module.KerasModel
     model.to(device)
@@ -282,13 +336,20 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
         devices.compile_model(model)
     devices.broadcast_([*model.parameters(), *model.buffers()])  # several processes: rank 0's initial model
     params = [p for p in model.parameters() if p.requires_grad]
-    ctx = Context(model=model, optimizer=make_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum, device=device,
-                                                        weight_decay=cfg.weight_decay),
-                  benchmark=benchmark, batch_size=cfg.batch_size, precision=cfg.precision,
-                  generator=torch.Generator().manual_seed(cfg.seed), device=device,
-                  scaler=devices.grad_scaler(device, cfg.precision),
-                  augment=make_augment(cfg.augment, datasets, cfg.seed),
-                  seen_labels=torch.zeros(benchmark.n_outputs, dtype=torch.bool, device=device) if cfg.blurry else None)
+    ctx = Context(
+        model=model,
+        optimizer=make_optimizer(
+            cfg.optimizer, params, cfg.lr, cfg.momentum, device=device, weight_decay=cfg.weight_decay
+        ),
+        benchmark=benchmark,
+        batch_size=cfg.batch_size,
+        precision=cfg.precision,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        device=device,
+        scaler=devices.grad_scaler(device, cfg.precision),
+        augment=make_augment(cfg.augment, datasets, cfg.seed),
+        seen_labels=torch.zeros(benchmark.n_outputs, dtype=torch.bool, device=device) if cfg.blurry else None,
+    )
     out = Path(out) if out is not None else None
     with devices.together():
         if out is not None and main:
@@ -320,16 +381,27 @@ def run(config: RunConfig | None = None, *, model: torch.nn.Module | None = None
                     ck = load_checkpoint(out / CHECKPOINT, quiet=True)  # (rank 0 says what is wrong)
                     if ck is not None and not _usable(ck, out, quiet=True):
                         ck = None
-            devices.check_same(f"the checkpoint in {out} (every process must see --out: a directory they "
-                               f"all share)", None if ck is None else (ck["global_step"], ck["state"]))
+            devices.check_same(
+                f"the checkpoint in {out} (every process must see --out: a directory they all share)",
+                None if ck is None else (ck["global_step"], ck["state"]),
+            )
         return _train_all(cfg, ctx, strategy, out, ck if resume else None, say, show_progress, t0, t_setup, clock)
     finally:
         if lock is not None:
             lock.close()
 
 
-CHECKPOINT_KEYS = ("config", "state", "model", "optimizer", "strategy", "generator", "torch_rng", "global_step",
-                   "seen_upto")
+CHECKPOINT_KEYS = (
+    "config",
+    "state",
+    "model",
+    "optimizer",
+    "strategy",
+    "generator",
+    "torch_rng",
+    "global_step",
+    "seen_upto",
+)
 
 
 def _usable(ck: dict, out: Path, quiet: bool = False) -> bool:
@@ -341,9 +413,11 @@ def _usable(ck: dict, out: Path, quiet: bool = False) -> bool:
     if not missing and isinstance(ck["config"], dict) and isinstance(ck["state"], dict):
         return True
     if not quiet:
-        print(f"forgetless: warning: ignoring unreadable checkpoint {out / CHECKPOINT} (it lacks "
-              f"{', '.join(missing) or 'a valid config'}); the run restarts from task 1 (the beginning)",
-              file=sys.stderr)
+        print(
+            f"forgetless: warning: ignoring unreadable checkpoint {out / CHECKPOINT} (it lacks "
+            f"{', '.join(missing) or 'a valid config'}); the run restarts from task 1 (the beginning)",
+            file=sys.stderr,
+        )
     return False
 
 
@@ -365,8 +439,9 @@ def _check_data_parallel(strategy: Strategy) -> None:
     parts = getattr(strategy, "strategies", [strategy])
     bad = [st.name for st in parts if not getattr(st, "data_parallel", True)]
     if bad:
-        raise UsageError(f"{bad[0]} does not train across several processes yet; run it in one process "
-                         f"(without torchrun)")
+        raise UsageError(
+            f"{bad[0]} does not train across several processes yet; run it in one process (without torchrun)"
+        )
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -386,8 +461,11 @@ def _same_config(stored: dict[str, Any], cfg: RunConfig) -> list[str]:
     made count as equal when ``cfg`` has their default."""
     defaults = RunConfig().to_dict()
     now = {k: v for k, v in cfg.to_dict().items() if k not in PLACEMENT}
-    stored = {k: v for k, v in {**{k: v for k, v in defaults.items() if k not in stored}, **stored}.items()
-              if k not in PLACEMENT}  # where a run computes is not what it computes: it may resume elsewhere
+    stored = {
+        k: v
+        for k, v in {**{k: v for k, v in defaults.items() if k not in stored}, **stored}.items()
+        if k not in PLACEMENT
+    }  # where a run computes is not what it computes: it may resume elsewhere
     diff = _differences(stored, now)
     return sorted(diff, key=lambda d: d.startswith("params."))  # (the strategy, lr, ... before its parameters)
 
@@ -421,8 +499,9 @@ def _claim(out: Path, cfg: RunConfig, overwrite: bool) -> tuple[dict | None, boo
         return ck, read
     if not overwrite:
         shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
-        raise UsageError(f"{out} holds a run with other settings ({shown}); choose another --out, "
-                         f"or add --overwrite to replace it")
+        raise UsageError(
+            f"{out} holds a run with other settings ({shown}); choose another --out, or add --overwrite to replace it"
+        )
     for name in RUN_FILES:
         path = out / name
         if path.is_dir():
@@ -451,8 +530,11 @@ def _refuse_foreign_files(out: Path, overwrite: bool, known: tuple[str, ...] = (
         elif name == CHECKPOINT + ".sha256":
             refuse_foreign(path, overwrite, lambda p: (out / CHECKPOINT).exists())
         elif name == "tensorboard":
-            refuse_foreign(path, overwrite, lambda p: p.is_dir() and all(
-                f.name.startswith("events.out.tfevents.") for f in p.iterdir()))
+            refuse_foreign(
+                path,
+                overwrite,
+                lambda p: p.is_dir() and all(f.name.startswith("events.out.tfevents.") for f in p.iterdir()),
+            )
         else:
             refuse_foreign(path, overwrite)
 
@@ -494,19 +576,29 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup, clo
     except DiskFull as e:
         raise _resumable(e, saved, len(benchmark.tasks)) from None
     try:
-        for task in benchmark.tasks[state.done:]:
+        for task in benchmark.tasks[state.done :]:
             _run_task(cfg, ctx, strategy, task, state, log, say, show_progress, schedule)
             if writes:
                 t_write = time.perf_counter()
                 log.flush()
-                save_checkpoint(out / CHECKPOINT, {
-                    "config": cfg.to_dict(), "state": asdict(state), "model": model.state_dict(),
-                    "optimizer": ctx.optimizer.state_dict(), "strategy": strategy.state_dict(),
-                    "generator": ctx.generator.get_state(), "torch_rng": devices.rng_state(ctx.device),
-                    "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
-                    "global_step": ctx.global_step, "seen_upto": ctx.seen_upto, "seen_labels": ctx.seen_labels,
-                    "augment_generator": ctx.augment.state_dict() if ctx.augment is not None else None,
-                    "lr_schedule": schedule.state_dict() if schedule is not None else None})
+                save_checkpoint(
+                    out / CHECKPOINT,
+                    {
+                        "config": cfg.to_dict(),
+                        "state": asdict(state),
+                        "model": model.state_dict(),
+                        "optimizer": ctx.optimizer.state_dict(),
+                        "strategy": strategy.state_dict(),
+                        "generator": ctx.generator.get_state(),
+                        "torch_rng": devices.rng_state(ctx.device),
+                        "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
+                        "global_step": ctx.global_step,
+                        "seen_upto": ctx.seen_upto,
+                        "seen_labels": ctx.seen_labels,
+                        "augment_generator": ctx.augment.state_dict() if ctx.augment is not None else None,
+                        "lr_schedule": schedule.state_dict() if schedule is not None else None,
+                    },
+                )
                 clock["checkpoint_seconds"] = clock.get("checkpoint_seconds", 0.0) + time.perf_counter() - t_write
                 saved = state.done
     except DiskFull as e:
@@ -528,26 +620,47 @@ def _train_all(cfg, ctx, strategy, out, ck, say, show_progress, t0, t_setup, clo
     if state.curves:  # evaluations during training: the anytime accuracy (A_AUC)
         metrics["anytime_accuracy"] = M.anytime_accuracy([(p["task"], p["accuracy"]) for p in state.curves])
     if "fscil" in benchmark.info:  # pooled over the seen sessions' test (or validation) data
-        metrics.update(M.fscil_metrics(state.R, [len(t.test if cfg.eval_split == "test" else t.val)
-                                                 for t in benchmark.tasks]))
+        metrics.update(
+            M.fscil_metrics(state.R, [len(t.test if cfg.eval_split == "test" else t.val) for t in benchmark.tasks])
+        )
     result = Result(
-        accuracy_matrix=state.R, initial_accuracy=state.initial, metrics=metrics,
+        accuracy_matrix=state.R,
+        initial_accuracy=state.initial,
+        metrics=metrics,
         config=cfg.to_dict(),
-        timing={"total_seconds": total, "setup_seconds": t_setup, "threads": torch.get_num_threads(),
-                "device": devices.describe(ctx.device), "processes": devices.world_size(),
-                "train_seconds": sum(p["train_seconds"] for p in state.per_task), "per_task": state.per_task,
-                **clock},  # data_seconds (in setup), initial_eval_seconds, checkpoint_seconds (issue 17)
-        versions=versions(), curves=state.curves,
-        benchmark={"name": benchmark.name, "scenario": benchmark.scenario, "n_outputs": benchmark.n_outputs,
-                   "tasks": [{"name": t.name, "classes": t.classes, "train": len(t.train),
-                              "test": len(t.test) if t.test is not None else None,
-                              "val": len(t.val) if t.val is not None else None}
-                             for t in benchmark.tasks],
-                   "augment": resolve_augment(cfg.augment, benchmark_datasets(benchmark.name)),
-                   "normalize": _normalization(model),
-                   **({"fscil": benchmark.info["fscil"]} if "fscil" in benchmark.info else {}),
-                   **({"blurry": benchmark.info["blurry"]} if "blurry" in benchmark.info else {})},
-        task_aware_accuracy_matrix=state.R_task_aware if class_il else None)
+        timing={
+            "total_seconds": total,
+            "setup_seconds": t_setup,
+            "threads": torch.get_num_threads(),
+            "device": devices.describe(ctx.device),
+            "processes": devices.world_size(),
+            "train_seconds": sum(p["train_seconds"] for p in state.per_task),
+            "per_task": state.per_task,
+            **clock,
+        },  # data_seconds (in setup), initial_eval_seconds, checkpoint_seconds (issue 17)
+        versions=versions(),
+        curves=state.curves,
+        benchmark={
+            "name": benchmark.name,
+            "scenario": benchmark.scenario,
+            "n_outputs": benchmark.n_outputs,
+            "tasks": [
+                {
+                    "name": t.name,
+                    "classes": t.classes,
+                    "train": len(t.train),
+                    "test": len(t.test) if t.test is not None else None,
+                    "val": len(t.val) if t.val is not None else None,
+                }
+                for t in benchmark.tasks
+            ],
+            "augment": resolve_augment(cfg.augment, benchmark_datasets(benchmark.name)),
+            "normalize": _normalization(model),
+            **({"fscil": benchmark.info["fscil"]} if "fscil" in benchmark.info else {}),
+            **({"blurry": benchmark.info["blurry"]} if "blurry" in benchmark.info else {}),
+        },
+        task_aware_accuracy_matrix=state.R_task_aware if class_il else None,
+    )
     if writes:
         try:
             save_result(result, out)
@@ -560,10 +673,15 @@ class RunDiskFull(DiskFull):
     """A full disk during a run: the message says that the run resumes from its last checkpoint."""
 
     def __init__(self, error: DiskFull, done: int, tasks: int):
-        UsageError.__init__(self, str(error).replace("and run again", "and run the same command again (with "
-                                                                       "--resume for `forgetless run`)") +
-                            (f": the run resumes from its last checkpoint (after task {done} of {tasks})" if done
-                             else ": there is no checkpoint yet, so the run starts from task 1"))
+        UsageError.__init__(
+            self,
+            str(error).replace("and run again", "and run the same command again (with --resume for `forgetless run`)")
+            + (
+                f": the run resumes from its last checkpoint (after task {done} of {tasks})"
+                if done
+                else ": there is no checkpoint yet, so the run starts from task 1"
+            ),
+        )
         self.path, self.needed, self.free = error.path, error.needed, error.free
 
 
@@ -581,12 +699,22 @@ def _normalization(model: torch.nn.Module) -> dict[str, list[float]] | None:
     return {"mean": layer.mean.flatten().tolist(), "std": layer.std.flatten().tolist()}
 
 
-def _run_task(cfg: RunConfig, ctx: Context, strategy: Strategy, task: Task, state: RunState,
-              log: RunLog | None, say: Callable[[str], None], show_progress: bool, schedule=None) -> None:
+def _run_task(
+    cfg: RunConfig,
+    ctx: Context,
+    strategy: Strategy,
+    task: Task,
+    state: RunState,
+    log: RunLog | None,
+    say: Callable[[str], None],
+    show_progress: bool,
+    schedule=None,
+) -> None:
     """One task of ``run``: hooks, training, evaluation on every task; appends to ``state``."""
     if cfg.reset_optimizer and task.id > 0:
-        ctx.optimizer = make_optimizer(cfg.optimizer, ctx.params(), cfg.lr, cfg.momentum, device=ctx.device,
-                                       weight_decay=cfg.weight_decay)
+        ctx.optimizer = make_optimizer(
+            cfg.optimizer, ctx.params(), cfg.lr, cfg.momentum, device=ctx.device, weight_decay=cfg.weight_decay
+        )
     say(f"task {task.id + 1}/{len(ctx.benchmark.tasks)}: {task.name}")
     ts = time.perf_counter()
     last = task.id == len(ctx.benchmark.tasks) - 1
@@ -604,19 +732,36 @@ def _run_task(cfg: RunConfig, ctx: Context, strategy: Strategy, task: Task, stat
     def step(global_step: int, epoch: int, loss: float):
         log.step(global_step, task.id, epoch, loss)
 
-    stats = train_task(ctx, strategy, task, epochs=cfg.epochs, iterations=cfg.iterations,
-                       eval_every=cfg.eval_every, on_eval=record, on_step=step if log is not None else None,
-                       progress=show_progress, lr_schedule=schedule)
+    stats = train_task(
+        ctx,
+        strategy,
+        task,
+        epochs=cfg.epochs,
+        iterations=cfg.iterations,
+        eval_every=cfg.eval_every,
+        on_eval=record,
+        on_step=step if log is not None else None,
+        progress=show_progress,
+        lr_schedule=schedule,
+    )
     t_train = time.perf_counter() - ts
     if not cfg.task_free or last:
         strategy.after_task(ctx, task)
     if not all(bool(torch.isfinite(p).all()) for p in ctx.model.parameters()):
-        raise TrainingDiverged(f"the parameters became NaN or infinite in task {task.id + 1}: lower the "
-                               f"learning rate (--lr) or the regularization strength (lam)")
+        raise TrainingDiverged(
+            f"the parameters became NaN or infinite in task {task.id + 1}: lower the "
+            f"learning rate (--lr) or the regularization strength (lam)"
+        )
     if devices.world_size() > 1:  # identical by construction; a strategy that draws per process would break it
-        devices.check_same(f"the model, optimizer, strategy state and generator after task {task.id + 1}",
-                           (ctx.model.state_dict(), ctx.optimizer.state_dict()["state"], strategy.state_dict(),
-                            ctx.generator.get_state()))
+        devices.check_same(
+            f"the model, optimizer, strategy state and generator after task {task.id + 1}",
+            (
+                ctx.model.state_dict(),
+                ctx.optimizer.state_dict()["state"],
+                strategy.state_dict(),
+                ctx.generator.get_state(),
+            ),
+        )
     t_after = time.perf_counter() - ts - t_train
     te = time.perf_counter()
     class_il = ctx.benchmark.scenario == "class"
@@ -627,8 +772,15 @@ def _run_task(cfg: RunConfig, ctx: Context, strategy: Strategy, task: Task, stat
         state.R_task_aware.append(aware)
     if log is not None:
         log.accuracy(ctx.global_step, task.id, accs)
-    state.per_task.append({"task": task.id, "train_seconds": t_train, "after_task_seconds": t_after,
-                           "eval_seconds": time.perf_counter() - te, **stats})
+    state.per_task.append(
+        {
+            "task": task.id,
+            "train_seconds": t_train,
+            "after_task_seconds": t_after,
+            "eval_seconds": time.perf_counter() - te,
+            **stats,
+        }
+    )
     state.done = task.id + 1
 
 

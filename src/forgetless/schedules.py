@@ -19,6 +19,7 @@ The rate is a pure function of the position (the loop's ``ctx.step`` and epoch, 
 resume), so a resumed run sees the same rates; ``state_dict`` records the schedule and its last
 position for the checkpoint and is checked on load.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -33,8 +34,9 @@ SCHEDULES = ("none", "milestones", "cosine")
 DEFAULT_DECAY = 0.1
 
 
-def lr_at(kind: str, lr: float, k: int, total: int, milestones: list[int] | None = None,
-          decay: float = DEFAULT_DECAY) -> float:
+def lr_at(
+    kind: str, lr: float, k: int, total: int, milestones: list[int] | None = None, decay: float = DEFAULT_DECAY
+) -> float:
     """The rate at position ``k`` of ``total`` (see the module docstring)."""
     if kind == "none":
         return lr
@@ -50,8 +52,9 @@ class TaskSchedule:
 
     ``unit``: "epoch" or "step", the clock of the milestones (cosine always counts steps)."""
 
-    def __init__(self, kind: str, lr: float, milestones: list[int] | None = None,
-                 decay: float | None = None, unit: str = "epoch"):
+    def __init__(
+        self, kind: str, lr: float, milestones: list[int] | None = None, decay: float | None = None, unit: str = "epoch"
+    ):
         if kind not in SCHEDULES:
             raise UsageError(f"unknown learning-rate schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
         if unit not in ("epoch", "step"):
@@ -74,20 +77,28 @@ class TaskSchedule:
         return value
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "lr": self.lr, "milestones": list(self.milestones), "decay": self.decay,
-                "unit": self.unit, "position": list(self.position)}
+        return {
+            "kind": self.kind,
+            "lr": self.lr,
+            "milestones": list(self.milestones),
+            "decay": self.decay,
+            "unit": self.unit,
+            "position": list(self.position),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mine = self.state_dict()
         differ = [k for k in ("kind", "lr", "milestones", "decay", "unit") if state.get(k) != mine[k]]
         if differ:
-            raise UsageError(f"the checkpoint's learning-rate schedule differs in {', '.join(differ)}; "
-                             f"resume with the same options")
+            raise UsageError(
+                f"the checkpoint's learning-rate schedule differs in {', '.join(differ)}; resume with the same options"
+            )
         self.position = tuple(state["position"])
 
 
-def make_schedule(kind: str, lr: float, milestones: list[int] | None, decay: float | None,
-                  iterations: int | None) -> TaskSchedule | None:
+def make_schedule(
+    kind: str, lr: float, milestones: list[int] | None, decay: float | None, iterations: int | None
+) -> TaskSchedule | None:
     """The run's schedule, or None for ``none`` (the loop then never touches the rate)."""
     if kind == "none":
         return None

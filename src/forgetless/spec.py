@@ -19,6 +19,7 @@ Grammars (``INT`` = ``[0-9]+``, ``NAME`` = ``[a-z][a-z0-9-]*``):
     param value  true|false|yes|no|on|off | none|null | INT | finite FLOAT | TEXT
                TEXT must not look like a number (``1e``, ``1.2.3``), start with '=' or have spaces around it
 """
+
 from __future__ import annotations
 
 import difflib
@@ -56,6 +57,7 @@ def _nearest(name: str, choices: Iterable[str]) -> str | None:
 
 # ---- strategies ---------------------------------------------------------------------------------
 
+
 def parse_strategy(text: Any, names: Iterable[str] | None = None) -> list[str]:
     """``'er+ewc'`` -> ``['er', 'ewc']``; every malformed or unknown spelling is a one-line error."""
     if names is None:
@@ -64,36 +66,54 @@ def parse_strategy(text: Any, names: Iterable[str] | None = None) -> list[str]:
         names = STRATEGIES
     names = list(names)
     if not isinstance(text, str) or not text:
-        raise UsageError(f"--strategy {text!r}: give a strategy name, or several joined by '+' (e.g. er+ewc); "
-                         f"see `forgetless list`")
+        raise UsageError(
+            f"--strategy {text!r}: give a strategy name, or several joined by '+' (e.g. er+ewc); see `forgetless list`"
+        )
     pieces = [p.lower() for p in re.split(r"[+,;&\s]+", text) if p]
     fixed = "+".join(n if n in names else (_nearest(n, names) or n) for n in pieces)
     if not _STRATEGY.fullmatch(text):
-        what = ("an empty part between '+' signs" if "" in text.split("+") else
-                "spaces" if any(c.isspace() for c in text) else
-                "upper-case letters" if text != text.lower() else "characters that are not part of a name")
+        what = (
+            "an empty part between '+' signs"
+            if "" in text.split("+")
+            else "spaces"
+            if any(c.isspace() for c in text)
+            else "upper-case letters"
+            if text != text.lower()
+            else "characters that are not part of a name"
+        )
         raise UsageError(f"--strategy {text!r} has {what}: write NAME or NAME+NAME{_suggest(text, fixed)}")
     parts = text.split("+")
     for n in parts:
         if n not in names:
             near = _nearest(n, names)
-            raise UsageError(f"unknown strategy {n!r}{f' (did you mean {near!r}?)' if near else ''}; "
-                             f"see `forgetless list`")
+            raise UsageError(
+                f"unknown strategy {n!r}{f' (did you mean {near!r}?)' if near else ''}; see `forgetless list`"
+            )
     if len(set(parts)) != len(parts):
-        raise UsageError(f"{text}: a strategy appears twice; compose different strategies"
-                         f"{_suggest(text, '+'.join(dict.fromkeys(parts)))}")
+        raise UsageError(
+            f"{text}: a strategy appears twice; compose different strategies"
+            f"{_suggest(text, '+'.join(dict.fromkeys(parts)))}"
+        )
     return parts
 
 
 # ---- models -------------------------------------------------------------------------------------
 
+
 def parse_model(text: Any) -> str:
     """Check ``--model`` against the grammar above; returns it unchanged."""
     if not isinstance(text, str):
-        raise UsageError(f"--model {text!r}: write mlp:W1,W2,..., cnn, resnet18[:nf=N], resnet20, resnet32 "
-                         f"or keras:package.module:function")
-    if _MLP.fullmatch(text) or text == "cnn" or _RESNET.fullmatch(text) or _KERAS.fullmatch(text) \
-            or _CUSTOM.fullmatch(text):
+        raise UsageError(
+            f"--model {text!r}: write mlp:W1,W2,..., cnn, resnet18[:nf=N], resnet20, resnet32 "
+            f"or keras:package.module:function"
+        )
+    if (
+        _MLP.fullmatch(text)
+        or text == "cnn"
+        or _RESNET.fullmatch(text)
+        or _KERAS.fullmatch(text)
+        or _CUSTOM.fullmatch(text)
+    ):
         return text
     compact = re.sub(r"\s+", "", text)
     kind, _sep, rest = compact.partition(":")
@@ -101,8 +121,13 @@ def parse_model(text: Any) -> str:
     known = kind in MODEL_KINDS
     if not known:
         kind = _nearest(kind, MODEL_KINDS) or kind
-    fixed, why = None, ("use mlp:W1,W2,... (e.g. mlp:1024,512,256), cnn, resnet18[:nf=N], resnet20 or resnet32 "
-                        "(a Keras model: keras:package.module:function)")
+    fixed, why = (
+        None,
+        (
+            "use mlp:W1,W2,... (e.g. mlp:1024,512,256), cnn, resnet18[:nf=N], resnet20 or resnet32 "
+            "(a Keras model: keras:package.module:function)"
+        ),
+    )
     if kind == "mlp":
         widths = [re.sub(r"[^0-9]", "", w) for w in rest.split(",")]
         fixed = "mlp:" + ",".join(w for w in widths if w)
@@ -128,19 +153,30 @@ def parse_model(text: Any) -> str:
 
 # ---- classes, angles, data directories ----------------------------------------------------------
 
+
 def parse_classes(text: Any) -> list[list[int]]:
     """``'0,2,4|1,3,5'`` -> ``[[0, 2, 4], [1, 3, 5]]``."""
     if not isinstance(text, str):
-        raise UsageError(f"--classes {text!r}: write comma-separated class numbers, groups separated by '|', "
-                         f"e.g. \"0,2,4,6,8|1,3,5,7,9\"")
+        raise UsageError(
+            f"--classes {text!r}: write comma-separated class numbers, groups separated by '|', "
+            f'e.g. "0,2,4,6,8|1,3,5,7,9"'
+        )
     if not _CLASSES.fullmatch(text):
         groups = [",".join(c for c in (re.sub(r"[^0-9]", "", v) for v in g.split(",")) if c) for g in text.split("|")]
         fixed = "|".join(g for g in groups if g)
-        what = ("an empty class group" if any(not g.strip() for g in text.split("|")) else
-                "an empty class number" if any(not v.strip() for g in text.split("|") for v in g.split(",")) else
-                "spaces" if any(c.isspace() for c in text) else "something that is not a class number")
-        raise UsageError(f"--classes {text!r} has {what}: write comma-separated class numbers, groups separated "
-                         f"by '|', e.g. \"0,2,4,6,8|1,3,5,7,9\"{_suggest(text, fixed or None)}")
+        what = (
+            "an empty class group"
+            if any(not g.strip() for g in text.split("|"))
+            else "an empty class number"
+            if any(not v.strip() for g in text.split("|") for v in g.split(","))
+            else "spaces"
+            if any(c.isspace() for c in text)
+            else "something that is not a class number"
+        )
+        raise UsageError(
+            f"--classes {text!r} has {what}: write comma-separated class numbers, groups separated "
+            f"by '|', e.g. \"0,2,4,6,8|1,3,5,7,9\"{_suggest(text, fixed or None)}"
+        )
     return [[int(c) for c in g.split(",")] for g in text.split("|")]
 
 
@@ -166,8 +202,10 @@ def parse_angles(text: Any) -> list[float]:
     good = [v.strip() for v in items if _NUMBER_RE.fullmatch(v.strip())]
     bad = next(v for v in items if not _NUMBER_RE.fullmatch(v))
     what = "an empty item" if not bad.strip() else "spaces" if bad.strip() != bad else f"{bad!r}, not a number"
-    raise UsageError(f"--angles {text!r} has {what}: write comma-separated numbers of degrees, e.g. 0,45,90"
-                     f"{_suggest(text, ','.join(good) or None)}")
+    raise UsageError(
+        f"--angles {text!r} has {what}: write comma-separated numbers of degrees, e.g. 0,45,90"
+        f"{_suggest(text, ','.join(good) or None)}"
+    )
 
 
 def parse_data_dir(text: Any, datasets: Iterable[str] | None = None):
@@ -184,11 +222,13 @@ def parse_data_dir(text: Any, datasets: Iterable[str] | None = None):
         for name, d in text.items():
             if name not in datasets:
                 near = _nearest(str(name), datasets)
-                raise UsageError(f"data_dir: unknown dataset {name!r}{f' (did you mean {near!r}?)' if near else ''}; "
-                                 f"{usage}")
+                raise UsageError(
+                    f"data_dir: unknown dataset {name!r}{f' (did you mean {near!r}?)' if near else ''}; {usage}"
+                )
             if not isinstance(d, str) or not d or d != d.strip():
-                raise UsageError(f"data_dir: the folder of {name} must be a non-empty path without spaces around "
-                                 f"it, got {d!r}")
+                raise UsageError(
+                    f"data_dir: the folder of {name} must be a non-empty path without spaces around it, got {d!r}"
+                )
         return dict(text)
     if not isinstance(text, str) or not text.strip():
         raise UsageError(f"--data-dir {text!r}: give a folder; {usage}")
@@ -204,19 +244,28 @@ def parse_data_dir(text: Any, datasets: Iterable[str] | None = None):
         if near and value.strip():
             pairs.append(f"{near}={value.strip()}")
         if not sep or key not in datasets or not value or value != value.strip() or key in out:
-            what = ("an empty item" if not part else f"{key!r} twice" if key in out else
-                    f"no folder for {key!r}" if sep and key in datasets and not value else
-                    f"spaces in {part!r}" if key in datasets else f"unknown dataset {key!r}")
-            raise UsageError(f"--data-dir {text!r} has {what}: {usage}"
-                             f"{_suggest(text, ','.join(dict.fromkeys(pairs)) if pairs else None)}")
+            what = (
+                "an empty item"
+                if not part
+                else f"{key!r} twice"
+                if key in out
+                else f"no folder for {key!r}"
+                if sep and key in datasets and not value
+                else f"spaces in {part!r}"
+                if key in datasets
+                else f"unknown dataset {key!r}"
+            )
+            raise UsageError(
+                f"--data-dir {text!r} has {what}: {usage}"
+                f"{_suggest(text, ','.join(dict.fromkeys(pairs)) if pairs else None)}"
+            )
         out[key] = value
     return out
 
 
 # ---- --param keys and values --------------------------------------------------------------------
 
-_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False,
-          "none": None, "null": None}
+_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False, "none": None, "null": None}
 
 
 def parse_value(text: str, what: str = "value") -> Any:
@@ -228,8 +277,9 @@ def parse_value(text: str, what: str = "value") -> Any:
     if text != text.strip():
         raise UsageError(f"{what}: {text!r} has spaces around it{_suggest(text, text.strip())}")
     if text.startswith("="):
-        raise UsageError(f"{what}: {text!r} starts with '=': write KEY=VALUE with one '='"
-                         f"{_suggest(text, text.lstrip('='))}")
+        raise UsageError(
+            f"{what}: {text!r} starts with '=': write KEY=VALUE with one '='{_suggest(text, text.lstrip('='))}"
+        )
     low = text.lower()
     if low in _WORDS:
         return _WORDS[low]
@@ -268,8 +318,7 @@ def check_param_key(key: Any, option: str = "--param") -> str:
         text = str(key)
         fixed = ".".join(p for p in re.sub(r"\s+", "", text).lower().split(".") if p)
         fixed = fixed if _PARAM_KEY.fullmatch(fixed) else None
-        raise UsageError(f"{option} key {text!r}: write NAME or PART.NAME (e.g. lam, ewc.lam)"
-                         f"{_suggest(text, fixed)}")
+        raise UsageError(f"{option} key {text!r}: write NAME or PART.NAME (e.g. lam, ewc.lam){_suggest(text, fixed)}")
     return key
 
 
@@ -280,5 +329,14 @@ def check_param_value(key: str, value: Any) -> Any:
     return value
 
 
-__all__ = ["check_param_key", "check_param_value", "parse_angles", "parse_classes", "parse_data_dir",
-           "parse_model", "parse_param", "parse_strategy", "parse_value"]
+__all__ = [
+    "check_param_key",
+    "check_param_value",
+    "parse_angles",
+    "parse_classes",
+    "parse_data_dir",
+    "parse_model",
+    "parse_param",
+    "parse_strategy",
+    "parse_value",
+]

@@ -9,6 +9,7 @@ put back into the original file order. The files are the standard IDX format (ma
 bytes. ``--check`` rebuilds in memory and compares the content with the files in the repository, writing nothing.
 Only numpy and the standard library are used.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ def read_idx_gz(path: Path) -> np.ndarray:
     zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype != 0x08:
         sys.exit(f"{path}: not a uint8 IDX file")
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -64,8 +65,12 @@ def build(source: Path) -> dict[str, bytes]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", type=Path, default=Path("/usr/share/datasets/fashion-mnist"),
-                    help="folder with the four Fashion-MNIST IDX .gz files (default: Debian's copy)")
+    ap.add_argument(
+        "--source",
+        type=Path,
+        default=Path("/usr/share/datasets/fashion-mnist"),
+        help="folder with the four Fashion-MNIST IDX .gz files (default: Debian's copy)",
+    )
     ap.add_argument("--check", action="store_true", help="compare with the files in the repository, write nothing")
     args = ap.parse_args()
     files = build(args.source)

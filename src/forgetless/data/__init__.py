@@ -1,4 +1,5 @@
 """Datasets as in-memory tensors: IDX/CIFAR parsing, verified downloads, atomic writes."""
+
 from .base import TensorData
 from .cache import atomic_write_bytes, atomic_write_text, default_cache_dir, fetch
 from .idx import read_idx, write_idx

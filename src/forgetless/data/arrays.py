@@ -24,6 +24,7 @@ that cannot be written is skipped (the data is decoded each time, with one warni
 Not detected: a bit flip inside an array whose header and size are intact (checking would mean
 hashing the decoded arrays on every load).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -109,8 +110,9 @@ def _load_entry(entry: Path, names: list[str]) -> dict[str, np.ndarray] | None:
     return out
 
 
-def cached_arrays(dataset: str, sources: list, names: list[str],
-                  decode: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def cached_arrays(
+    dataset: str, sources: list, names: list[str], decode: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """``decode()``'s arrays (a dict with the keys ``names``) for these source files, from the cache
     when it holds them (see the module docstring); otherwise decoded, then stored for next time."""
     if not enabled():
@@ -134,11 +136,15 @@ def cached_arrays(dataset: str, sources: list, names: list[str],
     try:
         for name, array in arrays.items():
             atomic_write_bytes(entry / f"{name}.npy", _npy_bytes(array))
-        manifest = {"dataset": dataset, "sources": [{"file": p.name, "sha256": h} for p, h in zip(sources, hashes)],
-                    "arrays": {n: {"shape": list(a.shape), "dtype": str(a.dtype)} for n, a in arrays.items()}}
+        manifest = {
+            "dataset": dataset,
+            "sources": [{"file": p.name, "sha256": h} for p, h in zip(sources, hashes)],
+            "arrays": {n: {"shape": list(a.shape), "dtype": str(a.dtype)} for n, a in arrays.items()},
+        }
         atomic_write_text(entry / "manifest.json", json.dumps(manifest, indent=1))
     except OSError as e:
-        _warn_once(f"forgetless: cannot write the decoded-data cache under {folder} ({e.strerror or e}); "
-                   f"decoding the data every run (set {ENV}=off to silence this)")
+        _warn_once(
+            f"forgetless: cannot write the decoded-data cache under {folder} ({e.strerror or e}); "
+            f"decoding the data every run (set {ENV}=off to silence this)"
+        )
     return arrays
-

@@ -13,6 +13,7 @@ row's entry in it: joint training over the tasks of a permuted benchmark). ``tak
 the batch's rows, then its pixels, then scales: the values are exactly those of a materialised copy, so results do not
 change. ``raw`` (and ``x``) of a view materialise it (a new tensor: off the hot path).
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,9 +26,16 @@ class TensorData:
     ``perm`` (LongTensor over the flattened pixels) make it a view of ``x`` instead (module docstring).
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, scale: float | None = None, *,
-                 rows: torch.Tensor | None = None, perm: torch.Tensor | None = None,
-                 perm_ids: torch.Tensor | None = None):
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        scale: float | None = None,
+        *,
+        rows: torch.Tensor | None = None,
+        perm: torch.Tensor | None = None,
+        perm_ids: torch.Tensor | None = None,
+    ):
         if len(x if rows is None else rows) != len(y):
             raise ValueError(f"{len(x if rows is None else rows)} inputs but {len(y)} labels")
         if scale is None and not x.is_floating_point():
@@ -55,7 +63,7 @@ class TensorData:
             else:  # (in chunks: the index of a gather is int64, 8 bytes a pixel)
                 ids, out = self.perm_ids[index], torch.empty_like(flat)
                 for i in range(0, n, 8192):
-                    torch.gather(flat[i:i + 8192], 1, self.perm[ids[i:i + 8192]], out=out[i:i + 8192])
+                    torch.gather(flat[i : i + 8192], 1, self.perm[ids[i : i + 8192]], out=out[i : i + 8192])
                 flat = out
             raw = flat.reshape(n, *self.stored.shape[1:])
         return raw
@@ -95,8 +103,11 @@ class TensorData:
     @property
     def nbytes(self) -> int:
         """Bytes this object holds of its own (a view's rows and labels; the stored images if not a view)."""
-        own = ([self.y] + [t for t in (self.rows, self.perm, self.perm_ids) if t is not None]
-               + ([] if self.is_view else [self.stored]))
+        own = (
+            [self.y]
+            + [t for t in (self.rows, self.perm, self.perm_ids) if t is not None]
+            + ([] if self.is_view else [self.stored])
+        )
         return sum(t.numel() * t.element_size() for t in own)
 
     def _view(self, y: torch.Tensor, rows: torch.Tensor | None, pick=None) -> TensorData:
@@ -129,20 +140,31 @@ class TensorData:
         every part has the same divisor, else float32)."""
         first = parts[0]
         if all(p.stored is first.stored and p.scale == first.scale for p in parts):
-            rows = torch.cat([p.rows if p.rows is not None else torch.arange(len(p), device=p.y.device)
-                              for p in parts])
+            rows = torch.cat([p.rows if p.rows is not None else torch.arange(len(p), device=p.y.device) for p in parts])
             y = torch.cat([p.y for p in parts])
-            if all((p.perm is None and first.perm is None) or (p.perm is not None and first.perm is not None
-                   and p.perm_ids is None and first.perm_ids is None and torch.equal(p.perm, first.perm))
-                   for p in parts):
+            if all(
+                (p.perm is None and first.perm is None)
+                or (
+                    p.perm is not None
+                    and first.perm is not None
+                    and p.perm_ids is None
+                    and first.perm_ids is None
+                    and torch.equal(p.perm, first.perm)
+                )
+                for p in parts
+            ):
                 return TensorData(first.stored, y, first.scale, rows=rows, perm=first.perm)
             pixels = first.stored[0].numel()
             table, ids = [], []
             for p in parts:  # each part's permutations appended to one table; its rows point into it
-                own = (torch.arange(pixels, device=first.stored.device)[None] if p.perm is None
-                       else p.perm if p.perm.dim() == 2 else p.perm[None])
-                local = (torch.zeros(len(p), dtype=torch.long, device=p.y.device) if p.perm_ids is None
-                         else p.perm_ids)
+                own = (
+                    torch.arange(pixels, device=first.stored.device)[None]
+                    if p.perm is None
+                    else p.perm
+                    if p.perm.dim() == 2
+                    else p.perm[None]
+                )
+                local = torch.zeros(len(p), dtype=torch.long, device=p.y.device) if p.perm_ids is None else p.perm_ids
                 ids.append(local + sum(len(t) for t in table))
                 table.append(own)
             return TensorData(first.stored, y, first.scale, rows=rows, perm=torch.cat(table), perm_ids=torch.cat(ids))
@@ -167,8 +189,14 @@ class TensorData:
                 moved[id(t)] = (t, t.to(device))  # (the source is kept, so its id is not reused)
             return moved[id(t)][1]
 
-        return TensorData(put(self.stored), put(self.y), self.scale, rows=put(self.rows), perm=put(self.perm),
-                          perm_ids=put(self.perm_ids))
+        return TensorData(
+            put(self.stored),
+            put(self.y),
+            self.scale,
+            rows=put(self.rows),
+            perm=put(self.perm),
+            perm_ids=put(self.perm_ids),
+        )
 
 
 class Images:

@@ -11,6 +11,7 @@ Provenance: every directory forgetless writes into gets a small manifest, ``.for
 the files it wrote there (:func:`record_written`); :func:`refuse_foreign` refuses to replace a
 file that is not listed (a file the user put there), unless ``overwrite``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,13 +60,15 @@ class DiskFull(UsageError):
     """A write failed because the disk (or the user's quota) is full. One line: the file, the space
     it needed when known, what to do."""
 
-    def __init__(self, path, needed: int | None = None, free: int | None = None,
-                 reason: str = "no space left on device"):
+    def __init__(
+        self, path, needed: int | None = None, free: int | None = None, reason: str = "no space left on device"
+    ):
         self.path, self.needed, self.free = str(path), needed, free
         need = f"; it needs about {_size(needed)} free" if needed else ""
         have = f" ({_size(free)} free now)" if free is not None else ""
-        super().__init__(f"{reason} while writing {path}{need}{have}; free some space (or choose another "
-                         f"folder) and run again")
+        super().__init__(
+            f"{reason} while writing {path}{need}{have}; free some space (or choose another folder) and run again"
+        )
 
 
 NO_SPACE = {getattr(__import__("errno"), n) for n in ("ENOSPC", "EDQUOT") if hasattr(__import__("errno"), n)}
@@ -95,8 +98,11 @@ def _free(folder: Path) -> int | None:
 
 def disk_full(error: OSError, path, needed: int | None = None) -> DiskFull:
     """The one-line error for ``error`` (ENOSPC or EDQUOT) while writing ``path``."""
-    reason = "disk quota exceeded" if error.errno == getattr(__import__("errno"), "EDQUOT", -1) else \
-        "no space left on device"
+    reason = (
+        "disk quota exceeded"
+        if error.errno == getattr(__import__("errno"), "EDQUOT", -1)
+        else "no space left on device"
+    )
     return DiskFull(path, needed, _free(Path(path).parent), reason)
 
 
@@ -108,7 +114,8 @@ def _atomic_file(path: Path, size: int | None = None):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed and renamed into place below)
-            dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False)
+            dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False
+        )
     except OSError as e:
         if is_disk_full(e):
             raise disk_full(e, path, size) from None
@@ -189,8 +196,9 @@ def refuse_foreign(path, overwrite: bool = False, recognize=None, what: str = "-
                 return
         except (OSError, ValueError):
             pass
-    raise UsageError(f"{path} exists and was not written by forgetless; choose another {what}, or add "
-                     f"--overwrite to replace it")
+    raise UsageError(
+        f"{path} exists and was not written by forgetless; choose another {what}, or add --overwrite to replace it"
+    )
 
 
 class _TextBar:
@@ -292,6 +300,8 @@ def fetch(filename: str, urls: list[str], sha256: str, dest_dir, progress: bool 
         except (OSError, http.client.HTTPException) as e:
             failures.append(f"{url}: {_reason(e)}")
     if mismatched:
-        raise DataError(f"{filename}: no mirror served the expected file ({'; '.join(failures)}); "
-                        "the download was corrupted or the file changed upstream")
+        raise DataError(
+            f"{filename}: no mirror served the expected file ({'; '.join(failures)}); "
+            "the download was corrupted or the file changed upstream"
+        )
     raise DownloadError(f"could not download {filename} ({'; '.join(failures)})")

@@ -10,6 +10,7 @@ The train/test split is the one forgetless has always used, scikit-learn's
 computed once with scikit-learn 1.9.1 and are written out below (``tests/test_startup.py`` checks
 them against scikit-learn when it is installed), so the split is the same without scikit-learn.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -108,8 +109,7 @@ def digits_csv() -> Path:
         path = Path(base) / "datasets" / "data" / "digits.csv.gz"
         if path.is_file():
             return path
-    raise DataError("the digits benchmarks read the 8x8 digits shipped with scikit-learn: "
-                    "pip install scikit-learn")
+    raise DataError("the digits benchmarks read the 8x8 digits shipped with scikit-learn: pip install scikit-learn")
 
 
 def read_digits(path=None) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@
 Layout: two zero bytes, a type code, the number of dimensions, each dimension as a
 big-endian uint32, then the values in C order, big-endian.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -60,8 +61,10 @@ def read_idx(path) -> np.ndarray:
     if found < expected:
         raise DataError(f"{path}: truncated IDX file: expected {expected} bytes of data, found {found}; {_FIX}")
     if found > expected:
-        raise DataError(f"{path}: {found - expected} unexpected bytes after the IDX data "
-                        f"(expected {expected} bytes for shape {shape}); {_FIX}")
+        raise DataError(
+            f"{path}: {found - expected} unexpected bytes after the IDX data "
+            f"(expected {expected} bytes for shape {shape}); {_FIX}"
+        )
     try:
         data = np.frombuffer(blob, dtype, offset=header).reshape(shape)
     except ValueError as e:  # no data, but other dimensions too large for numpy: (0, 2**32 - 1, ...)

@@ -5,6 +5,7 @@ tensors, so callers must not modify them in place (use ``x = x * 2``, not ``x.mu
 Across processes the decoded uint8 arrays are cached on disk and memory-mapped (``arrays.py``):
 a file is gunzipped and parsed once, until it changes.
 """
+
 from __future__ import annotations
 
 import functools
@@ -51,38 +52,61 @@ class _Source:
         return tuple(self.sha256)
 
 
-_IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+_IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 _KRIZ = ("https://www.cs.toronto.edu/~kriz/",)
 
 # SHA-256 of the original files, from tensorflow/datasets tensorflow_datasets/url_checksums/*.txt
 _SOURCES = {
     "mnist": _Source(
-        dict(zip(_IDX_FILES, (
-            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"))),
+        dict(
+            zip(
+                _IDX_FILES,
+                (
+                    "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                    "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                    "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                    "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                ),
+            )
+        ),
         ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-        Path("/usr/share/datasets/mnist")),
+        Path("/usr/share/datasets/mnist"),
+    ),
     "fashion-mnist": _Source(
-        dict(zip(_IDX_FILES, (
-            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"))),
+        dict(
+            zip(
+                _IDX_FILES,
+                (
+                    "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                    "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                    "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                    "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+                ),
+            )
+        ),
         ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        Path("/usr/share/datasets/fashion-mnist")),
+        Path("/usr/share/datasets/fashion-mnist"),
+    ),
     "cifar10": _Source(
-        {"cifar-10-binary.tar.gz": "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"}, _KRIZ),
+        {"cifar-10-binary.tar.gz": "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"}, _KRIZ
+    ),
     "cifar100": _Source(
-        {"cifar-100-binary.tar.gz": "58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec"}, _KRIZ),
+        {"cifar-100-binary.tar.gz": "58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec"}, _KRIZ
+    ),
 }
 
 # Binary CIFAR: tar members, and per record the label bytes before the 3072 pixel bytes.
 _CIFAR = {
-    "cifar10": ([f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)],
-                ["cifar-10-batches-bin/test_batch.bin"], 1),
+    "cifar10": (
+        [f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)],
+        ["cifar-10-batches-bin/test_batch.bin"],
+        1,
+    ),
     "cifar100": (["cifar-100-binary/train.bin"], ["cifar-100-binary/test.bin"], 2),  # coarse, fine
 }
 
@@ -96,8 +120,7 @@ def load_dataset(name: str, data_dir=None, download: bool = True, progress: bool
     tensors are shared between calls: do not modify them in place.
     """
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}{closest(name, DATASETS)}; "
-                        f"choose from {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}{closest(name, DATASETS)}; choose from {', '.join(DATASETS)}")
     if name == "digits":
         return _load_digits()
     folder = _locate(name, data_dir, download, progress)
@@ -125,8 +148,10 @@ def _locate(name: str, data_dir, download: bool, progress: bool) -> Path:
     for d in dirs:
         if all((d / f).is_file() for f in source.files):
             return d
-    where = (f"put the files {', '.join(source.files)} in one of the folders {', '.join(map(str, dirs))} "
-             "(or in a folder passed with --data-dir)")
+    where = (
+        f"put the files {', '.join(source.files)} in one of the folders {', '.join(map(str, dirs))} "
+        "(or in a folder passed with --data-dir)"
+    )
     if not download:
         raise DataError(f"{name}: files not found and downloading is off; {where}")
     cache = default_cache_dir() / name
@@ -152,8 +177,9 @@ def _to_images(pixels: np.ndarray) -> torch.Tensor:
 
 def _check_labels(labels: np.ndarray, num_classes: int, where) -> None:
     if labels.size and labels.max() >= num_classes:
-        raise DataError(f"{where}: label {int(labels.max())} out of range for {num_classes} classes; "
-                        "delete it and download again")
+        raise DataError(
+            f"{where}: label {int(labels.max())} out of range for {num_classes} classes; delete it and download again"
+        )
 
 
 @functools.lru_cache(maxsize=4)
@@ -168,8 +194,10 @@ def _load_idx(name, train_images, train_labels, test_images, test_labels):
         return decoded
 
     arrays = cached_arrays(name, paths, _SPLIT_ARRAYS, decode)
-    return tuple(_tensor_data(arrays[f"{split}_images"][:, None], arrays[f"{split}_labels"], info, paths[0])
-                 for split in ("train", "test"))
+    return tuple(
+        _tensor_data(arrays[f"{split}_images"][:, None], arrays[f"{split}_labels"], info, paths[0])
+        for split in ("train", "test")
+    )
 
 
 _SPLIT_ARRAYS = ["train_images", "train_labels", "test_images", "test_labels"]
@@ -187,14 +215,18 @@ def _idx_arrays(info: dict, images_path: str, labels_path: str) -> tuple[np.ndar
     images, labels = read_idx(images_path), read_idx(labels_path)
     _, height, width = info["shape"]
     if images.dtype != np.uint8 or images.shape[1:] != (height, width):
-        raise DataError(f"{images_path}: expected uint8 images of {height}x{width}, "
-                        f"found {images.dtype} of shape {images.shape}")
+        raise DataError(
+            f"{images_path}: expected uint8 images of {height}x{width}, found {images.dtype} of shape {images.shape}"
+        )
     if labels.dtype != np.uint8 or labels.ndim != 1:
-        raise DataError(f"{labels_path}: expected a 1-D uint8 array of labels, "
-                        f"found {labels.dtype} of shape {labels.shape}")
+        raise DataError(
+            f"{labels_path}: expected a 1-D uint8 array of labels, found {labels.dtype} of shape {labels.shape}"
+        )
     if len(images) != len(labels):
-        raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels; "
-                        "the files do not belong together")
+        raise DataError(
+            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels; "
+            "the files do not belong together"
+        )
     _check_labels(labels, info["num_classes"], labels_path)
     return images, labels
 
@@ -216,8 +248,9 @@ def _load_cifar(name, archive):
         return decoded
 
     arrays = cached_arrays(name, [path], _SPLIT_ARRAYS, decode)
-    return tuple(_tensor_data(arrays[f"{split}_images"], arrays[f"{split}_labels"], info, path)
-                 for split in ("train", "test"))
+    return tuple(
+        _tensor_data(arrays[f"{split}_images"], arrays[f"{split}_labels"], info, path) for split in ("train", "test")
+    )
 
 
 def _read_members(path: str, names: list[str]) -> dict[str, bytes]:
@@ -240,8 +273,10 @@ def _parse_cifar(blob: bytes, label_bytes: int, where: str):
     """Binary CIFAR records -> (uint8 images [N, 3, 32, 32], int64 labels); the last label byte is used."""
     record = label_bytes + 3 * 32 * 32
     if len(blob) % record:
-        raise DataError(f"{where}: truncated record: {len(blob)} bytes is not a multiple of "
-                        f"the {record}-byte record size; delete it and download again")
+        raise DataError(
+            f"{where}: truncated record: {len(blob)} bytes is not a multiple of "
+            f"the {record}-byte record size; delete it and download again"
+        )
     rows = np.frombuffer(blob, np.uint8).reshape(-1, record)
     return rows[:, label_bytes:].reshape(-1, 3, 32, 32), rows[:, label_bytes - 1].astype(np.int64)
 
@@ -254,5 +289,7 @@ def _load_digits():
     images, labels = read_digits()
     x = images[:, None]  # 0..16; TensorData divides by 16 (exact, as before)
     train, test = split_rows()
-    return (TensorData(torch.from_numpy(x[train]), torch.from_numpy(labels[train]), scale=16),
-            TensorData(torch.from_numpy(x[test]), torch.from_numpy(labels[test]), scale=16))
+    return (
+        TensorData(torch.from_numpy(x[train]), torch.from_numpy(labels[train]), scale=16),
+        TensorData(torch.from_numpy(x[test]), torch.from_numpy(labels[test]), scale=16),
+    )

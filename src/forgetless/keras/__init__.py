@@ -41,6 +41,7 @@ same defaults (EWC lam 100 on the min-max normalised Fisher, ``normalize="none"`
 raw Fisher; online EWC lam 100; SI lam 10, xi 0.1; MAS lam 0.01; L2 lam 0.01; LwF lam 0.1, T 2).
 The model must output logits (no final softmax) and the labels are integer classes.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -93,8 +94,10 @@ def _bind(model, method) -> None:
     from .torch_module import ends_with_softmax
 
     if ends_with_softmax(model):
-        raise UsageError(f"the Keras model {model.name!r} ends with a softmax: forgetless.keras needs logits; "
-                         "remove activation='softmax' and compile with from_logits=True")
+        raise UsageError(
+            f"the Keras model {model.name!r} ends with a softmax: forgetless.keras needs logits; "
+            "remove activation='softmax' and compile with from_logits=True"
+        )
     methods = model.__dict__.get("_forgetless_methods")
     if methods is None:
         methods = []
@@ -169,8 +172,10 @@ class Quadratic:
             Om, a = np.asarray(Om, np.float32), np.asarray(a, np.float32)
             A2 = A + Om
             m2 = np.where(A2 > 0, (A * m + Om * a) / np.maximum(A2, np.finfo(np.float32).tiny), a).astype(np.float32)
-            const += float((A.astype(np.float64) * (m - m2).astype(np.float64) ** 2).sum()
-                           + (Om.astype(np.float64) * (a - m2).astype(np.float64) ** 2).sum())
+            const += float(
+                (A.astype(np.float64) * (m - m2).astype(np.float64) ** 2).sum()
+                + (Om.astype(np.float64) * (a - m2).astype(np.float64) ** 2).sum()
+            )
             new_o.append(A2.astype(np.float32))
             new_c.append(m2)
         self.omega, self.center, self.const = new_o, new_c, const
@@ -178,8 +183,10 @@ class Quadratic:
 
     def _make_tensors(self) -> None:
         # made here, outside any trace (a tensor made inside jax.jit's trace would leak from it)
-        self._tensors = ([ops.convert_to_tensor(o) for o in self.omega],
-                         [ops.convert_to_tensor(c) for c in self.center])
+        self._tensors = (
+            [ops.convert_to_tensor(o) for o in self.omega],
+            [ops.convert_to_tensor(c) for c in self.center],
+        )
 
     def term(self, variables, lam: float):
         """The penalty as a keras tensor of the variables' current (possibly traced) values."""
@@ -193,8 +200,10 @@ class Quadratic:
         """The same value in float64 numpy, for given weights."""
         if self.omega is None:
             return 0.0
-        s = sum(float((A.astype(np.float64) * (np.asarray(w, np.float64) - m) ** 2).sum())
-                for A, m, w in zip(self.omega, self.center, weights))
+        s = sum(
+            float((A.astype(np.float64) * (np.asarray(w, np.float64) - m) ** 2).sum())
+            for A, m, w in zip(self.omega, self.center, weights)
+        )
         return lam * (s + self.const)
 
 
@@ -226,8 +235,9 @@ def _n_outputs(model, x) -> int:
         return int(np.asarray(model.predict(x[:1], verbose=0)).shape[-1])
 
 
-def fisher_diagonal(model, x, y=None, *, labels: str = "empirical", samples: int | None = None,
-                    seed: int = 0, chunk: int = _grads.CHUNK) -> list[np.ndarray]:
+def fisher_diagonal(
+    model, x, y=None, *, labels: str = "empirical", samples: int | None = None, seed: int = 0, chunk: int = _grads.CHUNK
+) -> list[np.ndarray]:
     """Diagonal Fisher ``F = mean_n E_c[(d log p(c | x_n) / d theta)^2]`` from PER-SAMPLE gradients.
 
     Kirkpatrick et al. 2017 (PNAS); the same switch as forgetless's ``fisher_diagonal``: ``labels``
@@ -267,8 +277,9 @@ def mas_importance(model, x, *, chunk: int = _grads.CHUNK) -> list[np.ndarray]:
     sample, f the logits (forgetless's ``mas_importance``). Needs no labels."""
     x = np.asarray(x, dtype=np.float32)
     n_out = _n_outputs(model, x)
-    acc = _grads.per_sample_sum(model, x, np.zeros((len(x), n_out), np.float32), np.ones(len(x), np.float32),
-                                "sqnorm", "abs", chunk)
+    acc = _grads.per_sample_sum(
+        model, x, np.zeros((len(x), n_out), np.float32), np.ones(len(x), np.float32), "sqnorm", "abs", chunk
+    )
     return [(a / len(x)).astype(np.float32) for a in acc]
 
 
@@ -335,13 +346,15 @@ class EWC(_Regularizer):
     ``normalize="minmax"`` (the default, as in forgetless) scales each task's Fisher to [0, 1],
     ``"none"`` is the paper's raw Fisher. ``fisher_`` holds the last task's raw Fisher."""
 
-    hparams = {"lam": Param(None, ">=0", "strength (default 100; online: 100)", optional=True),
-              "fisher": Param("empirical", FISHER_LABELS, "labels of the Fisher"),
-              "samples": Param(1000, ">=1", "samples the Fisher is estimated on", optional=True),
-              "normalize": Param("minmax", ("none", "minmax"), "scale of each task's Fisher"),
-              "online": Param(False, help="online EWC: one running Fisher and one anchor"),
-              "gamma": Param(1.0, "(0, 1]", "decay of the running Fisher (online)"),
-              "seed": Param(0, ">=0", "seed of the subsample and of sampled labels")}
+    hparams = {
+        "lam": Param(None, ">=0", "strength (default 100; online: 100)", optional=True),
+        "fisher": Param("empirical", FISHER_LABELS, "labels of the Fisher"),
+        "samples": Param(1000, ">=1", "samples the Fisher is estimated on", optional=True),
+        "normalize": Param("minmax", ("none", "minmax"), "scale of each task's Fisher"),
+        "online": Param(False, help="online EWC: one running Fisher and one anchor"),
+        "gamma": Param(1.0, "(0, 1]", "decay of the running Fisher (online)"),
+        "seed": Param(0, ">=0", "seed of the subsample and of sampled labels"),
+    }
 
     def __init__(self, model, **kwargs):
         super().__init__(model, **kwargs)
@@ -354,8 +367,9 @@ class EWC(_Regularizer):
     def consolidate(self, x=None, y=None) -> None:
         if x is None:
             raise UsageError("EWC.consolidate(x, y) needs the task's training data")
-        F = fisher_diagonal(self.model, x, y, labels=self.fisher, samples=self.samples,
-                            seed=self.seed + 7919 * self.tasks_seen)
+        F = fisher_diagonal(
+            self.model, x, y, labels=self.fisher, samples=self.samples, seed=self.seed + 7919 * self.tasks_seen
+        )
         self.fisher_ = F
         if self.normalize == "minmax":
             F = minmax(F)
@@ -403,8 +417,10 @@ class SI(_Regularizer, keras.callbacks.Callback):
         si.consolidate()
     """
 
-    hparams = {"lam": Param(10.0, ">=0", "strength of the quadratic penalty (c)"),
-              "xi": Param(0.1, ">0", "damping of the path-integral importance")}
+    hparams = {
+        "lam": Param(10.0, ">=0", "strength of the quadratic penalty (c)"),
+        "xi": Param(0.1, ">0", "damping of the path-integral importance"),
+    }
 
     def __init__(self, model, **kwargs):
         keras.callbacks.Callback.__init__(self)
@@ -423,8 +439,9 @@ class SI(_Regularizer, keras.callbacks.Callback):
     # callback hooks
     def on_train_begin(self, logs=None):
         if self.data is None:
-            raise UsageError("SI needs to see each step's batch: fit on data = fk.batches(x, y) with "
-                             "callbacks=[si.watch(data)]")
+            raise UsageError(
+                "SI needs to see each step's batch: fit on data = fk.batches(x, y) with callbacks=[si.watch(data)]"
+            )
         if int(getattr(self.model, "steps_per_execution", 1) or 1) != 1:
             raise UsageError("SI needs steps_per_execution=1 (it runs after every step)")
         if self.start_ is None:
@@ -448,8 +465,10 @@ class SI(_Regularizer, keras.callbacks.Callback):
     def consolidate(self, x=None, y=None) -> None:
         w = _weights(self.model)
         if self.start_ is None:  # the callback saw no fit: its importance would silently be zero
-            raise UsageError("SI saw no training: fit on data = fk.batches(x, y) with callbacks=[si.watch(data)] "
-                             "before si.consolidate()")
+            raise UsageError(
+                "SI saw no training: fit on data = fk.batches(x, y) with callbacks=[si.watch(data)] "
+                "before si.consolidate()"
+            )
         new = [o / ((a - s) ** 2 + self.xi) for o, a, s in zip(self.omega_, w, self.start_)]
         total = new if not self.quad.active else [q + n for q, n in zip(self.quad.omega, new)]
         self.quad.set([np.maximum(t, 0) for t in total], w)
@@ -488,8 +507,10 @@ class LwF(Method):
     towards its (``_distill``, temperature T with its T^2 factor; every output: one shared head, as in
     the tutorial's domain-incremental setting); forgetless's ``lwf``, balance=false."""
 
-    hparams = {"lam": Param(0.1, ">=0", "weight of the distillation term (lambda_o)"),
-              "temperature": Param(2.0, ">0", "distillation temperature T")}
+    hparams = {
+        "lam": Param(0.1, ">=0", "weight of the distillation term (lambda_o)"),
+        "temperature": Param(2.0, ">0", "distillation temperature T"),
+    }
 
     def __init__(self, model, **kwargs):
         super().__init__(model, **kwargs)
@@ -590,12 +611,14 @@ class Batches(keras.utils.PyDataset):
     def served_batch(self, step: int):
         """The batch that the epoch's ``step``-th read returned (``fit`` may shuffle the batch order)."""
         if step >= len(self.served):
-            raise UsageError("SI could not tell which batch a step trained on: fit on the fk.batches "
-                             "dataset that SI watches, with one step per batch (steps_per_execution=1)")
+            raise UsageError(
+                "SI could not tell which batch a step trained on: fit on the fk.batches "
+                "dataset that SI watches, with one step per batch (steps_per_execution=1)"
+            )
         return self._batch(self.served[step])
 
     def _batch(self, i: int):
-        idx = self._order()[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = self._order()[i * self.batch_size : (i + 1) * self.batch_size]
         xb, yb = self.x[idx], self.y[idx]
         if self.replay is not None and len(self.replay):
             mx, my = self.replay.sample(len(idx), np.random.default_rng([self.seed, self.epoch, i, 1]))

@@ -11,6 +11,7 @@ the model's state is untouched) and always on scores written with ``keras.ops``:
 
 Every function takes numpy inputs and returns numpy arrays shaped like ``model.trainable_variables``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,16 +36,19 @@ def _score_fn(kind: str):
     raise ValueError(kind)
 
 
-def per_sample_sum(model, x: np.ndarray, onehot: np.ndarray, weights: np.ndarray, score: str,
-                   reduce: str, chunk: int = CHUNK) -> list[np.ndarray]:
+def per_sample_sum(
+    model, x: np.ndarray, onehot: np.ndarray, weights: np.ndarray, score: str, reduce: str, chunk: int = CHUNK
+) -> list[np.ndarray]:
     """``sum_r w_r h(d score(f(x_r), onehot_r) / d theta)`` over rows r, h = square or abs (``reduce``),
     each row's gradient taken on its own (per-sample). ``x`` [R, ...], ``onehot`` [R, C], ``weights`` [R]."""
     backend = _backend()
     f = _score_fn(score)
     fn = {"torch": _per_sample_torch, "jax": _per_sample_jax, "tensorflow": _per_sample_tf}.get(backend)
     if fn is None:
-        raise NotImplementedError(f"forgetless.keras has no gradient code for the {backend!r} backend "
-                                  "(torch, jax and tensorflow are supported)")
+        raise NotImplementedError(
+            f"forgetless.keras has no gradient code for the {backend!r} backend "
+            "(torch, jax and tensorflow are supported)"
+        )
     return fn(model, x, onehot.astype("float32"), weights.astype("float32"), f, reduce, chunk)
 
 
@@ -68,9 +72,9 @@ def _per_sample_torch(model, x, onehot, weights, f, reduce, chunk):
     acc = [torch.zeros_like(t, dtype=torch.float64) for t in tv]
     h = _h(reduce)
     for i in range(0, len(x), chunk):
-        xc = torch.as_tensor(x[i:i + chunk], device=device)
-        oc = torch.as_tensor(onehot[i:i + chunk], device=device)
-        wc = torch.as_tensor(weights[i:i + chunk], device=device)
+        xc = torch.as_tensor(x[i : i + chunk], device=device)
+        oc = torch.as_tensor(onehot[i : i + chunk], device=device)
+        wc = torch.as_tensor(weights[i : i + chunk], device=device)
         G = g_fn(tv, xc, oc)
         for a, g in zip(acc, G):
             a += torch.tensordot(wc, h(g.detach()), dims=1).double()
@@ -96,8 +100,9 @@ def _per_sample_jax(model, x, onehot, weights, f, reduce, chunk):
 
     acc = [np.zeros(tuple(v.shape), dtype=np.float64) for v in model.trainable_variables]
     for i in range(0, len(x), chunk):
-        part = chunk_sum(tv, jnp.asarray(x[i:i + chunk]), jnp.asarray(onehot[i:i + chunk]),
-                         jnp.asarray(weights[i:i + chunk]))
+        part = chunk_sum(
+            tv, jnp.asarray(x[i : i + chunk]), jnp.asarray(onehot[i : i + chunk]), jnp.asarray(weights[i : i + chunk])
+        )
         for a, p in zip(acc, part):
             a += np.asarray(p, dtype=np.float64)
     return acc
@@ -111,7 +116,7 @@ def _per_sample_tf(model, x, onehot, weights, f, reduce, chunk):  # pragma: no c
     acc = [np.zeros(tuple(v.shape), dtype=np.float64) for v in variables]
     for r in range(len(x)):
         with tf.GradientTape() as tape:
-            out = model(x[r:r + 1], training=False)
+            out = model(x[r : r + 1], training=False)
             value = f(out[0], tf.constant(onehot[r]))
         for a, g in zip(acc, tape.gradient(value, variables)):
             if g is not None:
@@ -143,8 +148,9 @@ def loss_grads(model, x: np.ndarray, y: np.ndarray, weights: list[np.ndarray] | 
             out, _ = model.stateless_call(tv, nv, torch.as_tensor(x, device=first.device), training=False)
             loss = loss_of(out, torch.as_tensor(y, dtype=torch.long, device=first.device))
             grads = torch.autograd.grad(loss, tv, allow_unused=True)
-        return [np.zeros(tuple(t.shape), "float32") if g is None else g.detach().cpu().numpy()
-                for t, g in zip(tv, grads)]
+        return [
+            np.zeros(tuple(t.shape), "float32") if g is None else g.detach().cpu().numpy() for t, g in zip(tv, grads)
+        ]
     if backend == "jax":
         import jax
         import jax.numpy as jnp
@@ -157,8 +163,12 @@ def loss_grads(model, x: np.ndarray, y: np.ndarray, weights: list[np.ndarray] | 
         if fn is None:
             fn = jax.jit(jax.grad(total))
             object.__setattr__(model, "_forgetless_grad_fn", fn)
-        grads = fn([jnp.asarray(w) for w in weights], [v.value for v in model.non_trainable_variables],
-                   jnp.asarray(x), jnp.asarray(y))
+        grads = fn(
+            [jnp.asarray(w) for w in weights],
+            [v.value for v in model.non_trainable_variables],
+            jnp.asarray(x),
+            jnp.asarray(y),
+        )
         return [np.asarray(g) for g in grads]
     if backend == "tensorflow":  # pragma: no cover - not installed in CI
         import tensorflow as tf

@@ -34,6 +34,7 @@ back to ``torch.func``; ``hebbian=true`` refuses, naming ``KerasModel``), iCaRL/
 output layer is not a plain Dense, a Keras model ending in a softmax (forgetless needs logits), and
 any backend other than torch.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -63,8 +64,11 @@ def ends_with_softmax(model) -> bool:
         return False
     last = layers[-1]
     act = getattr(last, "activation", None)
-    return act is keras.activations.softmax or type(last).__name__ == "Softmax" or \
-        getattr(act, "__name__", "") == "softmax"
+    return (
+        act is keras.activations.softmax
+        or type(last).__name__ == "Softmax"
+        or getattr(act, "__name__", "") == "softmax"
+    )
 
 
 def _dense_split(model):
@@ -77,8 +81,12 @@ def _dense_split(model):
     if not layers or type(layers[-1]) is not keras.layers.Dense:
         return None
     dense = layers[-1]
-    if dense.activation is not keras.activations.linear or getattr(dense, "lora_enabled", False) \
-            or getattr(dense, "quantization_mode", None) or dense.kernel is None:
+    if (
+        dense.activation is not keras.activations.linear
+        or getattr(dense, "lora_enabled", False)
+        or getattr(dense, "quantization_mode", None)
+        or dense.kernel is None
+    ):
         return None
     try:
         if model.outputs is None or len(model.outputs) != 1 or model.outputs[0] is not dense.output:
@@ -131,11 +139,15 @@ class KerasModel(nn.Module):
         if not isinstance(model, keras.Model):
             raise UsageError(f"expected a keras.Model, got {type(model).__name__}")
         if not model.built:
-            raise UsageError(f"the Keras model {model.name!r} is not built: give it an input shape "
-                             "(keras.Input(shape) first, or call model.build(shape)) before using it in forgetless")
+            raise UsageError(
+                f"the Keras model {model.name!r} is not built: give it an input shape "
+                "(keras.Input(shape) first, or call model.build(shape)) before using it in forgetless"
+            )
         if ends_with_softmax(model):
-            raise UsageError(f"the Keras model {model.name!r} ends with a softmax: forgetless's losses need "
-                             "logits; remove activation='softmax' from its last layer (use from_logits=True in Keras)")
+            raise UsageError(
+                f"the Keras model {model.name!r} ends with a softmax: forgetless's losses need "
+                "logits; remove activation='softmax' from its last layer (use from_logits=True in Keras)"
+            )
         super().__init__()
         object.__setattr__(self, "keras_model", model)  # not a submodule: its parameters are registered below
         object.__setattr__(self, "_device_scope", keras.device)
@@ -158,8 +170,11 @@ class KerasModel(nn.Module):
             by_id = {id(v): n for v, n in zip(model.trainable_variables, self._trainable_names)}
             by_id.update({id(v): n for v, n in zip(model.non_trainable_variables, self._state_names)})
             try:
-                self._split = (body, [by_id[id(v)] for v in body.trainable_variables],
-                               [by_id[id(v)] for v in body.non_trainable_variables])
+                self._split = (
+                    body,
+                    [by_id[id(v)] for v in body.trainable_variables],
+                    [by_id[id(v)] for v in body.non_trainable_variables],
+                )
                 kernel, bias = by_id[id(dense.kernel)], (None if dense.bias is None else by_id[id(dense.bias)])
             except KeyError:  # a variable of the body that the model does not list: use the whole model
                 self._split = None
@@ -182,8 +197,9 @@ class KerasModel(nn.Module):
             out = self.head(features)
         else:
             state = [params[n] for n in self._state_names]
-            out, new_state = self.keras_model.stateless_call([params[n] for n in self._trainable_names], state, x,
-                                                             training=self.training)
+            out, new_state = self.keras_model.stateless_call(
+                [params[n] for n in self._trainable_names], state, x, training=self.training
+            )
         if self.training and state:
             with torch.no_grad():
                 for old, new in zip(state, new_state):
@@ -239,8 +255,10 @@ def build_keras_model(target: str, input_shape: tuple[int, ...], n_outputs: int)
     """
     module_name, sep, func_name = target.partition(":")
     if not sep or not module_name or not func_name or not func_name.isidentifier():
-        raise UsageError(f"--model keras:{target}: write keras:package.module:function, e.g. "
-                         "keras:my_models:build (function(input_shape, n_outputs) returns a keras.Model)")
+        raise UsageError(
+            f"--model keras:{target}: write keras:package.module:function, e.g. "
+            "keras:my_models:build (function(input_shape, n_outputs) returns a keras.Model)"
+        )
     keras = require_torch_backend("--model keras:...")
     cwd = os.getcwd()
     added = cwd not in sys.path
@@ -249,8 +267,10 @@ def build_keras_model(target: str, input_shape: tuple[int, ...], n_outputs: int)
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise UsageError(f"--model keras:{target}: cannot import {module_name!r} ({e}); it must be importable "
-                         "from the working directory or PYTHONPATH") from None
+        raise UsageError(
+            f"--model keras:{target}: cannot import {module_name!r} ({e}); it must be importable "
+            "from the working directory or PYTHONPATH"
+        ) from None
     finally:
         if added:
             sys.path.remove(cwd)
@@ -260,8 +280,10 @@ def build_keras_model(target: str, input_shape: tuple[int, ...], n_outputs: int)
     keras.utils.set_random_seed(torch.initial_seed() % 2**32)
     model = fn(tuple(input_shape), int(n_outputs))
     if not isinstance(model, keras.Model):
-        raise UsageError(f"--model keras:{target}: {func_name}(input_shape, n_outputs) must return a keras.Model, "
-                         f"it returned {type(model).__name__}")
+        raise UsageError(
+            f"--model keras:{target}: {func_name}(input_shape, n_outputs) must return a keras.Model, "
+            f"it returned {type(model).__name__}"
+        )
     if not model.built:
         model.build((None, *input_shape))
     return KerasModel(model)

@@ -17,6 +17,7 @@ channel mean and std. ``RunConfig.normalize`` chooses: ``auto`` (the default) tu
 ResNets (the image protocols normalise) and leaves the MLP and CNN as they have always been (pixels
 in [0, 1], so their results do not change); ``on`` / ``off`` force it for any built model.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,13 @@ def model_kind(spec: str) -> str:
     return spec.partition(":")[0]
 
 
-def build_model(spec: str, input_shape: tuple[int, ...], n_outputs: int, *,
-                normalize: tuple[tuple[float, ...], tuple[float, ...]] | str | None = None) -> nn.Module:
+def build_model(
+    spec: str,
+    input_shape: tuple[int, ...],
+    n_outputs: int,
+    *,
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | str | None = None,
+) -> nn.Module:
     """``mlp:1024,512,256`` (hidden widths; ``mlp:`` for none), ``cnn``, ``resnet18[:nf=N]``,
     ``resnet20[:nf=N]`` or ``resnet32[:nf=N]``.
 
@@ -52,14 +58,18 @@ def build_model(spec: str, input_shape: tuple[int, ...], n_outputs: int, *,
     if normalize is not None:
         mean, std = dataset_stats(normalize) if isinstance(normalize, (str, list)) else normalize
         if len(input_shape) == 3 and len(mean) != input_shape[0]:
-            raise UsageError(f"normalisation statistics for {len(mean)} channel(s) do not fit the input "
-                             f"{tuple(input_shape)}; use --normalize off")
+            raise UsageError(
+                f"normalisation statistics for {len(mean)} channel(s) do not fit the input "
+                f"{tuple(input_shape)}; use --normalize off"
+            )
         layer = Normalize(tuple(mean), tuple(std))
     kind, _, rest = spec.partition(":")
     if kind == "keras":
         if layer is not None:
-            raise UsageError("--normalize on applies to forgetless's own models; normalise inside your Keras "
-                             "model (keras.layers.Normalization) and use --normalize off")
+            raise UsageError(
+                "--normalize on applies to forgetless's own models; normalise inside your Keras "
+                "model (keras.layers.Normalization) and use --normalize off"
+            )
         from ..keras.torch_module import build_keras_model  # (imports keras: only when asked for)
 
         return build_keras_model(rest, tuple(input_shape), n_outputs)
@@ -82,16 +92,20 @@ def build_model(spec: str, input_shape: tuple[int, ...], n_outputs: int, *,
         if rest:
             m = _NF.match(rest.strip())
             if not m or int(m.group(1)) < 1:
-                raise UsageError(f"--model {spec!r}: write {kind} or {kind}:nf=N with N a positive integer "
-                                 f"(the first stage's width, default {nf}; e.g. resnet18:nf=20)")
+                raise UsageError(
+                    f"--model {spec!r}: write {kind} or {kind}:nf=N with N a positive integer "
+                    f"(the first stage's width, default {nf}; e.g. resnet18:nf=20)"
+                )
             nf = int(m.group(1))
         if len(input_shape) != 3:
             raise UsageError(f"{kind} needs images [C, H, W], the benchmark gives {input_shape}")
         if kind == "resnet18":
             return resnet18(input_shape[0], n_outputs, nf=nf, normalize=layer)
-        return cifar_resnet(int(kind[len("resnet"):]), input_shape[0], n_outputs, nf=nf, normalize=layer)
-    raise UsageError(f"unknown model {spec!r}; use mlp:W1,W2,... (e.g. {DEFAULT_MODEL}), cnn, "
-                     f"resnet18[:nf=N], resnet20 or resnet32 (a Keras model: keras:package.module:function)")
+        return cifar_resnet(int(kind[len("resnet") :]), input_shape[0], n_outputs, nf=nf, normalize=layer)
+    raise UsageError(
+        f"unknown model {spec!r}; use mlp:W1,W2,... (e.g. {DEFAULT_MODEL}), cnn, "
+        f"resnet18[:nf=N], resnet20 or resnet32 (a Keras model: keras:package.module:function)"
+    )
 
 
 def adapt_model(model):
@@ -118,8 +132,10 @@ def normalize_for(choice: str, spec: str, datasets: list[str] | None):
     if choice == "off" or (choice == "auto" and (model_kind(spec) not in RESNETS or not known)):
         return None
     if not known:
-        raise UsageError("--normalize on: the benchmark's datasets have no known mean/std (known: "
-                         f"{', '.join(STATS)}); use --normalize off")
+        raise UsageError(
+            "--normalize on: the benchmark's datasets have no known mean/std (known: "
+            f"{', '.join(STATS)}); use --normalize off"
+        )
     return list(datasets)
 
 
@@ -139,8 +155,10 @@ def check_model(model: nn.Module, input_shape: tuple[int, ...], n_outputs: int) 
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.shape != (2, n_outputs):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise UsageError(f"the model must return logits of shape [N, {n_outputs}] for this benchmark, "
-                         f"it returns {got} for a batch of 2")
+        raise UsageError(
+            f"the model must return logits of shape [N, {n_outputs}] for this benchmark, "
+            f"it returns {got} for a batch of 2"
+        )
 
 
 __all__ = [

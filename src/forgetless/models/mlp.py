@@ -1,4 +1,5 @@
 """The MLP: the lecture's 784-1024-512-256-10 network (any hidden widths)."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -20,6 +20,7 @@ A sequence of datasets (``mnist-fashion-mnist``) uses the pooled statistics of i
 weights: each has 60,000 training images): mean = the average of the means, variance = the average
 of the variances plus the variance of the means.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,9 @@ def pooled(names: list[str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     stats = [STATS[n] for n in names]
     channels = {len(m) for m, _ in stats}
     if len(channels) != 1:
-        raise UsageError(f"datasets {', '.join(names)} have different channel counts; "
-                         "they cannot be normalised together")
+        raise UsageError(
+            f"datasets {', '.join(names)} have different channel counts; they cannot be normalised together"
+        )
     mean, std = [], []
     for c in range(channels.pop()):
         ms = [m[c] for m, _ in stats]
@@ -81,6 +83,7 @@ def dataset_stats(datasets: str | list[str]) -> tuple[tuple[float, ...], tuple[f
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     unknown = [n for n in names if n not in STATS]
     if unknown:
-        raise UsageError(f"no normalisation statistics for dataset {unknown[0]!r}; known: {', '.join(STATS)}; "
-                         f"use --normalize off")
+        raise UsageError(
+            f"no normalisation statistics for dataset {unknown[0]!r}; known: {', '.join(STATS)}; use --normalize off"
+        )
     return STATS[names[0]] if len(names) == 1 else pooled(names)

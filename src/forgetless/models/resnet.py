@@ -43,6 +43,7 @@ few-shot class-incremental work (TOPIC, CEC). Parameter counts (3 input channels
 
 (One input channel instead of three: 2 * 9 * nf weights fewer in the first convolution.)
 """
+
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -58,7 +59,7 @@ class ShortcutA(nn.Module):
         self.extra, self.stride = extra, stride
 
     def forward(self, x):
-        x = x[:, :, ::self.stride, ::self.stride]
+        x = x[:, :, :: self.stride, :: self.stride]
         lo = self.extra // 2
         return F.pad(x, (0, 0, 0, 0, lo, self.extra - lo))
 
@@ -94,13 +95,23 @@ class ResNet(nn.Module):
     first stage keeps the resolution, every later one halves it (stride 2 in its first block).
     """
 
-    def __init__(self, in_channels: int, blocks: list[int], widths: list[int], n_outputs: int, shortcut: str,
-                 normalize: nn.Module | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        blocks: list[int],
+        widths: list[int],
+        n_outputs: int,
+        shortcut: str,
+        normalize: nn.Module | None = None,
+    ):
         super().__init__()
         if normalize is not None:
             self.normalize = normalize
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False),
-                                   nn.BatchNorm2d(widths[0]), nn.ReLU()]
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(),
+        ]
         c = widths[0]
         for stage, (n, width) in enumerate(zip(blocks, widths)):
             for i in range(n):
@@ -125,8 +136,9 @@ def resnet18(in_channels: int, n_outputs: int, nf: int = 64, normalize: nn.Modul
     return ResNet(in_channels, [2, 2, 2, 2], [nf, 2 * nf, 4 * nf, 8 * nf], n_outputs, "B", normalize)
 
 
-def cifar_resnet(depth: int, in_channels: int, n_outputs: int, nf: int = 16,
-                 normalize: nn.Module | None = None) -> ResNet:
+def cifar_resnet(
+    depth: int, in_channels: int, n_outputs: int, nf: int = 16, normalize: nn.Module | None = None
+) -> ResNet:
     """He et al. 2016's CIFAR ResNet of ``depth`` = 6n + 2 layers (20: n = 3, 32: n = 5), option-A shortcuts."""
     n = (depth - 2) // 6
     return ResNet(in_channels, [n, n, n], [nf, 2 * nf, 4 * nf], n_outputs, "A", normalize)

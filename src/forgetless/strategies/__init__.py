@@ -1,4 +1,5 @@
 """Strategies by name, and how to make one (or several composed) from a name and parameters."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,9 +14,16 @@ from .registry_regularization import REGULARIZATION
 from .registry_replay import REPLAY
 from .topic import Topic
 
-STRATEGIES: dict[str, type[Strategy]] = {"naive": Naive, "joint": Joint, "cumulative": Cumulative,
-                                         **REGULARIZATION, **REPLAY, "prototype": Prototype, "topic": Topic,
-                                         "cec": CEC}
+STRATEGIES: dict[str, type[Strategy]] = {
+    "naive": Naive,
+    "joint": Joint,
+    "cumulative": Cumulative,
+    **REGULARIZATION,
+    **REPLAY,
+    "prototype": Prototype,
+    "topic": Topic,
+    "cec": CEC,
+}
 
 STRATEGIES.update(ISOLATION)  # parameter isolation: pnn, packnet, hat (task-IL)
 
@@ -35,19 +43,25 @@ def split_params(names: list[str], params: dict[str, Any]) -> list[dict[str, Any
             targets = [i for i, n in enumerate(names) if name in STRATEGIES[n].params]
             if len(targets) > 1:
                 owners = [names[i] for i in targets]
-                raise UsageError(f"parameter {name!r} belongs to {' and '.join(owners)}: write "
-                                 f"{' or '.join(f'{o}.{name}' for o in owners)}")
+                raise UsageError(
+                    f"parameter {name!r} belongs to {' and '.join(owners)}: write "
+                    f"{' or '.join(f'{o}.{name}' for o in owners)}"
+                )
         for i in targets:
             if name not in STRATEGIES[names[i]].params:
                 declared = {k for n in names for k in STRATEGIES[n].params}
                 known = ", ".join(sorted(STRATEGIES[names[i]].params)) or "none"
-                raise UsageError(f"unknown parameter {name!r} for strategy {names[i]!r}"
-                                 f"{closest(name, declared)}; its parameters: {known}")
+                raise UsageError(
+                    f"unknown parameter {name!r} for strategy {names[i]!r}"
+                    f"{closest(name, declared)}; its parameters: {known}"
+                )
             out[i][name] = value
         if not targets:
             declared = sorted({k for n in names for k in STRATEGIES[n].params})
-            raise UsageError(f"unknown parameter {name!r} for strategy {spec!r}{closest(name, declared)}; "
-                             f"its parameters: {', '.join(declared) or 'none'}")
+            raise UsageError(
+                f"unknown parameter {name!r} for strategy {spec!r}{closest(name, declared)}; "
+                f"its parameters: {', '.join(declared) or 'none'}"
+            )
     return out
 
 
@@ -64,8 +78,10 @@ def make_strategy(spec: str, params: dict[str, Any] | None = None, scenario: str
     parts = [STRATEGIES[n](**p) for n, p in zip(names, split_params(names, dict(params or {})))]
     strategy = parts[0] if len(parts) == 1 else Compose(parts)
     if scenario is not None and scenario not in strategy.scenarios:
-        raise UsageError(f"strategy {spec!r} does not support the {scenario}-incremental scenario; "
-                         f"it supports: {', '.join(strategy.scenarios)}")
+        raise UsageError(
+            f"strategy {spec!r} does not support the {scenario}-incremental scenario; "
+            f"it supports: {', '.join(strategy.scenarios)}"
+        )
     return strategy
 
 

@@ -21,6 +21,7 @@ Hyperparameters are declared once in ``params`` as ``Param(default, range, help)
 one place (``Param.check``) for the CLI and for Python construction alike; learned state lives in
 attributes ending with ``_`` and travels through ``state_dict`` / ``load_state_dict``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -104,8 +105,9 @@ class Param:
             if not isinstance(value, str):
                 raise UsageError(f"{where} must be a name, got {value!r}")
             if isinstance(self.check, tuple) and value not in self.check:
-                raise UsageError(f"{where} must be one of {', '.join(self.check)}, got {value!r}"
-                                 f"{closest(value, self.check)}")
+                raise UsageError(
+                    f"{where} must be one of {', '.join(self.check)}, got {value!r}{closest(value, self.check)}"
+                )
         return value
 
     def _check_range(self, value: float, where: str) -> None:
@@ -220,16 +222,20 @@ class Strategy:
         if unknown:
             key = sorted(unknown)[0]
             known = ", ".join(sorted(self.params)) or "none"
-            raise UsageError(f"unknown parameter {key!r} for strategy {self.name!r}"
-                             f"{closest(key, self.params)}; its parameters: {known}")
+            raise UsageError(
+                f"unknown parameter {key!r} for strategy {self.name!r}"
+                f"{closest(key, self.params)}; its parameters: {known}"
+            )
         for key, decl in self.params.items():
             value = kwargs.get(key, decl.default)
             setattr(self, key, decl.validate(value, key, self.name))
         for key in kwargs:
             needs = self.params[key].needs
             if needs is not None and not getattr(self, needs):
-                raise UsageError(f"parameter {key!r} of {self.name!r} has no effect without {needs}=true; "
-                                 f"set {needs}=true or drop {key}")
+                raise UsageError(
+                    f"parameter {key!r} of {self.name!r} has no effect without {needs}=true; "
+                    f"set {needs}=true or drop {key}"
+                )
 
     def hparams(self) -> dict[str, Any]:
         """The declared hyperparameters and their current values: {"lam": 100.0, ...}."""
@@ -317,9 +323,11 @@ class Compose(Strategy):
         isolated = [st.name for st in self.strategies if st.family == "isolation"]
         feeding = [st.name for st in self.strategies if st.family in ("replay", "distillation")]
         if isolated and feeding:
-            raise UsageError(f"{isolated[0]} runs every batch through the current task's own parameters, so "
-                             f"{feeding[0]}'s examples or outputs of earlier tasks would pass through the wrong "
-                             f"task's; use {isolated[0]} alone (it does not forget in task-IL)")
+            raise UsageError(
+                f"{isolated[0]} runs every batch through the current task's own parameters, so "
+                f"{feeding[0]}'s examples or outputs of earlier tasks would pass through the wrong "
+                f"task's; use {isolated[0]} alone (it does not forget in task-IL)"
+            )
         self.scenarios = tuple(s for s in ALL_SCENARIOS if all(s in st.scenarios for st in self.strategies))
         self.task_free = all(getattr(st, "task_free", False) for st in self.strategies)
 

@@ -1,4 +1,5 @@
 """Baselines: naive fine-tuning (``Strategy`` itself), joint training and cumulative training."""
+
 from __future__ import annotations
 
 import torch

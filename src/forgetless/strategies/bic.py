@@ -1,4 +1,5 @@
 """BiC: bias correction for class-incremental learning (Wu et al. 2019)."""
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,11 @@ class BiC(WithOldModel):
 
     name = "bic"
     family = "replay"
-    params = {"memory": MEMORY, "temperature": Param(2.0, ">0", "distillation temperature T"),
-              "val_fraction": Param(0.1, "(0, 1)", "share of each class's exemplars kept for the bias stage")}
+    params = {
+        "memory": MEMORY,
+        "temperature": Param(2.0, ">0", "distillation temperature T"),
+        "val_fraction": Param(0.1, "(0, 1)", "share of each class's exemplars kept for the bias stage"),
+    }
     scenarios = ("class",)
     help = "BiC: exemplars + distillation, then a 2-parameter bias correction of the new classes' logits (class-IL)"
 
@@ -102,8 +106,10 @@ class BiC(WithOldModel):
         m = self.memory // n_seen
         n_val = math.ceil(self.val_fraction * m)
         if m - n_val < 1 or n_val < 1:
-            raise UsageError(f"bic: memory={self.memory} is too small for {n_seen} classes: it needs at least "
-                             f"2 examples per class (one training and one validation exemplar)")
+            raise UsageError(
+                f"bic: memory={self.memory} is too small for {n_seen} classes: it needs at least "
+                f"2 examples per class (one training and one validation exemplar)"
+            )
         return m - n_val, n_val
 
     def before_task(self, ctx, task):
@@ -118,8 +124,10 @@ class BiC(WithOldModel):
             rows = (task.train.y == c).nonzero().flatten()
             rows = rows[ctx.put(torch.randperm(len(rows), generator=ctx.generator, device="cpu"))]
             if len(rows) <= n_val:
-                raise UsageError(f"bic: class {c} has {len(rows)} training examples, too few to hold out "
-                                 f"{n_val} for validation; lower memory or val_fraction")
+                raise UsageError(
+                    f"bic: class {c} has {len(rows)} training examples, too few to hold out "
+                    f"{n_val} for validation; lower memory or val_fraction"
+                )
             self.val.set(c, task.train.take(rows[:n_val]), task.id)
             keep.append(rows[n_val:])
         self._keep = torch.cat(keep).sort().values
@@ -170,8 +178,9 @@ class BiC(WithOldModel):
         logits = logits.detach().double()
         fixed = self.bias_.double()
         ab = torch.tensor([1.0, 0.0], dtype=torch.float64, device=logits.device, requires_grad=True)
-        opt = torch.optim.LBFGS([ab], lr=1.0, max_iter=200, tolerance_grad=1e-10, tolerance_change=1e-14,
-                                line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            [ab], lr=1.0, max_iter=200, tolerance_grad=1e-10, tolerance_change=1e-14, line_search_fn="strong_wolfe"
+        )
         rows = torch.arange(len(fixed), device=fixed.device)
 
         def closure():
@@ -191,8 +200,12 @@ class BiC(WithOldModel):
 
     # ---- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"exemplars_": self.exemplars.state_dict(), "val_": self.val.state_dict(),
-                "bias_": None if self.bias_ is None else self.bias_.clone(), "old_model_": self.old_model_}
+        return {
+            "exemplars_": self.exemplars.state_dict(),
+            "val_": self.val.state_dict(),
+            "bias_": None if self.bias_ is None else self.bias_.clone(),
+            "old_model_": self.old_model_,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.exemplars, self.val = ExemplarSet(), ExemplarSet()

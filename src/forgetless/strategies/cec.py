@@ -1,4 +1,5 @@
 """CEC: the Continually Evolved Classifier of few-shot class-incremental learning (Zhang et al. 2021)."""
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,9 @@ class GraphAttention(nn.Module):
     The weights are drawn from ``generator`` so that a run is reproducible.
     """
 
-    def __init__(self, d: int, dropout: float = 0.0, generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self, d: int, dropout: float = 0.0, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ):
         super().__init__()
         self.d, self.p = d, dropout
         std = math.sqrt(2.0 / (d + d))
@@ -79,8 +81,9 @@ class GraphAttention(nn.Module):
         return out_p, out_q
 
 
-def cosine_logits(attn: GraphAttention, protos: torch.Tensor, phi: torch.Tensor, temperature: float,
-                  query_node: bool) -> torch.Tensor:
+def cosine_logits(
+    attn: GraphAttention, protos: torch.Tensor, phi: torch.Tensor, temperature: float, query_node: bool
+) -> torch.Tensor:
     """[B, n] = temperature * cos(query, prototype) after the graph attention: with ``query_node``
     each query joins the prototypes' graph (both adapted, CEC's code), else the graph holds the
     prototypes alone and the raw feature is compared to the adapted prototypes."""
@@ -89,7 +92,7 @@ def cosine_logits(attn: GraphAttention, protos: torch.Tensor, phi: torch.Tensor,
         return temperature * (F.normalize(phi, dim=1) @ F.normalize(adapted, dim=1).T)
     out = []
     for i in range(0, len(phi), QUERY_CHUNK):
-        p, q = attn.with_query(protos, phi[i:i + QUERY_CHUNK])
+        p, q = attn.with_query(protos, phi[i : i + QUERY_CHUNK])
         out.append(temperature * (F.normalize(p, dim=2) @ F.normalize(q, dim=1)[:, :, None])[:, :, 0])
     return torch.cat(out) if out else phi.new_zeros(0, len(protos))
 
@@ -142,12 +145,17 @@ class CEC(Strategy):
     name = "cec"
     family = "fscil"
     scenarios = ("class",)
-    help = ("CEC (FSCIL): frozen backbone after the base session, class prototypes adapted by a graph "
-            "attention module meta-trained on rotated base classes; temperature-scaled cosine (class-IL)")
+    help = (
+        "CEC (FSCIL): frozen backbone after the base session, class prototypes adapted by a graph "
+        "attention module meta-trained on rotated base classes; temperature-scaled cosine (class-IL)"
+    )
     params = {
         "episodes": Param(500, ">=0", "pseudo-incremental episodes of meta-training after the base session"),
-        "episode_ways": Param(15, ">=1", "base classes per episode (each also rotated into a pseudo-new class; "
-                                         "at most the number of base classes)"),
+        "episode_ways": Param(
+            15,
+            ">=1",
+            "base classes per episode (each also rotated into a pseudo-new class; at most the number of base classes)",
+        ),
         "episode_shots": Param(1, ">=1", "support examples per class of an episode"),
         "episode_queries": Param(15, ">=1", "query examples per class of an episode"),
         "lr": Param(0.05, ">0", "learning rate of the attention module (SGD, momentum 0.9, Nesterov)"),
@@ -168,9 +176,11 @@ class CEC(Strategy):
     def check_images(shape) -> None:
         shape = tuple(shape)
         if len(shape) != 3 or shape[1] != shape[2]:
-            raise UsageError(f"cec rotates the base images by 90/180/270 degrees to make pseudo-new classes: it needs "
-                             f"square images [C, H, W], got input shape {shape}; use an image benchmark such as "
-                             f"split-mnist, or strategy prototype")
+            raise UsageError(
+                f"cec rotates the base images by 90/180/270 degrees to make pseudo-new classes: it needs "
+                f"square images [C, H, W], got input shape {shape}; use an image benchmark such as "
+                f"split-mnist, or strategy prototype"
+            )
 
     def before_task(self, ctx, task):
         if task.id == 0:
@@ -181,8 +191,10 @@ class CEC(Strategy):
                 need = self.episode_shots + self.episode_queries
                 small = [c for c in task.classes if int(counts[c] if c < len(counts) else 0) < need]
                 if small:
-                    raise UsageError(f"cec: base class {small[0]} has fewer than episode_shots + episode_queries = "
-                                     f"{need} training examples; lower episode_shots or episode_queries")
+                    raise UsageError(
+                        f"cec: base class {small[0]} has fewer than episode_shots + episode_queries = "
+                        f"{need} training examples; lower episode_shots or episode_queries"
+                    )
 
     def train_data(self, ctx, task):
         return super().train_data(ctx, task) if task.id == 0 else None
@@ -197,8 +209,9 @@ class CEC(Strategy):
         self.prototypes_ = add_class_means(self.prototypes_, phi, data.y, task.classes, ctx.benchmark.n_outputs)
         if task.id == 0 and self.attn is None:
             self.attn = GraphAttention(phi.shape[1], self.dropout, ctx.generator, phi.device)
-            rotated = torch.stack([phi] + [features(ctx.model, torch.rot90(x, k, dims=(2, 3))).float()
-                                           for k in (1, 2, 3)])  # [4, N, d]: 0, 90, 180, 270 degrees
+            rotated = torch.stack(
+                [phi] + [features(ctx.model, torch.rot90(x, k, dims=(2, 3))).float() for k in (1, 2, 3)]
+            )  # [4, N, d]: 0, 90, 180, 270 degrees
             self.meta_train(rotated, data.y, task.classes, ctx.generator)
 
     def sample_episode(self, y: torch.Tensor, classes: list[int], generator: torch.Generator):
@@ -232,8 +245,9 @@ class CEC(Strategy):
 
     def meta_train(self, rotated: torch.Tensor, y: torch.Tensor, classes: list[int], generator: torch.Generator):
         """Train the attention module alone on ``episodes`` pseudo-incremental episodes."""
-        opt = torch.optim.SGD(self.attn.parameters(), lr=self.lr, momentum=0.9, nesterov=True,
-                              weight_decay=self.weight_decay)
+        opt = torch.optim.SGD(
+            self.attn.parameters(), lr=self.lr, momentum=0.9, nesterov=True, weight_decay=self.weight_decay
+        )
         y = y.cpu()  # (episodes are drawn on the CPU, with the run's generator)
         self.attn.train()
         with torch.enable_grad(), torch.autocast(rotated.device.type, enabled=False):

@@ -1,5 +1,6 @@
 """Dark Experience Replay: DER and DER++ (Buzzega, Boschini, Porrello, Abati & Calderara, NeurIPS 2020,
 "Dark Experience for General Continual Learning: a Strong, Simple Baseline")."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Deep Generative Replay (Shin et al. 2017) with a small VAE, optionally with distillation."""
+
 from __future__ import annotations
 
 import copy
@@ -28,12 +29,14 @@ class VAE(nn.Module):
         super().__init__()
         self.shape, self.latent = tuple(shape), latent
         d = math.prod(self.shape)
-        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(),
-                                     nn.Linear(hidden, hidden), nn.ReLU())
+        self.encoder = nn.Sequential(
+            nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        )
         self.mu = nn.Linear(hidden, latent)
         self.logvar = nn.Linear(hidden, latent)
-        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                     nn.Linear(hidden, d))
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, d)
+        )
 
     def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The negative ELBO of every example: [N]."""
@@ -82,11 +85,13 @@ class DGR(WithOldModel):
     name = "dgr"
     data_parallel = False  # task_loss draws a generated batch per process part: torchrun refuses DGR
     family = "replay"
-    params = {"distill": Param(False, help="soft targets (the previous model's outputs at temperature T)"),
-              "temperature": Param(2.0, ">0", "distillation temperature T", needs="distill"),
-              "latent": Param(32, ">=1", "latent dimensions of the VAE"),
-              "gen_lr": Param(0.001, ">0", "learning rate of the generator's Adam"),
-              "gen_iters": Param(0, ">=0", "generator iterations per task (0: as many as the solver's)")}
+    params = {
+        "distill": Param(False, help="soft targets (the previous model's outputs at temperature T)"),
+        "temperature": Param(2.0, ">0", "distillation temperature T", needs="distill"),
+        "latent": Param(32, ">=1", "latent dimensions of the VAE"),
+        "gen_lr": Param(0.001, ">0", "learning rate of the generator's Adam"),
+        "gen_iters": Param(0, ">=0", "generator iterations per task (0: as many as the solver's)"),
+    }
     scenarios = ALL_SCENARIOS
     help = "deep generative replay: a VAE replays past inputs, labelled by the previous model (distill=true: soft)"
 
@@ -111,8 +116,9 @@ class DGR(WithOldModel):
         data = task.train
         self.vae.train()
         for _ in range(iterations):
-            idx = ctx.put(torch.randint(len(data), (min(ctx.batch_size, len(data)),), generator=ctx.generator,
-                                        device="cpu"))
+            idx = ctx.put(
+                torch.randint(len(data), (min(ctx.batch_size, len(data)),), generator=ctx.generator, device="cpu")
+            )
             loss = self.vae.loss(data.take(idx), ctx.generator).mean()
             if previous is not None:
                 replay = previous.sample(len(idx), ctx.generator)
@@ -172,8 +178,12 @@ class DGR(WithOldModel):
     def state_dict(self) -> dict[str, Any]:
         if self.vae is None:
             return {"vae_": None, "vae_opt_": None, "shape_": None, "old_model_": self.old_model_}
-        return {"vae_": copy.deepcopy(self.vae.state_dict()), "vae_opt_": copy.deepcopy(self.vae_opt.state_dict()),
-                "shape_": list(self.vae.shape), "old_model_": self.old_model_}
+        return {
+            "vae_": copy.deepcopy(self.vae.state_dict()),
+            "vae_opt_": copy.deepcopy(self.vae_opt.state_dict()),
+            "shape_": list(self.vae.shape),
+            "old_model_": self.old_model_,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.old_model_, self._old = state["old_model_"], None

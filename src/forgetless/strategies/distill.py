@@ -1,4 +1,5 @@
 """Knowledge distillation: the loss, a frozen copy of the old model, and LwF."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,8 +24,10 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     probability 0 and contribute nothing.
     """
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
-                         f"{tuple(teacher_logits.shape)} differ in shape")
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} differ in shape"
+        )
     log_p = F.log_softmax(student_logits / T, dim=1)
     q = F.softmax(teacher_logits.detach() / T, dim=1)
     cross = torch.where(q > 0, q * log_p, torch.zeros_like(log_p)).sum(1)
@@ -63,14 +66,19 @@ def _output_groups(benchmark, task_id: int) -> list[tuple[torch.Tensor, torch.Te
     if benchmark.scenario == "task":
         return [(c, c) for c in (torch.tensor(t.classes, device="cpu") for t in benchmark.tasks[:task_id])]
     if benchmark.scenario == "class":
-        return [(torch.tensor(benchmark.classes_upto(task_id), device="cpu"),
-                 torch.tensor(benchmark.classes_before(task_id), device="cpu"))]
+        return [
+            (
+                torch.tensor(benchmark.classes_upto(task_id), device="cpu"),
+                torch.tensor(benchmark.classes_before(task_id), device="cpu"),
+            )
+        ]
     every = torch.arange(benchmark.n_outputs, device="cpu")
     return [(every, every)]
 
 
-def group_distillation(student: torch.Tensor, teacher: torch.Tensor, s_cols: torch.Tensor, t_cols: torch.Tensor,
-                       T: float) -> torch.Tensor:
+def group_distillation(
+    student: torch.Tensor, teacher: torch.Tensor, s_cols: torch.Tensor, t_cols: torch.Tensor, T: float
+) -> torch.Tensor:
     """``distillation_loss`` of the student's outputs ``s_cols`` towards the teacher's ``t_cols``
     (a subset of ``s_cols``): student outputs the teacher does not have get target probability 0."""
     if s_cols is t_cols:  # (old_output_groups gives the same tensor when the groups are the same)
@@ -138,9 +146,11 @@ class LwF(WithOldModel):
     # lam 0.1 / T 2: chosen on validation over lam {0.1, 1, 10} x T {1, 2, 4} on Permuted Fashion-MNIST
     # and task-IL Split MNIST (docs/results.md, "LwF's lam and temperature"); lam 1 fell below naive on
     # the first (64.5 vs 65.4 %), lam 10 to 21-25 %
-    params = {"lam": Param(0.1, ">=0", "weight of the distillation term (the paper's lambda_o)"),
-              "temperature": Param(2.0, ">0", "distillation temperature T"),
-              "balance": Param(False, help="weight CE by 1/k and distillation by 1 - 1/k (van de Ven et al.)")}
+    params = {
+        "lam": Param(0.1, ">=0", "weight of the distillation term (the paper's lambda_o)"),
+        "temperature": Param(2.0, ">0", "distillation temperature T"),
+        "balance": Param(False, help="weight CE by 1/k and distillation by 1 - 1/k (van de Ven et al.)"),
+    }
     scenarios = ALL_SCENARIOS
     help = "learning without forgetting: distil the previous model's outputs on the new inputs"
 
@@ -159,8 +169,9 @@ class LwF(WithOldModel):
             return None
         with torch.no_grad():
             target = old(batch.x)
-        terms = torch.stack([group_distillation(out, target, s_cols, t_cols, self.temperature)
-                             for s_cols, t_cols in groups])
+        terms = torch.stack(
+            [group_distillation(out, target, s_cols, t_cols, self.temperature) for s_cols, t_cols in groups]
+        )
         return terms.mean() if self.balance else terms.sum()
 
     def task_loss(self, ctx, batch, out, loss):

@@ -1,6 +1,7 @@
 """ER-ACE: experience replay with asymmetric cross-entropy (Caccia, Aljundi, Asadi, Tuytelaars,
 Pineau & Belilovsky, ICLR 2022, "New Insights on Reducing Abrupt Representation Change in Online
 Continual Learning")."""
+
 from __future__ import annotations
 
 import torch

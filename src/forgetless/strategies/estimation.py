@@ -10,6 +10,7 @@ importance is computed (dropout off, batch norm on its running statistics) and r
 ``Benchmark.active_outputs``): the estimators see ``logits[:, classes]`` and the labels are mapped
 to positions within ``classes`` (``positions``). ``None`` means every output.
 """
+
 from __future__ import annotations
 
 import contextlib

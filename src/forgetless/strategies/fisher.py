@@ -4,6 +4,7 @@
 (``torch.func`` per-sample gradients, or the nn.Linear fast path of ``linear_fastpath.py``) then
 computes ``mean_n sum_k w_nk (d log p(t_nk | x_n) / d theta)^2`` for every choice.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,9 @@ from .estimation import (
 LABELS = ("empirical", "sample", "exact")
 
 
-def fisher_targets(labels: str, probs: torch.Tensor | None, y: torch.Tensor | None,
-                   generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def fisher_targets(
+    labels: str, probs: torch.Tensor | None, y: torch.Tensor | None, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(targets [B, K], weights [B, K]): the classes whose log-likelihood enters the Fisher, and
     their weights, for each of B samples.
 
@@ -53,10 +55,19 @@ def fisher_targets(labels: str, probs: torch.Tensor | None, y: torch.Tensor | No
     raise UsageError(f"unknown Fisher labels {labels!r}; choose one of: {', '.join(LABELS)}")
 
 
-def fisher_diagonal(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, classes=None,
-                    labels: str = "empirical", samples: int | None = None, chunk: int | None = None,
-                    generator: torch.Generator | None = None, backend: str = "auto",
-                    distributed: bool = False) -> list[torch.Tensor]:
+def fisher_diagonal(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    classes=None,
+    labels: str = "empirical",
+    samples: int | None = None,
+    chunk: int | None = None,
+    generator: torch.Generator | None = None,
+    backend: str = "auto",
+    distributed: bool = False,
+) -> list[torch.Tensor]:
     """Diagonal Fisher information ``F = mean_n E_c[ (d log p(c | x_n) / d theta)^2 ]``.
 
     EWC (Kirkpatrick et al. 2017, "Overcoming catastrophic forgetting in neural networks", PNAS):
@@ -134,7 +145,7 @@ def _draw_sampled(model, fb, params, linears, x, classes, size: int, gen) -> tup
     targets, weights = [], []
     with torch.no_grad():
         for i in range(0, len(x), size):
-            xc = x[i:i + size]
+            xc = x[i : i + size]
             if linears is not None:
                 out = model(xc)
                 probs = F.softmax(out if classes is None else out[:, classes], -1)
@@ -151,8 +162,9 @@ def _vmap_chunk(acc, keys, f, params, xc, targets, weights, n_cls: int) -> None:
     per target via ``vmap(jacrev)``. The targets pick their log-probabilities through a one-hot
     matrix product (``gather`` with per-sample indices under vmap is 2x slower for the exact Fisher)."""
     onehot = F.one_hot(targets, n_cls).to(params[0].dtype)  # [B, K, C]
-    J = vmap(jacrev(lambda p, xi, oi: oi @ F.log_softmax(f(p, xi), -1)),
-             in_dims=(None, 0, 0))(params, xc, onehot)  # per parameter: [B, K, *shape]
+    J = vmap(jacrev(lambda p, xi, oi: oi @ F.log_softmax(f(p, xi), -1)), in_dims=(None, 0, 0))(
+        params, xc, onehot
+    )  # per parameter: [B, K, *shape]
     for k, j in zip(keys, J):
         acc[k] += torch.einsum("bk,bk...->...", weights.to(j), j.square_())  # in place: no second copy of J
 
@@ -173,6 +185,6 @@ def _linear_chunk(acc, model, linears, xc, yc, classes, labels, gen, given=None)
         zs = [r[2] for r in rec]
         K = targets.shape[1]
         for k in range(K):
-            value = logp.gather(1, targets[:, k:k + 1]).sum()
+            value = logp.gather(1, targets[:, k : k + 1]).sum()
             d = torch.autograd.grad(value, zs, retain_graph=k < K - 1, allow_unused=True)
             lin.accumulate(acc, rec, d, "square", weights[:, k].to(logp))

@@ -1,5 +1,6 @@
 """GDumb: a greedy class-balanced sampler and a dumb learner (Prabhu, Torr & Dokania, ECCV 2020,
 "GDumb: A Simple Approach that Questions Our Progress in Continual Learning")."""
+
 from __future__ import annotations
 
 import copy
@@ -60,12 +61,14 @@ class GDumb(Strategy):
     family = "replay"
     data_parallel = False
     scenarios = ALL_SCENARIOS
-    params = {"memory": MEMORY,
-              "fit_epochs": Param(32, ">=1", "epochs of training from scratch on the memory, at every task end"),
-              "fit_batch_size": Param(16, ">=1", "batch size of that training"),
-              "max_lr": Param(0.05, ">0", "SGDR's largest learning rate"),
-              "min_lr": Param(0.0005, ">=0", "SGDR's smallest learning rate"),
-              "weight_decay": Param(1e-6, ">=0", "SGD weight decay of that training")}
+    params = {
+        "memory": MEMORY,
+        "fit_epochs": Param(32, ">=1", "epochs of training from scratch on the memory, at every task end"),
+        "fit_batch_size": Param(16, ">=1", "batch size of that training"),
+        "max_lr": Param(0.05, ">0", "SGDR's largest learning rate"),
+        "min_lr": Param(0.0005, ">=0", "SGDR's smallest learning rate"),
+        "weight_decay": Param(1e-6, ">=0", "SGD weight decay of that training"),
+    }
     help = "GDumb: greedy class-balanced memory; before evaluating, retrain from scratch on the memory only"
     task_free = True
 
@@ -81,7 +84,7 @@ class GDumb(Strategy):
     def _start(self, ctx) -> None:
         if self.init_ is None:
             self.init_ = copy.deepcopy(ctx.model.state_dict())
-            self.seed_ = int(torch.randint(2 ** 62, (1,), generator=ctx.generator, device="cpu"))
+            self.seed_ = int(torch.randint(2**62, (1,), generator=ctx.generator, device="cpu"))
 
     def before_task(self, ctx, task):
         self._start(ctx)
@@ -133,7 +136,7 @@ class GDumb(Strategy):
                     group["lr"] = sgdr_rate(epoch, self.max_lr, self.min_lr)
                 perm = ctx.put(torch.randperm(len(y), generator=g, device="cpu"))
                 for i in range(0, len(y), self.fit_batch_size):
-                    idx = perm[i:i + self.fit_batch_size]
+                    idx = perm[i : i + self.fit_batch_size]
                     bx = x[idx] if ctx.augment is None else ctx.augment(x[idx])
                     loss = F.cross_entropy(ctx.mask(model(bx), t[idx]), y[idx])
                     opt.zero_grad(set_to_none=True)
@@ -142,8 +145,14 @@ class GDumb(Strategy):
         model.train(was_training)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"buffer_": self.buffer_.state_dict(), "init_": self.init_, "seed_": self.seed_,
-                "offered_": self.offered_, "fitted_": self.fitted_, "budget_": self.budget_}
+        return {
+            "buffer_": self.buffer_.state_dict(),
+            "init_": self.init_,
+            "seed_": self.seed_,
+            "offered_": self.offered_,
+            "fitted_": self.fitted_,
+            "budget_": self.budget_,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.buffer_ = ReplayBuffer(self.memory, "greedy")

@@ -1,4 +1,5 @@
 """Gradient Episodic Memory (GEM) and the exact solver of its small dual quadratic program."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -126,8 +127,9 @@ class GEM(Strategy):
         n_tasks = len(ctx.benchmark.tasks)
         m = self.memory // n_tasks
         if m < 1:
-            raise UsageError(f"gem: memory={self.memory} leaves no example for each of the {n_tasks} tasks; "
-                             f"use memory >= {n_tasks}")
+            raise UsageError(
+                f"gem: memory={self.memory} leaves no example for each of the {n_tasks} tasks; use memory >= {n_tasks}"
+            )
         return m
 
     def after_backward(self, ctx):
@@ -146,8 +148,12 @@ class GEM(Strategy):
         loop masks task k's samples (task-IL: task k's head; class-IL: every class seen so far).
         Several processes: each computes its part of every memory, and all rows are summed over
         the processes in one collective (the same G everywhere, so the same projection)."""
-        G = torch.stack([local_memory_grad(ctx, self.mem_x_[k], self.mem_y_[k],
-                                           ctx.benchmark.tasks[k].ids(len(self.mem_y_[k]))) for k in past])
+        G = torch.stack(
+            [
+                local_memory_grad(ctx, self.mem_x_[k], self.mem_y_[k], ctx.benchmark.tasks[k].ids(len(self.mem_y_[k])))
+                for k in past
+            ]
+        )
         devices.all_reduce_([G])
         return G
 

@@ -36,6 +36,7 @@ strategy's state. Evaluation runs the model once per task with that task's gates
 task's outputs from its own pass. A training batch is gated with the current task's gates, all
 of it: composing HAT with replay (old tasks' samples in the batch) is not what the paper does.
 """
+
 from __future__ import annotations
 
 import math
@@ -87,8 +88,9 @@ class HAT(TaskIsolation):
         "c": Param(0.75, ">=0", "strength of the attention regulariser (paper: 0.75)"),
         "clipgrad": Param(10000.0, ">0", "the gradients' norm is clipped to this (authors' code: 10000)"),
         "emb_clamp": Param(6.0, ">0", "embeddings are clamped to [-this, this] after each step (authors' code: 6)"),
-        "cosh_clamp": Param(50.0, ">0", "s*e is clamped to [-this, this] in the gradient compensation "
-                                        "(authors' code: 50)"),
+        "cosh_clamp": Param(
+            50.0, ">0", "s*e is clamped to [-this, this] in the gradient compensation (authors' code: 50)"
+        ),
     }
 
     def __init__(self, **kwargs: Any):
@@ -114,8 +116,10 @@ class HAT(TaskIsolation):
         linears, relus = self._parts(model)
         if self.emb_ is None:
             with torch.inference_mode(False):  # (may be made first by an evaluation)
-                self.emb_ = [[torch.randn(lin.out_features, device=ctx.device) for lin in linears[:-1]]
-                             for _ in ctx.benchmark.tasks]
+                self.emb_ = [
+                    [torch.randn(lin.out_features, device=ctx.device) for lin in linears[:-1]]
+                    for _ in ctx.benchmark.tasks
+                ]
         if self._hooks is None or self._hooks[0] is not model:
             if self._hooks is not None:
                 for h in self._hooks[1]:
@@ -125,6 +129,7 @@ class HAT(TaskIsolation):
     def _gate_hook(self, k: int):
         def hook(module, args, output):
             return None if self._gates is None else output * self._gates[k]
+
         return hook
 
     def _schedule(self, ctx) -> float:
@@ -141,7 +146,7 @@ class HAT(TaskIsolation):
         self._emb_t = [e.requires_grad_(True) for e in self.emb_[task.id]]
         self._opt = self.optimizer_like(ctx, self._emb_t)
         self._factors = conditioning(self.cum_) if self.cum_ is not None else None
-        self._rows = (self.output_owner(ctx) < task.id)  # outputs of earlier tasks: fixed
+        self._rows = self.output_owner(ctx) < task.id  # outputs of earlier tasks: fixed
 
     def adapt_batch(self, ctx, batch):
         self._s = self._schedule(ctx)

@@ -1,4 +1,5 @@
 """iCaRL (Rebuffi et al. 2017), and the penultimate-layer features it (and BiC) needs."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,8 +21,10 @@ def last_linear(model: nn.Module) -> nn.Linear:
     """The model's last ``nn.Linear`` (in ``model.modules()`` order): assumed to be the output layer."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise UsageError(f"{type(model).__name__} has no nn.Linear layer: iCaRL and BiC take the input of the "
-                         f"model's last nn.Linear (its output layer) as the feature vector; use --model mlp or cnn")
+        raise UsageError(
+            f"{type(model).__name__} has no nn.Linear layer: iCaRL and BiC take the input of the "
+            f"model's last nn.Linear (its output layer) as the feature vector; use --model mlp or cnn"
+        )
     return linears[-1]
 
 
@@ -38,10 +41,12 @@ def extract(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
         with torch.no_grad():
             for i in range(0, len(x), FEATURE_BATCH):
                 caught.clear()
-                outs.append(model(x[i:i + FEATURE_BATCH]))
+                outs.append(model(x[i : i + FEATURE_BATCH]))
                 if not caught:
-                    raise UsageError(f"{type(model).__name__}: its last nn.Linear layer is not used in forward; "
-                                     f"iCaRL and BiC need the output layer to be the last nn.Linear")
+                    raise UsageError(
+                        f"{type(model).__name__}: its last nn.Linear layer is not used in forward; "
+                        f"iCaRL and BiC need the output layer to be the last nn.Linear"
+                    )
                 feats.append(caught[-1].flatten(1))
     finally:
         handle.remove()
@@ -61,8 +66,10 @@ def update_exemplars(who: str, exemplars: ExemplarSet, memory: int, ctx, task) -
     seen = ctx.benchmark.classes_upto(task.id)
     m = memory // len(seen)
     if m < 1:
-        raise UsageError(f"{who}: memory={memory} is smaller than the {len(seen)} classes seen; "
-                         f"it needs at least one exemplar per class")
+        raise UsageError(
+            f"{who}: memory={memory} is smaller than the {len(seen)} classes seen; "
+            f"it needs at least one exemplar per class"
+        )
     exemplars.reduce(m)
     for c in task.classes:
         xc = task.train.take(task.train.y == c)
@@ -156,8 +163,7 @@ class ICaRL(WithOldModel):
     # ---- nearest mean of exemplars ----------------------------------------------------------
     def class_means(self, ctx) -> torch.Tensor:
         """[n_outputs, d] normalised class means (NaN rows: classes without a mean)."""
-        key = (id(ctx.model), ctx.task_id, len(self.exemplars),
-               tuple(p._version for p in ctx.model.parameters()))
+        key = (id(ctx.model), ctx.task_id, len(self.exemplars), tuple(p._version for p in ctx.model.parameters()))
         if key == self._means_key and self._means is not None:
             return self._means
         sources: dict[int, torch.Tensor] = {c: self.exemplars.x[c] for c in self.exemplars.classes}
@@ -171,7 +177,7 @@ class ICaRL(WithOldModel):
         means = torch.full((ctx.benchmark.n_outputs, phi.shape[1]), float("nan"), device=phi.device)
         i = 0
         for c, v in sources.items():
-            means[c] = F.normalize(phi[i:i + len(v)].mean(0), dim=0)
+            means[c] = F.normalize(phi[i : i + len(v)].mean(0), dim=0)
             i += len(v)
         self._means_key, self._means = key, means
         return means

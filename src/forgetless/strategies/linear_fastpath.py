@@ -6,6 +6,7 @@ single matrix products: no per-sample tensors, same numbers (~50x faster than ``
 MLP; ``benchmarks/importance_speed.py``). It applies when every trainable parameter sits in an
 ``nn.Linear`` layer, each called once per forward on a [batch, features] input (``choose``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,9 @@ def linear_layers(model: nn.Module) -> list[nn.Linear] | None:
 def tap(linears):
     """Record (layer, input, output, output version) of every Linear call."""
     records: list = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: records.append((mod, inp[0], out, out._version)))
-             for m in linears]
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out: records.append((mod, inp[0], out, out._version))) for m in linears
+    ]
     try:
         yield records
     finally:
@@ -56,11 +58,16 @@ def choose(model: nn.Module, x: torch.Tensor, backend: str) -> list[nn.Linear] |
     if ok:
         with tap(linears) as rec, torch.no_grad():
             model(x[:2])
-        ok = (len({id(r[0]) for r in rec}) == len(rec) and all(r[1].dim() == 2 for r in rec)
-              and all(r[2]._version == r[3] for r in rec))
+        ok = (
+            len({id(r[0]) for r in rec}) == len(rec)
+            and all(r[1].dim() == 2 for r in rec)
+            and all(r[2]._version == r[3] for r in rec)
+        )
     if not ok and backend == "linear":
-        raise UsageError("backend='linear' needs a model whose trainable parameters are all in nn.Linear "
-                         "layers, each called once on [batch, features] inputs; use backend='auto'")
+        raise UsageError(
+            "backend='linear' needs a model whose trainable parameters are all in nn.Linear "
+            "layers, each called once on [batch, features] inputs; use backend='auto'"
+        )
     return linears if ok else None
 
 

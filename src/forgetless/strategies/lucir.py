@@ -1,5 +1,6 @@
 """LUCIR: a unified classifier learnt incrementally via rebalancing (Hou, Pan, Loy, Wang & Lin,
 CVPR 2019, "Learning a Unified Classifier Incrementally via Rebalancing")."""
+
 from __future__ import annotations
 
 import math
@@ -28,14 +29,17 @@ def features_and_cosine(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.
     finally:
         handle.remove()
     if not caught:
-        raise UsageError(f"{type(model).__name__}: its last nn.Linear layer is not used in forward; "
-                         f"lucir needs the output layer to be the last nn.Linear")
+        raise UsageError(
+            f"{type(model).__name__}: its last nn.Linear layer is not used in forward; "
+            f"lucir needs the output layer to be the last nn.Linear"
+        )
     f = caught[-1].flatten(1)
     return f, F.normalize(f, dim=1) @ F.normalize(layer.weight, dim=1).T
 
 
-def margin_ranking(cos: torch.Tensor, y: torch.Tensor, new: torch.Tensor, margin: float, k: int,
-                   rows: torch.Tensor) -> torch.Tensor:
+def margin_ranking(
+    cos: torch.Tensor, y: torch.Tensor, new: torch.Tensor, margin: float, k: int, rows: torch.Tensor
+) -> torch.Tensor:
     """LUCIR's inter-class separation (margin ranking loss) on the examples ``rows`` (a boolean mask:
     those of old classes), summed over the K hardest new classes and averaged over those examples
     (0 when there are none; no host sync):
@@ -81,11 +85,13 @@ class LUCIR(WithOldModel):
     family = "replay"
     data_parallel = False
     scenarios = ("class",)
-    params = {"memory": MEMORY,
-              "lam_base": Param(5.0, ">=0", "base weight of the less-forget constraint (lambda_base)"),
-              "margin": Param(0.5, ">=0", "margin m of the ranking loss"),
-              "hard": Param(2, ">=1", "K hardest new classes in the ranking loss"),
-              "sigma_lr": Param(0.1, ">=0", "learning rate of the cosine scale sigma (plain SGD)")}
+    params = {
+        "memory": MEMORY,
+        "lam_base": Param(5.0, ">=0", "base weight of the less-forget constraint (lambda_base)"),
+        "margin": Param(0.5, ">=0", "margin m of the ranking loss"),
+        "hard": Param(2, ">=1", "K hardest new classes in the ranking loss"),
+        "sigma_lr": Param(0.1, ">=0", "learning rate of the cosine scale sigma (plain SGD)"),
+    }
     help = "LUCIR: cosine classifier, less-forget feature distillation, margin ranking on exemplars (class-IL)"
 
     def __init__(self, **kwargs: Any):
@@ -103,8 +109,10 @@ class LUCIR(WithOldModel):
     # ---- hooks ------------------------------------------------------------------------------
     def before_task(self, ctx, task):
         if ctx.precision == "fp16":
-            raise UsageError("lucir does not support --precision fp16 (its cosine scale sigma is outside the "
-                             "gradient scaler); use --precision bf16 or float32")
+            raise UsageError(
+                "lucir does not support --precision fp16 (its cosine scale sigma is outside the "
+                "gradient scaler); use --precision bf16 or float32"
+            )
         self.sigma(ctx)
         if task.id > 0:
             self.snapshot(ctx)
@@ -169,8 +177,11 @@ class LUCIR(WithOldModel):
 
     # ---- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"exemplars_": self.exemplars.state_dict(), "old_model_": self.old_model_,
-                "sigma_": None if self.sigma_ is None else self.sigma_.detach().clone()}
+        return {
+            "exemplars_": self.exemplars.state_dict(),
+            "old_model_": self.old_model_,
+            "sigma_": None if self.sigma_ is None else self.sigma_.detach().clone(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.exemplars = ExemplarSet()

@@ -1,4 +1,5 @@
 """Memory Aware Synapses' importance (Aljundi et al. 2018, ECCV) and its local Hebbian form."""
+
 from __future__ import annotations
 
 import torch
@@ -11,8 +12,15 @@ from . import linear_fastpath as lin
 from .estimation import as_long, auto_chunk, eval_mode, sample_fn, split, trainable
 
 
-def mas_importance(model: nn.Module, x: torch.Tensor, *, classes=None, chunk: int | None = None,
-                   backend: str = "auto", distributed: bool = False) -> list[torch.Tensor]:
+def mas_importance(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    classes=None,
+    chunk: int | None = None,
+    backend: str = "auto",
+    distributed: bool = False,
+) -> list[torch.Tensor]:
     """MAS: ``Omega = mean_n | d ||f(x_n)||_2^2 / d theta |``.
 
     Aljundi et al. 2018, "Memory Aware Synapses: Learning what (not) to forget", ECCV, eq. 2-4: the
@@ -33,7 +41,7 @@ def mas_importance(model: nn.Module, x: torch.Tensor, *, classes=None, chunk: in
         size = chunk or (1024 if linears is not None else auto_chunk(params))
         rows = devices.shard(len(x)) if distributed else slice(0, len(x))
         for i in range(rows.start, rows.stop, size):
-            xc = x[i:min(i + size, rows.stop)]
+            xc = x[i : min(i + size, rows.stop)]
             if linears is not None:
                 with lin.tap(linears) as rec, torch.enable_grad():
                     out = model(xc)
@@ -50,14 +58,29 @@ def mas_importance(model: nn.Module, x: torch.Tensor, *, classes=None, chunk: in
 
 
 # activation functions a Linear's output may pass through (their autograd node names)
-_ELEMENTWISE = {"ReluBackward0", "ReluBackward1", "TanhBackward0", "SigmoidBackward0", "GeluBackward0",
-                "EluBackward0", "LeakyReluBackward0", "SiluBackward0", "HardtanhBackward0",
-                "SoftplusBackward0", "MishBackward0", "HardswishBackward0", "HardsigmoidBackward0",
-                "ThresholdBackward0", "ThresholdBackward1", "CeluBackward0", "SeluBackward0", "PreluBackward0"}
+_ELEMENTWISE = {
+    "ReluBackward0",
+    "ReluBackward1",
+    "TanhBackward0",
+    "SigmoidBackward0",
+    "GeluBackward0",
+    "EluBackward0",
+    "LeakyReluBackward0",
+    "SiluBackward0",
+    "HardtanhBackward0",
+    "SoftplusBackward0",
+    "MishBackward0",
+    "HardswishBackward0",
+    "HardsigmoidBackward0",
+    "ThresholdBackward0",
+    "ThresholdBackward1",
+    "CeluBackward0",
+    "SeluBackward0",
+    "PreluBackward0",
+}
 
 
-def mas_hebbian(model: nn.Module, x: torch.Tensor, *, classes=None,
-                chunk: int | None = None) -> list[torch.Tensor]:
+def mas_hebbian(model: nn.Module, x: torch.Tensor, *, classes=None, chunk: int | None = None) -> list[torch.Tensor]:
     """Local (Hebbian) MAS: per ``nn.Linear``, ``Omega_ij = mean_n |y_i(x_n) x_j(x_n)|``, bias ``mean_n |y_i|``.
 
     Aljundi et al. 2018, section "Connection to Hebbian learning": MAS applied locally to one layer,
@@ -74,17 +97,19 @@ def mas_hebbian(model: nn.Module, x: torch.Tensor, *, classes=None,
     classes = as_long(classes)
     linears = lin.linear_layers(model)
     if linears is None:
-        raise UsageError("MAS with hebbian=true needs a model whose trainable parameters are all in nn.Linear "
-                         f"layers (and activations); {type(model).__name__} has others: use hebbian=false")
+        raise UsageError(
+            "MAS with hebbian=true needs a model whose trainable parameters are all in nn.Linear "
+            f"layers (and activations); {type(model).__name__} has others: use hebbian=false"
+        )
     params = trainable(model)
     acc = {id(p): torch.zeros_like(p) for p in params}
     size = chunk or 1024
     with eval_mode(model), torch.enable_grad():
         for i in range(0, len(x), size):
             with lin.tap(linears) as records:
-                out = model(x[i:i + size])
+                out = model(x[i : i + size])
                 for k, (mod, pre, z, _) in enumerate(records):
-                    post = _post_activation(z, [r[1] for r in records[k + 1:]] + [out])
+                    post = _post_activation(z, [r[1] for r in records[k + 1 :]] + [out])
                     pre2 = pre.detach().reshape(-1, pre.shape[-1]).abs()
                     post2 = post.detach().reshape(-1, post.shape[-1]).abs()
                     if classes is not None and (post is out or z is out):
@@ -104,7 +129,11 @@ def _post_activation(z: torch.Tensor, consumers: list[torch.Tensor]) -> torch.Te
         if u is z:
             return z
         fn = u.grad_fn
-        if fn is not None and type(fn).__name__ in _ELEMENTWISE and fn.next_functions \
-                and fn.next_functions[0][0] is z.grad_fn:
+        if (
+            fn is not None
+            and type(fn).__name__ in _ELEMENTWISE
+            and fn.next_functions
+            and fn.next_functions[0][0] is z.grad_fn
+        ):
             return u
     return z

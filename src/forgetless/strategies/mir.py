@@ -1,5 +1,6 @@
 """MIR: Maximally Interfered Retrieval (Aljundi, Caccia, Belilovsky, Caccia, Lin, Charlin &
 Tuytelaars, NeurIPS 2019, "Online Continual Learning with Maximally Interfered Retrieval")."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -34,11 +35,13 @@ def interference(ctx: Context, batch: Batch, cx: torch.Tensor, cy: torch.Tensor,
         if g is not None:
             virtual[n] = named[n].detach() - lr * g
     with torch.no_grad(), devices.autocast(ctx.device, ctx.precision):
-        before = F.cross_entropy(ctx.mask(functional_call(model, {**named, **buffers()}, (cx,)), ct), cy,
-                                 reduction="none")
-        after = F.cross_entropy(ctx.mask(functional_call(model, {**virtual, **buffers()}, (cx,)), ct), cy,
-                                reduction="none")
-    return (after.float() - before.float())
+        before = F.cross_entropy(
+            ctx.mask(functional_call(model, {**named, **buffers()}, (cx,)), ct), cy, reduction="none"
+        )
+        after = F.cross_entropy(
+            ctx.mask(functional_call(model, {**virtual, **buffers()}, (cx,)), ct), cy, reduction="none"
+        )
+    return after.float() - before.float()
 
 
 class MIR(Strategy):
@@ -65,10 +68,11 @@ class MIR(Strategy):
     task_free = True
     data_parallel = False
     scenarios = ALL_SCENARIOS
-    params = {"memory": MEMORY,
-              "candidates": Param(0, ">=0", "memory examples scored at every step (C; 0: five times k)"),
-              "replay_batch_size": Param(0, ">=0", "candidates replayed, the k of largest loss increase "
-                                                   "(0: the batch size)")}
+    params = {
+        "memory": MEMORY,
+        "candidates": Param(0, ">=0", "memory examples scored at every step (C; 0: five times k)"),
+        "replay_batch_size": Param(0, ">=0", "candidates replayed, the k of largest loss increase (0: the batch size)"),
+    }
     help = "MIR: replay the memory examples whose loss a virtual step on the incoming batch increases most"
 
     def __init__(self, **kwargs: Any):

@@ -26,6 +26,7 @@ there as in train mode with frozen statistics). The output layer is not pruned: 
 task its own outputs (the paper's per-task classifiers), so the rows (and biases) of task t's
 outputs are trained with task t and then fixed; they are the only part of that layer task t moves.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -47,8 +48,12 @@ class PackNet(TaskIsolation):
     name = "packnet"
     help = "PackNet: after each task prune its free weights by magnitude, retrain the kept ones, freeze them (task-IL)"
     params = {
-        "prune": Param(0.5, "[0, 1)", "fraction of the still-free weights of each layer pruned after a task "
-                                      "(by magnitude; the paper uses 0.5 and 0.75)"),
+        "prune": Param(
+            0.5,
+            "[0, 1)",
+            "fraction of the still-free weights of each layer pruned after a task "
+            "(by magnitude; the paper uses 0.5 and 0.75)",
+        ),
         "retrain": Param(2, ">=0", "epochs of retraining the kept weights after pruning"),
     }
 
@@ -64,11 +69,17 @@ class PackNet(TaskIsolation):
         head = last_linear(model)
         names = {id(p): n for n, p in model.named_parameters()}
         if id(head.weight) not in names or not any(
-                isinstance(m, (nn.Linear, nn.Conv2d)) and m is not head for m in model.modules()):
-            raise UsageError(f"{self.name} prunes the nn.Linear / nn.Conv2d layers of forgetless's models "
-                             f"(--model mlp:..., cnn, resnet...); {type(model).__name__} has none it can own")
-        prunable = [names[id(m.weight)] for m in model.modules()
-                    if isinstance(m, (nn.Linear, nn.Conv2d)) and m is not head and id(m.weight) in names]
+            isinstance(m, (nn.Linear, nn.Conv2d)) and m is not head for m in model.modules()
+        ):
+            raise UsageError(
+                f"{self.name} prunes the nn.Linear / nn.Conv2d layers of forgetless's models "
+                f"(--model mlp:..., cnn, resnet...); {type(model).__name__} has none it can own"
+            )
+        prunable = [
+            names[id(m.weight)]
+            for m in model.modules()
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and m is not head and id(m.weight) in names
+        ]
         bias = names.get(id(head.bias)) if head.bias is not None else None
         return prunable, (names[id(head.weight)], bias)
 
@@ -100,8 +111,10 @@ class PackNet(TaskIsolation):
         self.check_setup(ctx)
         if self.owner_ is None:
             params = dict(ctx.model.named_parameters())
-            self.owner_ = {n: torch.full(params[n].shape, FREE, dtype=torch.int16, device=ctx.device)
-                           for n in self._layout(ctx.model)[0]}
+            self.owner_ = {
+                n: torch.full(params[n].shape, FREE, dtype=torch.int16, device=ctx.device)
+                for n in self._layout(ctx.model)[0]
+            }
         self._phase(ctx, task, FREE)
 
     def after_backward(self, ctx):
@@ -149,22 +162,27 @@ class PackNet(TaskIsolation):
         for _ in range(self.retrain):
             perm = ctx.put(torch.randperm(len(data), generator=ctx.generator, device="cpu"))
             for i in range(0, len(data), ctx.batch_size):
-                idx = perm[i:i + ctx.batch_size]
+                idx = perm[i : i + ctx.batch_size]
                 train_step(ctx, self, Batch(data.take(idx), data.y[idx], ids[idx]))
         ctx.model.train(was)
 
     def masked_params(self, ctx, j: int) -> dict[str, torch.Tensor]:
         """The prunable weights as task ``j`` sees them: those of tasks <= j, every other one 0."""
         params = dict(ctx.model.named_parameters())
-        return {n: torch.where((own >= 0) & (own <= j), params[n], torch.zeros((), device=own.device,
-                                                                                  dtype=params[n].dtype))
-                for n, own in self.owner_.items()}
+        return {
+            n: torch.where(
+                (own >= 0) & (own <= j), params[n], torch.zeros((), device=own.device, dtype=params[n].dtype)
+            )
+            for n, own in self.owner_.items()
+        }
 
     def predict(self, ctx, x):
         if self.owner_ is None or ctx.task_id == 0:
             return ctx.model(x)
-        logits = [torch.func.functional_call(ctx.model, self.masked_params(ctx, j), (x,))
-                  for j in range(min(ctx.task_id, len(ctx.benchmark.tasks)))]
+        logits = [
+            torch.func.functional_call(ctx.model, self.masked_params(ctx, j), (x,))
+            for j in range(min(ctx.task_id, len(ctx.benchmark.tasks)))
+        ]
         logits.append(ctx.model(x))  # the task being trained (or just trained) and later ones: every weight
         return self.assemble(ctx, logits)
 

@@ -4,6 +4,7 @@ and RWalk's ``minmax`` normalization.
 Both helpers are updated after every optimizer step with in-place ``torch._foreach_*`` ops (no
 per-step temporaries, no host sync).
 """
+
 from __future__ import annotations
 
 import torch

@@ -29,6 +29,7 @@ State lives in flat vectors (one for A, one for m) with per-parameter views, so 
 two tensors and the hot path (``add_grad_``) is two ``torch._foreach_*`` kernels (a subtraction
 and a fused multiply-add into ``p.grad``) with no Python loop over parameters doing arithmetic.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -47,8 +48,10 @@ def views(flat: torch.Tensor, like: Tensors) -> list[torch.Tensor]:
     """Views into ``flat`` shaped like the tensors of ``like`` (no copy)."""
     sizes = [t.numel() for t in like]
     if sum(sizes) != flat.numel():
-        raise ValueError(f"the penalty holds {flat.numel()} values but the parameters have {sum(sizes)}: "
-                         "the model's trainable parameters changed since the anchor was taken")
+        raise ValueError(
+            f"the penalty holds {flat.numel()} values but the parameters have {sum(sizes)}: "
+            "the model's trainable parameters changed since the anchor was taken"
+        )
     return [v.view(t.shape) for v, t in zip(torch.split(flat, sizes), like)]
 
 
@@ -87,8 +90,9 @@ class QuadraticPenalty:
         if not bool(torch.isfinite(omega).all()):
             raise ValueError("the importance (Omega) has NaN or infinite values")
         if bool((omega < 0).any()):
-            raise ValueError("the importance (Omega) must be >= 0: a quadratic penalty with negative "
-                             "weights has no minimum")
+            raise ValueError(
+                "the importance (Omega) must be >= 0: a quadratic penalty with negative weights has no minimum"
+            )
 
     def set(self, omega, anchor) -> None:
         """Replace everything by the single term ``Omega (theta - anchor)^2``."""
@@ -110,8 +114,7 @@ class QuadraticPenalty:
             return
         A, m = self.omega, self.center
         A_new = A + omega
-        m_new = torch.where(A_new > 0, (A * m + omega * anchor) / A_new.clamp_min(torch.finfo(A.dtype).tiny),
-                            anchor)
+        m_new = torch.where(A_new > 0, (A * m + omega * anchor) / A_new.clamp_min(torch.finfo(A.dtype).tiny), anchor)
         d_old, d_add = (m - m_new).double(), (anchor - m_new).double()
         self.const = self.const + (A.double() * d_old * d_old).sum() + (omega.double() * d_add * d_add).sum()
         self.omega, self.center = A_new, m_new
@@ -129,8 +132,9 @@ class QuadraticPenalty:
     def value(self, params: Tensors, lam: float) -> torch.Tensor:
         """``lam * sum Omega (theta - theta*)^2`` as a differentiable scalar (0 when inactive)."""
         if self.omega is None:
-            return torch.zeros((), dtype=params[0].dtype if params else torch.float32,
-                               device=params[0].device if params else None)
+            return torch.zeros(
+                (), dtype=params[0].dtype if params else torch.float32, device=params[0].device if params else None
+            )
         A, m = self._views(params)
         d = torch._foreach_sub(list(params), m)
         sq = torch._foreach_mul(d, d)
@@ -179,8 +183,11 @@ class QuadraticPenalty:
         """Parameter-shaped buffers reused from step to step (a fresh tensor per step costs page faults).
         Buffers given away as p.grad are taken back once p.grad has been reset to None."""
         s = self._scratch
-        if s is None and self._given is not None and all(
-                p.grad is None or p.grad.data_ptr() != g.data_ptr() for p, g in zip(params, self._given)):
+        if (
+            s is None
+            and self._given is not None
+            and all(p.grad is None or p.grad.data_ptr() != g.data_ptr() for p, g in zip(params, self._given))
+        ):
             s = self._given
         if s is None or len(s) != len(params) or any(a.shape != p.shape for a, p in zip(s, params)):
             s = [torch.empty_like(p) for p in params]
@@ -189,8 +196,13 @@ class QuadraticPenalty:
 
     # ---- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"omega": self.omega, "center": self.center, "const": self.const,
-                "terms_omega": [o for o, _ in self.terms], "terms_anchor": [a for _, a in self.terms]}
+        return {
+            "omega": self.omega,
+            "center": self.center,
+            "const": self.const,
+            "terms_omega": [o for o, _ in self.terms],
+            "terms_anchor": [a for _, a in self.terms],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.omega, self.center = state["omega"], state["center"]

@@ -29,6 +29,7 @@ model replaces its output by the columns' scores once there is more than one col
 of task j come from column j (tasks not yet trained: the newest column), which is exactly
 "task j predicts with column j" under task-IL's evaluation, where only task j's outputs compete.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -53,11 +54,15 @@ class TaskIsolation(Strategy):
 
     def check_setup(self, ctx, own_optimizer: bool = False) -> None:
         if ctx.benchmark.scenario != "task":
-            raise UsageError(f"{self.name} is task-incremental only (it needs the task of every test sample); "
-                             f"run it with --scenario task")
+            raise UsageError(
+                f"{self.name} is task-incremental only (it needs the task of every test sample); "
+                f"run it with --scenario task"
+            )
         if own_optimizer and ctx.scaler is not None:
-            raise UsageError(f"{self.name} trains parameters of its own, outside the run's gradient scaler: "
-                             f"use --precision float32 or bf16, not fp16")
+            raise UsageError(
+                f"{self.name} trains parameters of its own, outside the run's gradient scaler: "
+                f"use --precision float32 or bf16, not fp16"
+            )
         self.output_owner(ctx)
 
     def output_owner(self, ctx) -> torch.Tensor:
@@ -71,8 +76,9 @@ class TaskIsolation(Strategy):
         taken: set[int] = set()
         for task in bench.tasks:
             if taken & set(task.classes):
-                raise UsageError(f"{self.name} needs every task to have its own outputs; tasks of "
-                                 f"{bench.name} share outputs")
+                raise UsageError(
+                    f"{self.name} needs every task to have its own outputs; tasks of {bench.name} share outputs"
+                )
             taken |= set(task.classes)
             for c in task.classes:
                 owner[c] = task.id
@@ -111,8 +117,7 @@ def mlp_parts(model: nn.Module, who: str) -> tuple[nn.Module | None, list[nn.Lin
     from ..models.mlp import MLP
 
     if not isinstance(model, MLP):
-        raise UsageError(f"{who} supports forgetless's MLP only (--model mlp:W1,W2,...), not "
-                         f"{type(model).__name__}")
+        raise UsageError(f"{who} supports forgetless's MLP only (--model mlp:W1,W2,...), not {type(model).__name__}")
     linears = [m for m in model.net if isinstance(m, nn.Linear)]
     return model._modules.get("normalize"), linears
 
@@ -184,8 +189,9 @@ class PNN(TaskIsolation):
         if self._pending is not None:
             sizes = self.sizes(ctx.model)
             # (built without drawing initial values: the RNG must stay where the checkpoint left it)
-            self.columns = nn.ModuleList(Column(k + 1, sizes, "meta").to_empty(device=ctx.device)
-                                         for k in range(len(self._pending)))
+            self.columns = nn.ModuleList(
+                Column(k + 1, sizes, "meta").to_empty(device=ctx.device) for k in range(len(self._pending))
+            )
             for col, state in zip(self.columns, self._pending):
                 col.load_state_dict(state)
             self._pending = None
@@ -238,8 +244,11 @@ class PNN(TaskIsolation):
 
     # ---- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        cols = self._pending if self._pending is not None else [
-            {k: v.detach().clone() for k, v in col.state_dict().items()} for col in self.columns]
+        cols = (
+            self._pending
+            if self._pending is not None
+            else [{k: v.detach().clone() for k, v in col.state_dict().items()} for col in self.columns]
+        )
         return {"columns_": cols, "training_column_": self.training_column_}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
 """The prototype classifier of few-shot class-incremental learning: a frozen backbone and cosine
 nearest-class-mean prediction."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -50,8 +51,10 @@ class Prototype(Strategy):
     name = "prototype"
     family = "fscil"
     scenarios = ("class",)
-    help = ("prototype classifier (FSCIL): train on the base session, then freeze the backbone; cosine "
-            "similarity to each class's mean normalised feature (class-IL)")
+    help = (
+        "prototype classifier (FSCIL): train on the base session, then freeze the backbone; cosine "
+        "similarity to each class's mean normalised feature (class-IL)"
+    )
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

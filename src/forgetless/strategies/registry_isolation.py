@@ -1,4 +1,5 @@
 """The parameter-isolation family by name (merged into ``strategies.STRATEGIES`` by the package)."""
+
 from __future__ import annotations
 
 from .hat import HAT

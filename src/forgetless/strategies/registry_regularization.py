@@ -1,4 +1,5 @@
 """The regularization family by name (merged into ``strategies.STRATEGIES`` by the package)."""
+
 from __future__ import annotations
 
 from .regularization import EWC, L2, MAS, SCP, SI, OnlineEWC, RWalk

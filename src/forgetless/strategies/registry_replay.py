@@ -1,4 +1,5 @@
 """The distillation and replay family by name (merged into ``strategies.STRATEGIES`` by the package)."""
+
 from __future__ import annotations
 
 from .bic import BiC
@@ -14,7 +15,21 @@ from .mir import MIR
 from .replay import AGEM, ER
 from .xder import XDER
 
-REPLAY = {"lwf": LwF, "er": ER, "agem": AGEM, "gem": GEM, "icarl": ICaRL, "bic": BiC, "dgr": DGR,
-          "der": DER, "derpp": DERpp, "xder": XDER, "er-ace": ERACE, "gdumb": GDumb, "mir": MIR, "lucir": LUCIR}
+REPLAY = {
+    "lwf": LwF,
+    "er": ER,
+    "agem": AGEM,
+    "gem": GEM,
+    "icarl": ICaRL,
+    "bic": BiC,
+    "dgr": DGR,
+    "der": DER,
+    "derpp": DERpp,
+    "xder": XDER,
+    "er-ace": ERACE,
+    "gdumb": GDumb,
+    "mir": MIR,
+    "lucir": LUCIR,
+}
 
 __all__ = ["REPLAY"]

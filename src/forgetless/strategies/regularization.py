@@ -24,6 +24,7 @@ default (``normalize="minmax"``, RWalk's normalization): with the raw Fisher the
 Fisher), and no default served both; normalized, the best values are 10-100 on both
 (``benchmarks/ewc_normalisation.py``). ``normalize="none"`` is the papers' raw penalty.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -40,8 +41,11 @@ from .scp import scp_importance
 CLOSED_FORM = Param(True, help="add the penalty's gradient in closed form (false: through autograd)")
 
 
-NORMALIZE = Param("minmax", ("none", "minmax"),
-                  "scale of each task's Fisher: min-max to [0, 1] (the default), or raw (none: the paper's)")
+NORMALIZE = Param(
+    "minmax",
+    ("none", "minmax"),
+    "scale of each task's Fisher: min-max to [0, 1] (the default), or raw (none: the paper's)",
+)
 
 
 def lam(default: float) -> Param:
@@ -169,17 +173,27 @@ class EWC(Regularizer):
     help = "Elastic Weight Consolidation: Fisher-weighted pull towards each task's parameters"
     # lam: see the module docstring; samples: 1000 per-sample gradients are plenty for
     # a diagonal Fisher and keep the cost per task small on 60k-image tasks
-    params = {"lam": lam(100.0),
-              "fisher": Param("empirical", LABELS, "labels of the Fisher: true (empirical), sampled, or exact"),
-              "samples": Param(1000, ">=1", "training samples the Fisher is estimated on", optional=True),
-              "normalize": NORMALIZE,
-              "closed_form": CLOSED_FORM}
+    params = {
+        "lam": lam(100.0),
+        "fisher": Param("empirical", LABELS, "labels of the Fisher: true (empirical), sampled, or exact"),
+        "samples": Param(1000, ">=1", "training samples the Fisher is estimated on", optional=True),
+        "normalize": NORMALIZE,
+        "closed_form": CLOSED_FORM,
+    }
     keep_terms = True
 
     def _fisher(self, ctx, task) -> list[torch.Tensor]:
         x, y, classes = self._data(ctx, task)
-        fisher = fisher_diagonal(ctx.model, x, y, classes=classes, labels=self.fisher, samples=self.samples,
-                                 generator=task_generator(ctx, task, 1), distributed=True)
+        fisher = fisher_diagonal(
+            ctx.model,
+            x,
+            y,
+            classes=classes,
+            labels=self.fisher,
+            samples=self.samples,
+            generator=task_generator(ctx, task, 1),
+            distributed=True,
+        )
         if self.normalize == "minmax":
             fisher = views(minmax(flatten(fisher)), fisher)
         return fisher
@@ -227,8 +241,11 @@ class SI(Regularizer):
 
     name = "si"
     help = "Synaptic Intelligence: importance = path integral of the loss decrease along training"
-    params = {"lam": lam(10.0), "xi": Param(0.1, ">0", "damping of the path-integral importance"),
-              "closed_form": CLOSED_FORM}  # lam: module docstring (Zenke et al.: c = 0.1 on permuted MNIST)
+    params = {
+        "lam": lam(10.0),
+        "xi": Param(0.1, ">0", "damping of the path-integral importance"),
+        "closed_form": CLOSED_FORM,
+    }  # lam: module docstring (Zenke et al.: c = 0.1 on permuted MNIST)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -267,13 +284,19 @@ class MAS(Regularizer):
 
     name = "mas"
     help = "Memory Aware Synapses: importance = sensitivity of the output norm (no labels needed)"
-    params = {"lam": lam(0.01), "hebbian": Param(False, help="the local Hebbian form (Linear layers only)"),
-              "closed_form": CLOSED_FORM}  # lam: see the module docstring
+    params = {
+        "lam": lam(0.01),
+        "hebbian": Param(False, help="the local Hebbian form (Linear layers only)"),
+        "closed_form": CLOSED_FORM,
+    }  # lam: see the module docstring
 
     def consolidate(self, ctx, task):
         x, _, classes = self._data(ctx, task)
-        new = flatten(mas_hebbian(ctx.model, x, classes=classes) if self.hebbian  # (every process: all samples)
-                      else mas_importance(ctx.model, x, classes=classes, distributed=True))
+        new = flatten(
+            mas_hebbian(ctx.model, x, classes=classes)
+            if self.hebbian  # (every process: all samples)
+            else mas_importance(ctx.model, x, classes=classes, distributed=True)
+        )
         self.quad.set(new if not self.quad.active else self.quad.omega + new, ctx.params())
 
 
@@ -301,10 +324,13 @@ class RWalk(Regularizer):
 
     name = "rwalk"
     help = "Riemannian Walk: normalized online Fisher + KL-normalized path-integral scores"
-    params = {"lam": lam(1.0), "alpha": Param(0.9, "(0, 1]", "weight of the new interval in the Fisher's EMA"),
-              "eps": Param(1e-3, ">0", "damping of the KL-normalized score"),
-              "interval": Param(10, ">=1", "steps between score updates"),
-              "closed_form": CLOSED_FORM}  # lam: module docstring
+    params = {
+        "lam": lam(1.0),
+        "alpha": Param(0.9, "(0, 1]", "weight of the new interval in the Fisher's EMA"),
+        "eps": Param(1e-3, ">0", "damping of the KL-normalized score"),
+        "interval": Param(10, ">=1", "steps between score updates"),
+        "closed_form": CLOSED_FORM,
+    }  # lam: module docstring
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -366,13 +392,17 @@ class SCP(Regularizer):
 
     name = "scp"
     help = "Sliced Cramer Preservation: importance from random projections of the mean output"
-    params = {"lam": lam(100.0), "slices": Param(50, ">=1", "random projections of the mean output"),
-              "alpha": Param(0.5, "[0, 1)", "weight of the old importance in the running average"),
-              "closed_form": CLOSED_FORM}  # lam: module docstring
+    params = {
+        "lam": lam(100.0),
+        "slices": Param(50, ">=1", "random projections of the mean output"),
+        "alpha": Param(0.5, "[0, 1)", "weight of the old importance in the running average"),
+        "closed_form": CLOSED_FORM,
+    }  # lam: module docstring
 
     def consolidate(self, ctx, task):
         x, _, classes = self._data(ctx, task)
-        new = flatten(scp_importance(ctx.model, x, classes=classes, slices=self.slices,
-                                     generator=task_generator(ctx, task, 2)))
+        new = flatten(
+            scp_importance(ctx.model, x, classes=classes, slices=self.slices, generator=task_generator(ctx, task, 2))
+        )
         old = self.quad.omega if self.quad.active else torch.zeros_like(new)
         self.quad.set(self.alpha * old + (1 - self.alpha) * new, ctx.params())

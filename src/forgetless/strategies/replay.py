@@ -1,4 +1,5 @@
 """Experience replay (ER) and Averaged GEM (A-GEM): a small memory of past examples."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,9 +24,9 @@ def set_flat_grad(params: list[torch.nn.Parameter], flat: torch.Tensor) -> None:
     for p in params:
         n = p.numel()
         if p.grad is None:
-            p.grad = flat[i:i + n].view_as(p).clone()
+            p.grad = flat[i : i + n].view_as(p).clone()
         else:
-            p.grad.copy_(flat[i:i + n].view_as(p))
+            p.grad.copy_(flat[i : i + n].view_as(p))
         i += n
 
 
@@ -63,9 +64,11 @@ class _Buffered(Strategy):
     """Shared parameters and state of the methods that keep a ``ReplayBuffer``."""
 
     family = "replay"
-    params = {"memory": MEMORY,
-              "sampling": Param("reservoir", POLICIES, "how the memory is filled"),
-              "replay_batch_size": Param(0, ">=0", "memory examples per step (0: the batch size)")}
+    params = {
+        "memory": MEMORY,
+        "sampling": Param("reservoir", POLICIES, "how the memory is filled"),
+        "replay_batch_size": Param(0, ">=0", "memory examples per step (0: the batch size)"),
+    }
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

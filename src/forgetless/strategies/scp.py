@@ -1,4 +1,5 @@
 """Sliced Cramér Preservation's importance (Kolouri et al. 2020, ICLR)."""
+
 from __future__ import annotations
 
 import torch
@@ -9,8 +10,15 @@ from ..errors import UsageError
 from .estimation import as_long, batch_fn, default_generator, eval_mode, split
 
 
-def scp_importance(model: nn.Module, x: torch.Tensor, *, classes=None, slices: int = 50,
-                   generator: torch.Generator | None = None, chunk: int | None = None) -> list[torch.Tensor]:
+def scp_importance(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    classes=None,
+    slices: int = 50,
+    generator: torch.Generator | None = None,
+    chunk: int | None = None,
+) -> list[torch.Tensor]:
     """Sliced Cramér Preservation: ``Gamma = (1/L) sum_l (d <xi_l, phi_bar> / d theta)^2``.
 
     Kolouri et al. 2020, "Sliced Cramér Synaptic Consolidation for Preserving Deeply Learned
@@ -43,7 +51,7 @@ def scp_importance(model: nn.Module, x: torch.Tensor, *, classes=None, slices: i
         cot = xi if slices <= K else torch.eye(K, device=params[0].device, dtype=params[0].dtype)
         acc = [p.new_zeros(len(cot), *p.shape) for p in params]
         for i in range(0, n, size):
-            xc = x[i:i + size]
+            xc = x[i : i + size]
             _, pull = vjp(lambda *p, xc=xc: fb(p, xc).sum(0), *params)
             for a, g in zip(acc, vmap(pull)(cot)):
                 a += g

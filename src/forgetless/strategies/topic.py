@@ -60,6 +60,7 @@ Where the paper leaves details open (our choices)
       ``ng_epochs`` passes.
     - The anchor images z_j are a small memory (one training example per node), as in the paper.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -84,8 +85,9 @@ def node_means(f: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
     return total / count.clamp_min(1)[:, None]
 
 
-def min_max_loss(f: torch.Tensor, y: torch.Tensor, centroids: torch.Tensor, labels: torch.Tensor,
-                 xi: float) -> torch.Tensor:
+def min_max_loss(
+    f: torch.Tensor, y: torch.Tensor, centroids: torch.Tensor, labels: torch.Tensor, xi: float
+) -> torch.Tensor:
     """mean over rows of [ d(f, m_j+) + sum_{i: c_i != y} max(0, xi - d(f, m_i)) ] (module docstring),
     d Euclidean, j+ the nearest node with the row's label (every row's class must have a node)."""
     d = torch.cdist(f, centroids)  # [B, n]
@@ -95,8 +97,7 @@ def min_max_loss(f: torch.Tensor, y: torch.Tensor, centroids: torch.Tensor, labe
     return (pull + push).mean()
 
 
-def nearest_node_scores(f: torch.Tensor, centroids: torch.Tensor, labels: torch.Tensor,
-                        n_outputs: int) -> torch.Tensor:
+def nearest_node_scores(f: torch.Tensor, centroids: torch.Tensor, labels: torch.Tensor, n_outputs: int) -> torch.Tensor:
     """[B, n_outputs]: -min over the nodes of class c of d(f, m_j); -inf for classes with no node."""
     d = torch.cdist(f, centroids)
     out = torch.full((f.shape[0], n_outputs), float("-inf"), device=f.device, dtype=d.dtype)
@@ -112,8 +113,10 @@ class Topic(Strategy):
     name = "topic"
     family = "fscil"
     scenarios = ("class",)
-    help = ("TOPIC (FSCIL): neural gas over the features, anchor loss on old nodes + min-max loss on new "
-            "ones, nearest-node prediction (class-IL)")
+    help = (
+        "TOPIC (FSCIL): neural gas over the features, anchor loss on old nodes + min-max loss on new "
+        "ones, nearest-node prediction (class-IL)"
+    )
     params = {
         "nodes_per_class": Param(10, ">=1", "NG nodes per base class (the base gas has this x base classes)"),
         "lam_al": Param(1.0, ">=0", "weight of the anchor loss (NG stabilization)"),
@@ -150,13 +153,15 @@ class Topic(Strategy):
         data = task.train
         n_nodes = self.nodes_per_class * len(task.classes)
         if len(data) < n_nodes:
-            raise UsageError(f"topic: the base session has {len(data)} training examples, fewer than its "
-                             f"{n_nodes} NG nodes; lower nodes_per_class")
+            raise UsageError(
+                f"topic: the base session has {len(data)} training examples, fewer than its "
+                f"{n_nodes} NG nodes; lower nodes_per_class"
+            )
         x = data.x
         phi = features(ctx.model, x).float()
         y = data.y.to(phi.device)
         pick = ctx.put(torch.randperm(len(data), generator=ctx.generator, device="cpu")[: self.ng_samples])
-        seed = int(torch.randint(2 ** 31 - 1, (1,), generator=ctx.generator, device="cpu"))
+        seed = int(torch.randint(2**31 - 1, (1,), generator=ctx.generator, device="cpu"))
         gas = NeuralGas(n_nodes)
         gas.fit(phi[pick], epochs=self.ng_epochs, seed=seed)
         gas.reset_variance()
@@ -193,8 +198,12 @@ class Topic(Strategy):
         classes = y.unique()
         owner = gas.size + torch.searchsorted(classes, y)
         means = torch.stack([phi[y == c].mean(0) for c in classes])
-        var = torch.stack([(phi[y == c].var(0, unbiased=False) if int((y == c).sum()) > 1 else fill)
-                           .clamp_min(gas.min_var) for c in classes])
+        var = torch.stack(
+            [
+                (phi[y == c].var(0, unbiased=False) if int((y == c).sum()) > 1 else fill).clamp_min(gas.min_var)
+                for c in classes
+            ]
+        )
         gas.add_nodes(means, classes, var)
         gas.learn_edges(phi)
         self.anchors_ = torch.cat([self.anchors_, data.x.to(self.anchors_.device)])
@@ -220,7 +229,8 @@ class Topic(Strategy):
         self._detach()
         self._caught.clear()
         self._hook = last_linear(ctx.model).register_forward_hook(
-            lambda mod, inputs, output: self._caught.append(inputs[0]))
+            lambda mod, inputs, output: self._caught.append(inputs[0])
+        )
 
     def _detach(self) -> None:
         if self._hook is not None:
@@ -264,8 +274,12 @@ class Topic(Strategy):
         return {"ng_": self.ng_, "anchors_": self.anchors_, "owner_": self.owner_, "xi_": self.xi_}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.ng_, self.anchors_, self.owner_, self.xi_ = (state["ng_"], state["anchors_"], state["owner_"],
-                                                          state["xi_"])
+        self.ng_, self.anchors_, self.owner_, self.xi_ = (
+            state["ng_"],
+            state["anchors_"],
+            state["owner_"],
+            state["xi_"],
+        )
         self._gas = None
 
 

@@ -1,5 +1,6 @@
 """X-DER, eXtended Dark Experience Replay, its cross-entropy variant (Boschini, Bonicelli, Buzzega,
 Porrello & Calderara, TPAMI 2022, "Class-Incremental Continual Learning into the eXtended DER-verse")."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,8 +15,9 @@ from .der import DERpp, logit_mse
 EVAL_BATCH = 1024
 
 
-def xder_update(old: torch.Tensor, new: torch.Tensor, y: torch.Tensor, cols: torch.Tensor,
-                gamma: float) -> torch.Tensor:
+def xder_update(
+    old: torch.Tensor, new: torch.Tensor, y: torch.Tensor, cols: torch.Tensor, gamma: float
+) -> torch.Tensor:
     """X-DER's update of stored logits (the past and "future past" heads): the stored logits ``old``
     [n, C] with the outputs ``cols`` replaced by the model's ``new`` ones, scaled down where they
     would outrank the stored ground-truth logit:
@@ -84,12 +86,14 @@ class XDER(DERpp):
     name = "xder"
     task_free = False  # its memory and logit updates happen at task ends
     scenarios = ("class",)
-    params = {**DERpp.params,
-              "alpha": Param(0.3, ">=0", "weight of the MSE on the stored logits"),
-              "beta": Param(0.5, ">=0", "weight of the cross-entropy on a second memory batch (past heads)"),
-              "gamma": Param(0.85, "(0, 1]", "damping of updated logits: their max becomes gamma * the true class's"),
-              "eta": Param(0.1, ">=0", "weight of the past and future margin constraints"),
-              "m": Param(0.3, ">=0", "margin of the constraints")}
+    params = {
+        **DERpp.params,
+        "alpha": Param(0.3, ">=0", "weight of the MSE on the stored logits"),
+        "beta": Param(0.5, ">=0", "weight of the cross-entropy on a second memory batch (past heads)"),
+        "gamma": Param(0.85, "(0, 1]", "damping of updated logits: their max becomes gamma * the true class's"),
+        "eta": Param(0.1, ">=0", "weight of the past and future margin constraints"),
+        "m": Param(0.3, ">=0", "margin of the constraints"),
+    }
     help = "X-DER (cross-entropy variant): DER++ with logit updates of past examples and margin constraints (class-IL)"
 
     def __init__(self, **kwargs: Any):
@@ -110,11 +114,15 @@ class XDER(DERpp):
                 owner[task.classes] = task.id
             seen, past = bench.classes_upto(c), bench.classes_before(c)
             index = lambda v: torch.tensor(v, dtype=torch.long, device="cpu").to(ctx.device)  # noqa: E731
-            self._sets = {"owner": owner.to(ctx.device), "past": index(past),
-                          "current": index(sorted(bench.tasks[c].classes)), "seen": index(seen),
-                          "seen_is_past": torch.tensor([j in past for j in seen], device="cpu").to(ctx.device),
-                          "stream": index([j for j in range(bench.n_outputs) if j not in past]),
-                          "future": index([j for j in range(bench.n_outputs) if j not in seen])}
+            self._sets = {
+                "owner": owner.to(ctx.device),
+                "past": index(past),
+                "current": index(sorted(bench.tasks[c].classes)),
+                "seen": index(seen),
+                "seen_is_past": torch.tensor([j in past for j in seen], device="cpu").to(ctx.device),
+                "stream": index([j for j in range(bench.n_outputs) if j not in past]),
+                "future": index([j for j in range(bench.n_outputs) if j not in seen]),
+            }
             self._sets_key = key
         return self._sets
 
@@ -152,7 +160,7 @@ class XDER(DERpp):
             total = total + self.beta * F.cross_entropy(o2[:, heads], self._position(heads, y2))
             both = torch.cat([i1, i2])  # each slot once (first occurrence), decided on the host
             first = torch.ones(len(both), dtype=torch.bool, device="cpu")
-            first[len(i1):] = ~torch.isin(i2, i1)
+            first[len(i1) :] = ~torch.isin(i2, i1)
             keep_rows = ctx.put(first.nonzero().flatten())
             slots, o, yb = ctx.put(both)[keep_rows], torch.cat([o1, o2])[keep_rows], torch.cat([y1, y2])[keep_rows]
             if c > 0:
@@ -198,7 +206,7 @@ class XDER(DERpp):
         was = model.training
         model.eval()
         try:
-            return torch.cat([model(x[i:i + EVAL_BATCH]).float() for i in range(0, len(x), EVAL_BATCH)])
+            return torch.cat([model(x[i : i + EVAL_BATCH]).float() for i in range(0, len(x), EVAL_BATCH)])
         finally:
             model.train(was)
 
