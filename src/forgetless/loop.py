@@ -18,18 +18,21 @@ per epoch, moved to the device at once).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from . import devices
 from .benchmarks import Task
-from .data.base import TensorData
 from .errors import UsageError
 from .strategies import Batch, Context, Strategy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .schedules import TaskSchedule
 
 EVAL_BATCH = 4096
 LOG_EVERY = 50  # steps between reads of the accumulated losses
@@ -39,9 +42,11 @@ class TrainingDiverged(UsageError):
     """The loss or the parameters became NaN or infinite."""
 
 
-def autocast(ctx: Context):
+def autocast(ctx: Context) -> contextlib.AbstractContextManager[Any]:
     """The precision of the run's forward passes and losses (``devices.autocast``)."""
-    return devices.autocast(ctx.device, ctx.precision)
+    assert ctx.device is not None  # Context.__post_init__ set it
+    context: contextlib.AbstractContextManager[Any] = devices.autocast(ctx.device, ctx.precision)
+    return context
 
 
 def train_step(ctx: Context, strategy: Strategy, batch: Batch) -> torch.Tensor:
@@ -107,7 +112,7 @@ def train_step(ctx: Context, strategy: Strategy, batch: Batch) -> torch.Tensor:
     return total.detach()
 
 
-def _zero_if_overflowed(scaler, optimizer) -> None:
+def _zero_if_overflowed(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> None:
     """After ``unscale_``: set every gradient to 0 if any was inf/NaN (on the device, no host read)."""
     found = scaler._found_inf_per_device(optimizer)  # {device: 0-dim tensor, 1.0 if inf/NaN was found}
     if not found:
@@ -126,14 +131,17 @@ def iterate_batches(
     epochs: int | None,
     iterations: int | None,
     device: torch.device | None = None,
-):
+) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (epoch, index batch): ``epochs`` passes over a fresh permutation each, or exactly
     ``iterations`` batches (drawing new permutations as needed). The permutation is drawn with
     ``generator`` (CPU) and moved to ``device`` once per epoch."""
     epoch, done = 0, 0
     while True:
-        if iterations is None and epoch >= epochs:
-            return
+        if iterations is None:
+            if epochs is None:
+                raise TypeError("iterate_batches needs epochs or iterations")
+            if epoch >= epochs:
+                return
         perm = torch.randperm(n, generator=generator, device="cpu")
         if device is not None:
             perm = devices.put(perm, device)
@@ -156,7 +164,7 @@ def train_task(
     on_eval: Callable[[], None] | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     progress: bool = False,
-    lr_schedule=None,
+    lr_schedule: TaskSchedule | None = None,
 ) -> dict[str, Any]:
     """Train on what the strategy gives for ``task`` (after its ``before_task``); returns statistics.
 
@@ -179,7 +187,7 @@ def train_task(
     pending: list[tuple[int, int, torch.Tensor]] = []
     acc = {"sum": 0.0, "steps": 0}
 
-    def flush():
+    def flush() -> None:
         if not pending:
             return
         values = torch.stack([v for _, _, v in pending]).float().tolist()
@@ -219,7 +227,15 @@ def train_task(
     return {"steps": acc["steps"], "samples": samples, "mean_loss": acc["sum"] / max(acc["steps"], 1)}
 
 
-def progress_bar(total: int, desc: str, enabled: bool):
+class _Bar(Protocol):
+    """What train_task uses of a progress bar (tqdm's)."""
+
+    def update(self, n: int) -> object: ...
+
+    def close(self) -> None: ...
+
+
+def progress_bar(total: int, desc: str, enabled: bool) -> _Bar | None:
     """A tqdm bar on stderr, or None when disabled, not on a terminal, or tqdm is missing."""
     import sys
 
@@ -229,7 +245,8 @@ def progress_bar(total: int, desc: str, enabled: bool):
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+    bar: _Bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)  # (tqdm is untyped)
+    return bar
 
 
 @torch.inference_mode()
@@ -243,9 +260,12 @@ def evaluate(
     was_training = model.training
     model.eval()
     bench = ctx.benchmark
-    counts, sizes = [], []
+    counts: list[torch.Tensor] = []
+    sizes: list[int] = []
     for task in bench.tasks:
-        data: TensorData = task.test if split == "test" else task.val
+        data = task.test if split == "test" else task.val
+        # (run.py evaluates on val only with a validation fraction, and on test only when it is built)
+        assert data is not None, f"task {task.id + 1} has no {split} data"
         bias = bench.eval_bias(trained_upto, task.id)
         if ctx.seen_labels is not None:  # (a blurry stream: every label trained on competes)
             bias = bias.masked_fill(ctx.seen_labels, 0.0)
@@ -263,11 +283,11 @@ def evaluate(
                 correct_own += ((scores + own).argmax(1) == y).sum()
         counts += [correct, correct_own]
         sizes.append(max(len(data), 1))
-    counts = torch.stack(counts)
-    devices.all_reduce_([counts])
-    counts = counts.tolist()
-    accs = [c / n for c, n in zip(counts[0::2], sizes)]
-    aware = [c / n for c, n in zip(counts[1::2], sizes)]
+    stacked = torch.stack(counts)
+    devices.all_reduce_([stacked])
+    correct_counts: list[int] = stacked.tolist()
+    accs = [c / n for c, n in zip(correct_counts[0::2], sizes)]
+    aware = [c / n for c, n in zip(correct_counts[1::2], sizes)]
     model.train(was_training)
     return (accs, aware) if task_aware else accs
 

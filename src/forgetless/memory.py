@@ -33,6 +33,7 @@ Each class has ``state_dict`` / ``load_state_dict`` over plain tensors and numbe
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -53,6 +54,12 @@ def check_memory(memory: Any, who: str) -> int:
 
 def _randint(high: int, generator: torch.Generator | None) -> int:
     return int(torch.randint(high, (1,), generator=generator, device="cpu"))
+
+
+def _unique_counts(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sorted distinct values of ``v`` and how often each occurs (``v.unique(return_counts=True)``)."""
+    values, counts = torch.unique(v, return_counts=True)  # (torch.unique is typed as Any)
+    return values, counts
 
 
 class ReplayBuffer:
@@ -82,14 +89,32 @@ class ReplayBuffer:
         self.x = torch.zeros((self.capacity, *x.shape[1:]), dtype=x.dtype, device=x.device)
         self.y, self.t = self.y.to(x.device), self.t.to(x.device)
 
-    def _store(self, slot: int, x, y, t, label: int | None = None, extra=None) -> None:
+    def _store(
+        self,
+        slot: int,
+        x: torch.Tensor,
+        y: int,
+        t: int,
+        label: int | None = None,
+        extra: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        assert self.x is not None  # add() allocates before storing
         self.x[slot], self.y[slot], self.t[slot] = x, y, t
         for name, value in (extra or {}).items():
             self.extra[name][slot] = value
         if label is not None:
             self.labels[slot] = label
 
-    def _copy(self, dst, src, x, y, t, extra) -> None:
+    def _copy(
+        self,
+        dst: torch.Tensor,
+        src: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        extra: dict[str, torch.Tensor],
+    ) -> None:
+        assert self.x is not None  # add() allocates before copying
         self.x[dst], self.y[dst], self.t[dst] = x[src], y[src], t[src]
         for name, value in extra.items():
             self.extra[name][dst] = value[src]
@@ -97,12 +122,13 @@ class ReplayBuffer:
     def _check_extra(self, extra: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
         if set(extra) != set(self.extra) and (self.size or self.extra):
             raise ValueError(f"this buffer stores the extras {sorted(self.extra)}, got {sorted(extra)}")
-        out = {}
+        out: dict[str, torch.Tensor] = {}
         for name, value in extra.items():
             value = value.detach()
             if len(value) != n:
                 raise ValueError(f"extra {name!r} has {len(value)} rows for {n} examples")
             if name not in self.extra:
+                assert self.x is not None  # add() allocates before checking the extras
                 self.extra[name] = torch.zeros(
                     (self.capacity, *value.shape[1:]), dtype=value.dtype, device=self.x.device
                 )
@@ -132,7 +158,14 @@ class ReplayBuffer:
             for i in range(len(x)):
                 self._add_balanced(x[i], ys[i], ts[i], generator, {k: v[i] for k, v in extra.items()})
 
-    def _add_reservoir(self, x, y, t, generator, extra) -> None:
+    def _add_reservoir(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        generator: torch.Generator | None,
+        extra: dict[str, torch.Tensor],
+    ) -> None:
         n = len(x)
         position = self.seen + torch.arange(1, n + 1, device="cpu")  # each example's 1-based place in the stream
         # algorithm R: the k-th example draws j uniform in [0, k) and replaces slot j if j < capacity
@@ -156,7 +189,9 @@ class ReplayBuffer:
             dst = put(torch.tensor(list(last.keys()), dtype=torch.long, device="cpu"), x.device)
             self._copy(dst, src, x, y, t, extra)
 
-    def _add_balanced(self, x, y: int, t: int, generator, extra) -> None:
+    def _add_balanced(
+        self, x: torch.Tensor, y: int, t: int, generator: torch.Generator | None, extra: dict[str, torch.Tensor]
+    ) -> None:
         self.seen += 1
         self.class_seen[y] = self.class_seen.get(y, 0) + 1
         if self.size < self.capacity:
@@ -164,7 +199,7 @@ class ReplayBuffer:
             self.size += 1
             return
         labels = self.labels[: self.size]
-        classes, counts = labels.unique(return_counts=True)
+        classes, counts = _unique_counts(labels)
         largest = int(counts.max())
         own = int((labels == y).sum())
         if own < largest:  # evict a random example of (one of) the largest class(es)
@@ -185,19 +220,23 @@ class ReplayBuffer:
             raise ValueError("the replay buffer is empty")
         return torch.randperm(self.size, generator=generator, device="cpu")[: min(n, self.size)]
 
-    def sample(self, n: int, generator: torch.Generator | None = None):
+    def sample(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A batch of min(n, size) distinct stored examples, uniformly at random: (x, y, t)."""
-        idx = put(self.draw(n, generator), self.x.device)
+        slots = self.draw(n, generator)  # (raises on an empty buffer; a non-empty one has its x)
+        assert self.x is not None
+        idx = put(slots, self.x.device)
         return self.x[idx], self.y[idx], self.t[idx]
 
-    def tensors(self):
-        """Everything stored: (x, y, t)."""
+    def tensors(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Everything stored: (x, y, t); x is None before the first example arrives."""
         if self.x is None:
             return None, self.y[:0], self.t[:0]
         return self.x[: self.size], self.y[: self.size], self.t[: self.size]
 
     def class_counts(self) -> dict[int, int]:
-        classes, counts = self.y[: self.size].unique(return_counts=True)
+        classes, counts = _unique_counts(self.y[: self.size])
         return {int(c): int(k) for c, k in zip(classes, counts)}
 
     # ---- state ------------------------------------------------------------------------------
@@ -215,12 +254,13 @@ class ReplayBuffer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.__init__(int(state["capacity"]), state["policy"])
+        type(self).__init__(self, int(state["capacity"]), state["policy"])
         self.seen = int(state["seen"])
         self.class_seen = {int(c): int(k) for c, k in state["class_seen"].tolist()}
         if state["x"] is not None:
             n = len(state["y"])
             self._allocate(state["x"])
+            assert self.x is not None
             self.x[:n], self.y[:n], self.t[:n] = state["x"], state["y"].to(self.x.device), state["t"].to(self.x.device)
             self.labels[:n] = state["y"].cpu()
             self.size = n
@@ -261,7 +301,7 @@ def herding(features: torch.Tensor, m: int) -> torch.Tensor:
 class ExemplarSet:
     """Exemplars per class in priority order (iCaRL's P_1..P_s), each with its task index."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.x: dict[int, torch.Tensor] = {}
         self.t: dict[int, int] = {}
 
@@ -280,8 +320,8 @@ class ExemplarSet:
         for c in self.x:
             self.x[c] = self.x[c][:m]
 
-    def tensors(self, classes=None):
-        """(x, y, t) of the exemplars of ``classes`` (default: all), class by class."""
+    def tensors(self, classes: Iterable[int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(x, y, t) of the exemplars of ``classes`` (default: all), class by class; None if there are none."""
         classes = self.classes if classes is None else [c for c in classes if c in self.x]
         if not classes:
             return None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import torch
 from torch import nn
@@ -108,7 +109,7 @@ def build_model(
     )
 
 
-def adapt_model(model):
+def adapt_model(model: Any) -> nn.Module:
     """A Keras 3 model (already imported by the caller, so keras is never imported here) as the
     ``nn.Module`` forgetless trains (``forgetless.keras.torch_module.KerasModel``); any other model
     unchanged."""

@@ -27,8 +27,9 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypeVar
 
 import torch
 
@@ -131,16 +132,25 @@ class Param:
             raise UsageError(f"{where} must be {self.check}, got {value!r}")
 
 
-def _entering(hook):
+_BeforeTask: TypeAlias = "Callable[[Strategy, Context, Task], None]"
+_Hook = TypeVar("_Hook", bound=Callable[..., object])
+
+
+def _mark_recording(hook: _Hook) -> _Hook:
+    """Mark ``hook`` as a before_task that records the task in the context (not to be wrapped again)."""
+    hook.__dict__["_records_task"] = True  # (a function attribute: the typed spelling of hook._records_task)
+    return hook
+
+
+def _entering(hook: _BeforeTask) -> _BeforeTask:
     """Wrap a subclass's before_task so the context always learns the task first."""
 
     @functools.wraps(hook)
-    def before_task(self, ctx, task):
+    def before_task(self: Strategy, ctx: Context, task: Task) -> None:
         ctx.begin_task(task, self.trains_upto(ctx, task))
         return hook(self, ctx, task)
 
-    before_task._records_task = True
-    return before_task
+    return _mark_recording(before_task)
 
 
 # ---- context -----------------------------------------------------------------------------------
@@ -164,7 +174,7 @@ class Context:
     augment: Any = None  # a callable x -> x applied to every training batch after adapt_batch, or None
     seen_labels: torch.Tensor | None = None  # blurry streams: bool [n_outputs], the labels trained on so far
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         from ..models import adapt_model
 
         self.model = adapt_model(self.model)  # a Keras 3 model -> its nn.Module view (forgetless.keras)
@@ -177,6 +187,7 @@ class Context:
         """``t`` (e.g. indices drawn on the CPU with ``generator``) on the run's device, without a sync."""
         from ..devices import put
 
+        assert self.device is not None  # __post_init__ set it
         return put(t, self.device)
 
     def begin_task(self, task: Task, upto: int | None = None) -> None:
@@ -209,13 +220,13 @@ class Strategy:
     task_free = False  # True: works without being told where tasks start and end (--task-free)
     help = "fine-tuning: train on each task in turn, nothing against forgetting (lower bound)"
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "params" in cls.__dict__:  # a plain default is a Param with no range (a user's quick strategy)
             cls.params = {k: v if isinstance(v, Param) else Param(v) for k, v in cls.params.items()}
         hook = cls.__dict__.get("before_task")
         if hook is not None and not getattr(hook, "_records_task", False):
-            cls.before_task = _entering(hook)
+            setattr(cls, "before_task", _entering(hook))  # noqa: B010 (mypy refuses `cls.method = ...`)
 
     def __init__(self, **kwargs: Any):
         unknown = set(kwargs) - set(self.params)
@@ -253,11 +264,10 @@ class Strategy:
         return task.id
 
     # ---- hooks ------------------------------------------------------------------------------
+    @_mark_recording
     def before_task(self, ctx: Context, task: Task) -> None:
         """Called once before ``task`` is trained (records it in ``ctx``; LwF, iCaRL, BiC keep the old model here)."""
         ctx.begin_task(task, self.trains_upto(ctx, task))
-
-    before_task._records_task = True
 
     def train_data(self, ctx: Context, task: Task) -> tuple[TensorData, torch.Tensor] | None:
         """(data, task index of every sample) to train on for ``task``; None to skip training."""
@@ -286,7 +296,8 @@ class Strategy:
 
     def predict(self, ctx: Context, x: torch.Tensor) -> torch.Tensor:
         """The scores used for evaluation (default: the model's logits; iCaRL predicts by nearest mean)."""
-        return ctx.model(x)
+        scores: torch.Tensor = ctx.model(x)  # (Module.__call__ is typed as returning Any)
+        return scores
 
     # ---- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -331,7 +342,7 @@ class Compose(Strategy):
         self.scenarios = tuple(s for s in ALL_SCENARIOS if all(s in st.scenarios for st in self.strategies))
         self.task_free = all(getattr(st, "task_free", False) for st in self.strategies)
 
-    def hparams(self):
+    def hparams(self) -> dict[str, Any]:
         """Every part's values, prefixed with its name: {"ewc.lam": 100.0, "lwf.lam": 1.0, ...}."""
         return {f"{st.name}.{k}": v for st in self.strategies for k, v in st.hparams().items()}
 
@@ -341,54 +352,57 @@ class Compose(Strategy):
     def _one(self, hook: str) -> Strategy | None:
         return next((st for st in self.strategies if _overrides(st, hook)), None)
 
-    def trains_upto(self, ctx, task):
+    def trains_upto(self, ctx: Context, task: Task) -> int:
         return max(st.trains_upto(ctx, task) for st in self.strategies)
 
-    def before_task(self, ctx, task):
+    def before_task(self, ctx: Context, task: Task) -> None:
         for st in self.strategies:
             st.before_task(ctx, task)
 
-    def train_data(self, ctx, task):
+    def train_data(self, ctx: Context, task: Task) -> tuple[TensorData, torch.Tensor] | None:
         owner = self._one("train_data")
         return owner.train_data(ctx, task) if owner else super().train_data(ctx, task)
 
-    def adapt_batch(self, ctx, batch):
+    def adapt_batch(self, ctx: Context, batch: Batch) -> Batch:
         for st in self.strategies:
             batch = st.adapt_batch(ctx, batch)
         return batch
 
-    def task_loss(self, ctx, batch, out, loss):
+    def task_loss(self, ctx: Context, batch: Batch, out: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
         for st in self.strategies:
             loss = st.task_loss(ctx, batch, out, loss)
         return loss
 
-    def penalty(self, ctx, batch, out):
-        total = None
+    def penalty(self, ctx: Context, batch: Batch, out: torch.Tensor) -> torch.Tensor | None:
+        total: torch.Tensor | None = None
         for st in self.strategies:
             p = st.penalty(ctx, batch, out)
             if p is not None:
                 total = p if total is None else total + p
         return total
 
-    def after_backward(self, ctx):
+    def after_backward(self, ctx: Context) -> None:
         for st in self.strategies:
             st.after_backward(ctx)
 
-    def after_step(self, ctx, batch):
+    def after_step(self, ctx: Context, batch: Batch) -> None:
         for st in self.strategies:
             st.after_step(ctx, batch)
 
-    def after_task(self, ctx, task):
+    def after_task(self, ctx: Context, task: Task) -> None:
         for st in self.strategies:
             st.after_task(ctx, task)
 
-    def predict(self, ctx, x):
+    def predict(self, ctx: Context, x: torch.Tensor) -> torch.Tensor:
         owner = self._one("predict")
-        return owner.predict(ctx, x) if owner else ctx.model(x)
+        if owner:
+            return owner.predict(ctx, x)
+        scores: torch.Tensor = ctx.model(x)
+        return scores
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         return {str(i): st.state_dict() for i, st in enumerate(self.strategies)}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         for i, st in enumerate(self.strategies):
             st.load_state_dict(state[str(i)])
